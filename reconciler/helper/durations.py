@@ -1,0 +1,42 @@
+"""Durations as written by users: "30s", "5m", "1h30m", "250ms".
+
+Owns the one grammar for durations, shared by the machine config and the
+desired state (whose schema carries the same pattern). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The JSON Schema pattern for a duration; crds/ uses exactly this string.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_WHOLE = re.compile(DURATION_PATTERN)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Return the duration in seconds; raise ValueError saying what is accepted."""
+    if not isinstance(text, str) or not _WHOLE.match(text):
+        raise ValueError(
+            f"{text!r} is not a duration: write a number with a unit, "
+            "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h)"
+        )
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest duration string that parses back to `seconds` (whole ms)."""
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    s = ms // 1000
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size or (unit == "s" and not parts):
+            parts.append(f"{s // size}{unit}")
+            s %= size
+            if not s:
+                break
+    return "".join(parts)
