@@ -1,0 +1,184 @@
+"""The schema of `pullnix.yaml`, read from the CRD in `crds/` and turned into JSON Schema.
+
+Owns the reading of `crds/nixosdeployment.yaml` (shipped in this package as
+`nixosdeployment.yaml`, a symlink that wheels resolve into the real file) and
+the conversion of its `openAPIV3Schema` into a JSON Schema (draft 7) that
+jsonschema and editors (yaml-language-server) understand:
+
+- an object with `properties` and no `additionalProperties` refuses unknown
+  fields (the API server would prune them; pullnix refuses them);
+- `nullable: true` adds "null" to the type;
+- `x-kubernetes-list-map-keys` stays, checked by a keyword of our validator
+  (entries of such a list have unique keys); other `x-kubernetes-*` go.
+
+Also applies the schema's defaults, as the API server does: an absent field
+with a `default` gets it, then its own fields get theirs.
+
+Must not: read the user's file or phrase messages for people (`violations.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterator, Mapping
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+CRD_RESOURCE = "nixosdeployment.yaml"
+LIST_MAP_KEYS = "x-kubernetes-list-map-keys"
+_DROPPED = ("nullable", "x-kubernetes-list-type", "x-kubernetes-preserve-unknown-fields")
+
+
+@functools.cache
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition, as parsed YAML."""
+    text = resources.files(__package__).joinpath(CRD_RESOURCE).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def served_version() -> dict[str, Any]:
+    """The CRD's storage version entry (v1alpha1)."""
+    return next(v for v in crd()["spec"]["versions"] if v.get("storage"))
+
+
+def api_version() -> str:
+    return f"{crd()['spec']['group']}/{served_version()['name']}"
+
+
+def kind() -> str:
+    return str(crd()["spec"]["names"]["kind"])
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The CRD's openAPIV3Schema, untouched (a fresh copy)."""
+    return copy.deepcopy(served_version()["schema"]["openAPIV3Schema"])
+
+
+def to_json_schema(node: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert one OpenAPI v3 (Kubernetes structural) schema node to JSON Schema."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED:
+            continue
+        if key == "properties":
+            out[key] = {name: to_json_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, Mapping):
+            out[key] = to_json_schema(value)
+        elif key in ("oneOf", "anyOf", "allOf"):
+            out[key] = [to_json_schema(sub) for sub in value]
+        else:
+            out[key] = copy.deepcopy(value)
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _document_schema() -> dict[str, Any]:
+    schema = to_json_schema(openapi_schema())
+    del schema["properties"]["status"]  # written by the agent, never by the repository
+    schema["properties"]["apiVersion"]["const"] = api_version()
+    schema["properties"]["kind"]["const"] = kind()
+    return schema
+
+
+def document_schema() -> dict[str, Any]:
+    """JSON Schema of a whole `pullnix.yaml` (no status), for validation."""
+    return copy.deepcopy(_document_schema())
+
+
+def spec_schema() -> dict[str, Any]:
+    """JSON Schema of `spec` alone (for a spec merged for one host)."""
+    return copy.deepcopy(_document_schema()["properties"]["spec"])
+
+
+def status_schema() -> dict[str, Any]:
+    """JSON Schema of `status`, for whoever writes or reads status.json."""
+    return to_json_schema(openapi_schema()["properties"]["status"])
+
+
+def schema_json() -> dict[str, Any]:
+    """The JSON Schema `pullnix schema` prints: for editors and for a config repo's CI."""
+    schema = _strip_extensions(document_schema())
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "https://pullnix.dev/schemas/v1alpha1/nixosdeployment.json",
+        "title": f"pullnix.yaml ({kind()} {api_version()})",
+        **schema,
+    }
+
+
+def _strip_extensions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_extensions(v) for k, v in node.items() if not k.startswith("x-")}
+    if isinstance(node, list):
+        return [_strip_extensions(v) for v in node]
+    return node
+
+
+def _unique_list_map_keys(
+    validator: Any, keys: list[str], instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if not isinstance(instance, list):
+        return
+    seen: dict[tuple[Any, ...], int] = {}
+    for index, item in enumerate(instance):
+        if not isinstance(item, dict) or not all(k in item for k in keys):
+            continue
+        value = tuple(repr(item[k]) for k in keys)
+        if value in seen:
+            shown = ", ".join(f"{k} {item[k]!r}" for k in keys)
+            yield jsonschema.ValidationError(
+                f"the {shown} is already used by entry [{seen[value]}] of this list; "
+                f"each entry needs its own {' and '.join(keys)}",
+                path=[index, keys[0]],
+            )
+        else:
+            seen[value] = index
+
+
+Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft7Validator, {LIST_MAP_KEYS: _unique_list_map_keys}
+)
+
+
+@functools.cache
+def document_validator() -> Any:
+    return Validator(_document_schema())
+
+
+@functools.cache
+def spec_validator() -> Any:
+    return Validator(_document_schema()["properties"]["spec"])
+
+
+def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
+    """A copy of `value` with the schema's defaults filled in, as the API server does."""
+    value = copy.deepcopy(value)
+    _fill(value, schema)
+    return value
+
+
+def _fill(value: Any, schema: Mapping[str, Any]) -> None:
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties", {})
+        for name, sub in properties.items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                _fill(value[name], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            for name, item in value.items():
+                if name not in properties:
+                    _fill(item, extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            _fill(item, schema["items"])
