@@ -32,7 +32,7 @@ def format_duration(seconds: float) -> str:
     if ms % 1000:
         return f"{ms}ms"
     s = ms // 1000
-    parts = []
+    parts: list[str] = []
     for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
         if s >= size or (unit == "s" and not parts):
             parts.append(f"{s // size}{unit}")

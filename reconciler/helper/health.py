@@ -1,0 +1,189 @@
+"""Health checks: does the newly activated generation work?
+
+Owns running one check spec (`protocol.CheckSpec`) against the machine, with
+its timeout, retries and interval, and turning the outcome into a
+`machine.CheckResult`. Kinds: gitRemote (the machine's configured remotes
+still answer `git ls-remote`), http, tcp, systemd (`systemctl is-active`),
+command (exit 0).
+
+Must not: decide what a failure leads to (that is `machine.py`); print
+secrets (the token goes to git through its environment, never argv or logs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from reconciler.helper.config import SourceConfig
+from reconciler.helper.machine import CheckResult, iso
+from reconciler.helper.protocol import CheckSpec
+
+_BODY_LIMIT = 1024 * 1024
+
+
+class CheckFailed(Exception):
+    """One attempt failed; the message says what was seen."""
+
+
+def run_check(spec: CheckSpec, source: SourceConfig,
+              clock: Callable[[], float] = time.time) -> CheckResult:
+    """Run `spec` until it passes or its retries are spent."""
+    started = clock()
+    attempts, message = 0, ""
+    for attempt in range(spec.retries + 1):
+        attempts = attempt + 1
+        try:
+            message = _ATTEMPT[spec.kind](spec, source)
+            return CheckResult(spec.name, spec.kind, True, message, attempts,
+                               iso(started), iso(clock()))
+        except CheckFailed as exc:
+            message = str(exc)
+        if attempt < spec.retries:
+            time.sleep(spec.interval)
+    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+    return CheckResult(spec.name, spec.kind, False, message + suffix, attempts,
+                       iso(started), iso(clock()))
+
+
+def _http(spec: CheckSpec, source: SourceConfig) -> str:
+    url, expect = spec.param("url"), spec.param("expectStatus", 200)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=spec.timeout) as response:
+            status, body = response.status, response.read(_BODY_LIMIT)
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read(_BODY_LIMIT)
+        exc.close()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CheckFailed(f"GET {url}: {reason}") from None
+    if status != expect:
+        raise CheckFailed(f"GET {url}: status {status}, expected {expect}")
+    pattern = spec.param("bodyRegex")
+    if pattern and not re.search(pattern, body.decode(errors="replace")):
+        raise CheckFailed(f"GET {url}: status {status} but the body does not match "
+                          f"{pattern!r}")
+    return f"GET {url}: status {status}"
+
+
+def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
+    host, port = spec.param("host"), spec.param("port")
+    try:
+        with socket.create_connection((host, port), timeout=spec.timeout):
+            return f"connected to {host}:{port}"
+    except OSError as exc:
+        raise CheckFailed(f"connect {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _command(spec: CheckSpec, source: SourceConfig) -> str:
+    argv = list(spec.param("argv"))
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=spec.timeout, check=False)
+    except FileNotFoundError:
+        raise CheckFailed(f"{argv[0]}: no such command") from None
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"{shlex.join(argv)}: still running after "
+                          f"{spec.timeout:g}s") from None
+    except OSError as exc:
+        raise CheckFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
+    if proc.returncode != 0:
+        out = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        raise CheckFailed(f"{shlex.join(argv)} exited {proc.returncode}"
+                          + (f": {out.splitlines()[-1]}" if out else ""))
+    return f"{shlex.join(argv)} exited 0"
+
+
+def _systemd(spec: CheckSpec, source: SourceConfig) -> str:
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        raise CheckFailed("systemctl not found: systemd checks need systemd on this machine")
+    if not os.path.isdir("/run/systemd/system"):
+        raise CheckFailed("systemd is not running as the init system (no /run/systemd/system)"
+                          "; cannot check units")
+    bad = []
+    for unit in spec.param("units"):
+        try:
+            proc = subprocess.run([systemctl, "is-active", unit], stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=spec.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            bad.append(f"{unit}: systemctl did not answer in {spec.timeout:g}s")
+            continue
+        state = proc.stdout.decode(errors="replace").strip() or "unknown"
+        if proc.returncode != 0 or state != "active":
+            bad.append(f"{unit} is {state}")
+    if bad:
+        raise CheckFailed("; ".join(bad))
+    return f"active: {', '.join(spec.param('units'))}"
+
+
+def _git_remote(spec: CheckSpec, source: SourceConfig) -> str:
+    if not source.urls:
+        raise CheckFailed("no [source] urls in the machine config to check")
+    errors = []
+    for url in source.urls:
+        try:
+            _ls_remote(url, source, spec.timeout)
+            return f"{url} answers"
+        except CheckFailed as exc:
+            errors.append(str(exc))
+    raise CheckFailed("no remote answers: " + "; ".join(errors))
+
+
+def git_environment(url: str, source: SourceConfig) -> dict[str, str]:
+    """The environment for git to reach `url` with this machine's credentials."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    if source.ssh_key_file or source.known_hosts_file:
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        if source.ssh_key_file:
+            ssh += ["-i", str(source.ssh_key_file), "-o", "IdentitiesOnly=yes"]
+        if source.known_hosts_file:
+            ssh += ["-o", f"UserKnownHostsFile={source.known_hosts_file}"]
+        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+    if source.token_file and url.startswith(("http://", "https://")):
+        token = Path(source.token_file).read_text(encoding="utf-8").strip()
+        # Same as `git -c http.extraHeader=...`, but kept out of argv (and so out of ps).
+        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"})
+    return env
+
+
+def _ls_remote(url: str, source: SourceConfig, timeout: float) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "file" or (not parts.scheme and url.startswith("/")):
+        path = parts.path if parts.scheme else url
+        if not os.path.exists(path):
+            raise CheckFailed(f"{url}: {path} does not exist")
+    try:
+        env = git_environment(url, source)
+    except OSError as exc:
+        raise CheckFailed(f"{url}: cannot read token_file: {exc.strerror}") from None
+    try:
+        proc = subprocess.run(["git", "ls-remote", "--heads", "--", url],
+                              stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"{url}: no answer in {timeout:g}s") from None
+    except FileNotFoundError:
+        raise CheckFailed("git not found on PATH") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise CheckFailed(f"{url}: git ls-remote exited {proc.returncode}"
+                          + (f": {err[-1]}" if err else ""))
+
+
+_ATTEMPT: dict[str, Callable[[CheckSpec, SourceConfig], str]] = {
+    "http": _http, "tcp": _tcp, "command": _command, "systemd": _systemd,
+    "gitRemote": _git_remote,
+}

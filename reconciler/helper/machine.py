@@ -1,0 +1,429 @@
+"""The helper's operation as a pure state machine: events in, next state and effect out.
+
+Owns the policy of an operation: which step comes next, what a failure leads
+to, how a restart resumes, and how a rollback puts the machine back the way
+it was. Pure: no clock (callers pass `now`), no files, no processes; the shell
+(`operator.py`) performs the effects this module names and feeds the outcome
+back as events.
+
+    Pending -> Activating -> Verifying -> Committing -> Succeeded
+                    \\            \\           \\
+                     +-----------+-----------+--> RollingBack -> RolledBack
+                                                       \\
+                                                        +--> Failed
+
+How a rollback puts things back (decided from what the operation *touched*,
+recorded before each touching step, and what it found before it began: the
+previous running system A = `current_system` and profile target P):
+
+1. the profile moved (Committing began) -> point it at P again (the old
+   generation if it still exists, else a new generation of P);
+2. the running system changed and the boot default changed and A == P ->
+   `A/bin/switch-to-configuration switch` (the normal case of a non-trial
+   switch: one call restores both);
+3. otherwise, the running system changed -> `A ... test` (running system back,
+   bootloader untouched: a trial never touched it), and the boot default
+   changed -> `P ... boot` (the bootloader follows the profile again).
+
+Restart recovery: Pending (nothing done yet) -> RolledBack without effects;
+Activating or Verifying -> RollingBack; Committing -> finish the commit;
+RollingBack -> finish the rollback. Every step is idempotent, so redoing the
+one in flight at the crash is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from reconciler.helper.protocol import ApplyRequest, CheckSpec
+
+
+class State(StrEnum):
+    PENDING = "Pending"
+    ACTIVATING = "Activating"
+    VERIFYING = "Verifying"
+    COMMITTING = "Committing"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+TERMINAL = frozenset({State.SUCCEEDED, State.ROLLED_BACK, State.FAILED})
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the machine was running before the operation began."""
+
+    current_system: str | None
+    profile_path: str | None
+    profile_generation: int | None
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What the operation may have changed; set *before* the step that changes it."""
+
+    running: bool = False
+    boot: bool = False
+    profile: bool = False
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    kind: str
+    ok: bool
+    message: str
+    attempts: int
+    started_at: str
+    finished_at: str
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One timed step, for the agent to rebuild trace spans from."""
+
+    name: str
+    started_at: str
+    finished_at: str | None = None
+    ok: bool | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: State
+    at: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    kind: str  # apply | rollback
+    request: ApplyRequest
+    previous: Previous
+    state: State
+    created_at: str
+    touched: Touched = Touched()
+    done: tuple[str, ...] = ()  # steps finished in the current state
+    checks: tuple[CheckResult, ...] = ()
+    confirmed_at: str | None = None
+    confirm_deadline: float | None = None
+    generation: int | None = None  # the profile generation it committed
+    transitions: tuple[Transition, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    message: str = ""
+    finished_at: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+# Effects: what the shell must do next. `step` names it in phases and crash hooks.
+@dataclass(frozen=True)
+class Proceed:
+    step: str = "proceed"
+
+
+@dataclass(frozen=True)
+class Activate:
+    store_path: str
+    action: str
+    step: str = "activate"
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    index: int
+    spec: CheckSpec
+    step: str = "check"
+
+
+@dataclass(frozen=True)
+class AwaitConfirm:
+    deadline: float
+    step: str = "confirm"
+
+
+@dataclass(frozen=True)
+class SetProfile:
+    store_path: str
+    generation: int | None
+    step: str = "set-profile"
+
+
+@dataclass(frozen=True)
+class InstallBoot:
+    store_path: str
+    step: str = "install-boot"
+
+
+@dataclass(frozen=True)
+class RecordCommit:
+    store_path: str
+    revision: str
+    generation: int | None
+    step: str = "record"
+
+
+@dataclass(frozen=True)
+class RestoreProfile:
+    store_path: str
+    generation: int | None
+    step: str = "restore-profile"
+
+
+@dataclass(frozen=True)
+class Reactivate:
+    store_path: str
+    action: str
+    step: str = "reactivate"
+
+
+@dataclass(frozen=True)
+class RestoreBoot:
+    store_path: str
+    step: str = "restore-boot"
+
+
+Effect = (Proceed | Activate | RunCheck | AwaitConfirm | SetProfile | InstallBoot
+          | RecordCommit | RestoreProfile | Reactivate | RestoreBoot)
+
+
+# Events: what happened.
+@dataclass(frozen=True)
+class Done:
+    """The effect succeeded; `generation` is the profile generation after SetProfile."""
+
+    generation: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Broke:
+    message: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    result: CheckResult
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    pass
+
+
+@dataclass(frozen=True)
+class WaitOver:
+    """The confirm wait ended (confirmed, or the deadline passed)."""
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """The helper started and found this operation in its journal."""
+
+
+Event = Done | Broke | Checked | Confirmed | WaitOver | Restarted
+
+
+def iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def begin(op_id: str, kind: str, request: ApplyRequest, previous: Previous,
+          now: float) -> Operation:
+    at = iso(now)
+    op = Operation(id=op_id, kind=kind, request=request, previous=previous,
+                   state=State.PENDING, created_at=at,
+                   transitions=(Transition(State.PENDING, at, "accepted"),))
+    return _open_phase(op, now)
+
+
+def activation_action(req: ApplyRequest) -> str:
+    return "test" if req.trial else req.action
+
+
+def commits(req: ApplyRequest) -> bool:
+    """A non-trial `test` means "until reboot": nothing to commit."""
+    return req.trial or req.action != "test"
+
+
+def next_effect(op: Operation) -> Effect | None:
+    """What the shell must do now; None once the operation is over."""
+    req = op.request
+    if op.state is State.PENDING:
+        return Proceed()
+    if op.state is State.ACTIVATING:
+        return Activate(req.store_path, activation_action(req))
+    if op.state is State.VERIFYING:
+        if len(op.checks) < len(req.health_checks):
+            i = len(op.checks)
+            return RunCheck(i, req.health_checks[i])
+        if req.require_confirm and op.confirmed_at is None:
+            return AwaitConfirm(op.confirm_deadline or 0.0)
+        return Proceed()
+    if op.state is State.COMMITTING:
+        return _next_in(op, _commit_plan(op))
+    if op.state is State.ROLLING_BACK:
+        return _next_in(op, _rollback_plan(op))
+    return None
+
+
+def _next_in(op: Operation, plan: list[Effect]) -> Effect:
+    for effect in plan:
+        if effect.step not in op.done:
+            return effect
+    return Proceed()
+
+
+def _commit_plan(op: Operation) -> list[Effect]:
+    req = op.request
+    if not commits(req):
+        return []
+    return [SetProfile(req.store_path, req.generation), InstallBoot(req.store_path),
+            RecordCommit(req.store_path, req.revision, op.generation)]
+
+
+def _rollback_plan(op: Operation) -> list[Effect]:
+    prev, touched = op.previous, op.touched
+    plan: list[Effect] = []
+    if touched.profile and prev.profile_path:
+        plan.append(RestoreProfile(prev.profile_path, prev.profile_generation))
+    if touched.running and touched.boot and prev.current_system == prev.profile_path \
+            and prev.current_system:
+        plan.append(Reactivate(prev.current_system, "switch"))
+        return plan
+    if touched.running and prev.current_system:
+        plan.append(Reactivate(prev.current_system, "test"))
+    if touched.boot and prev.profile_path:
+        plan.append(RestoreBoot(prev.profile_path))
+    return plan
+
+
+def _cannot_roll_back(op: Operation) -> str:
+    prev, touched = op.previous, op.touched
+    if touched.running and not prev.current_system:
+        return "there was no running system before (current_system absent) to go back to"
+    if (touched.boot or touched.profile) and not prev.profile_path:
+        return "the system profile did not exist before, so there is no generation to restore"
+    return ""
+
+
+def advance(op: Operation, event: Event, now: float) -> Operation:
+    """The operation after `event`; the shell journals it before acting on it."""
+    if isinstance(event, Confirmed):
+        return op if op.confirmed_at or op.terminal else replace(op, confirmed_at=iso(now))
+    if isinstance(event, Restarted):
+        return _recover(op, now)
+    if op.terminal:
+        return op
+    op = _close_phase(op, event, now)
+    state, req = op.state, op.request
+    if state is State.PENDING:
+        touched = Touched(running=req.trial or req.action in ("switch", "test"),
+                          boot=not req.trial and req.action in ("switch", "boot"))
+        return _to(replace(op, touched=touched), State.ACTIVATING, now)
+    if state is State.ACTIVATING:
+        if isinstance(event, Broke):
+            return _to(op, State.ROLLING_BACK, now, f"activation failed: {event.message}")
+        return _to(replace(op, confirm_deadline=now + req.confirm_timeout),
+                   State.VERIFYING, now)
+    if state is State.VERIFYING:
+        if isinstance(event, Checked):
+            op = replace(op, checks=(*op.checks, event.result))
+            if not event.result.ok:
+                return _to(op, State.ROLLING_BACK, now, f"health check {event.result.name!r} "
+                           f"failed: {event.result.message}")
+            return _open_phase(op, now)
+        if isinstance(event, WaitOver) and op.confirmed_at is None:
+            return _to(op, State.ROLLING_BACK, now, "the new generation's agent did not "
+                       f"confirm within {req.confirm_timeout:g}s")
+        if isinstance(event, Broke):
+            return _to(op, State.ROLLING_BACK, now, event.message)
+        return _to(replace(op, touched=replace(op.touched, profile=commits(req),
+                                               boot=op.touched.boot or commits(req))),
+                   State.COMMITTING, now)
+    if state is State.COMMITTING:
+        effect = next_effect(op)
+        assert effect is not None
+        if isinstance(event, Broke):
+            if isinstance(effect, RecordCommit):
+                return _to(op, State.FAILED, now, "the generation is committed but could not "
+                           f"be recorded (downgrade protection needs it): {event.message}")
+            return _to(op, State.ROLLING_BACK, now, f"commit failed at {effect.step}: "
+                       f"{event.message}")
+        if isinstance(effect, Proceed):
+            message = (f"committed generation {op.generation}" if commits(req)
+                       else "activated until reboot (action test): nothing to commit")
+            return _to(op, State.SUCCEEDED, now, message)
+        if isinstance(effect, SetProfile):
+            op = replace(op, generation=event.generation if isinstance(event, Done) else None)
+        return _open_phase(replace(op, done=(*op.done, effect.step)), now)
+    if state is State.ROLLING_BACK:
+        effect = next_effect(op)
+        assert effect is not None
+        if isinstance(event, Broke):
+            return _to(op, State.FAILED, now, f"ROLLBACK FAILED at {effect.step}: "
+                       f"{event.message}; the machine needs a human")
+        if isinstance(effect, Proceed):
+            cause = _cannot_roll_back(op)
+            if cause:
+                return _to(op, State.FAILED, now, f"ROLLBACK INCOMPLETE: {cause}")
+            reason = next((t.message for t in reversed(op.transitions)
+                           if t.state is State.ROLLING_BACK), "")
+            return _to(op, State.ROLLED_BACK, now, reason)
+        return _open_phase(replace(op, done=(*op.done, effect.step)), now)
+    raise AssertionError(f"no transition from {state}")  # every state is handled above
+
+
+def _recover(op: Operation, now: float) -> Operation:
+    if op.terminal:
+        return op
+    op = _close_phase(op, Broke("the helper stopped during this step"), now)
+    if op.state is State.PENDING:
+        return _to(op, State.ROLLED_BACK, now,
+                   "the helper restarted before activation began; nothing was changed")
+    if op.state in (State.ACTIVATING, State.VERIFYING):
+        return _to(op, State.ROLLING_BACK, now,
+                   f"the helper restarted during {op.state}; rolling back")
+    # Committing and RollingBack resume where they were; the step in flight is redone.
+    at = iso(now)
+    return _open_phase(replace(op, transitions=(
+        *op.transitions, Transition(op.state, at, f"resumed {op.state} after a restart"))), now)
+
+
+def _to(op: Operation, state: State, now: float, message: str = "") -> Operation:
+    at = iso(now)
+    op = replace(op, state=state, done=(), message=message or op.message,
+                 transitions=(*op.transitions, Transition(state, at, message)))
+    if state in TERMINAL:
+        return replace(op, finished_at=at)
+    return _open_phase(op, now)
+
+
+def _open_phase(op: Operation, now: float) -> Operation:
+    """Start the clock on the step that comes next (closed by `_close_phase`)."""
+    effect = next_effect(op)
+    if effect is None or isinstance(effect, Proceed):
+        return op
+    name = f"check:{effect.spec.name}" if isinstance(effect, RunCheck) else effect.step
+    return replace(op, phases=(*op.phases, Phase(name, iso(now))))
+
+
+def _close_phase(op: Operation, event: Event, now: float) -> Operation:
+    if not op.phases or op.phases[-1].finished_at is not None:
+        return op
+    ok = not isinstance(event, Broke) and not (
+        isinstance(event, Checked) and not event.result.ok) and not (
+        isinstance(event, WaitOver) and op.confirmed_at is None)
+    message = (event.message if isinstance(event, Broke | Done)
+               else event.result.message if isinstance(event, Checked) else "")
+    last = replace(op.phases[-1], finished_at=iso(now), ok=ok, message=message)
+    return replace(op, phases=(*op.phases[:-1], last))

@@ -1,0 +1,277 @@
+"""The helper's shell around the state machine: one operation at a time, journaled.
+
+Owns the operation in progress: accepting it (or answering busy), driving it
+through `machine.next_effect`/`machine.advance` on one worker thread, writing
+the journal *before* each step is acted on, resuming a journaled operation
+after a restart, taking confirmations from other threads, and the queued
+self-upgrade (done only when idle).
+
+Test hook: `PULLNIX_HELPER_CRASH_AT=<name>` makes the helper SIGKILL itself,
+once, at that point: a state name (`Pending`, `Activating`, `Verifying`,
+`Committing`, `RollingBack`, `Succeeded`, `RolledBack`, `Failed`: right
+after that state is journaled, before it is acted on) or a step name
+(`activate`, `check`, `confirm`, `set-profile`, `install-boot`, `record`,
+`restore-profile`, `reactivate`, `restore-boot`: right after the step is
+done, before its outcome is journaled). Never set it in production.
+
+Must not: decide policy (that is `machine.py`) or speak the wire protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from reconciler.helper import machine as m
+from reconciler.helper import system
+from reconciler.helper.config import MachineConfig
+from reconciler.helper.health import run_check
+from reconciler.helper.journal import Journal, to_json
+from reconciler.helper.protocol import (
+    ApplyRequest,
+    ConfirmRequest,
+    ErrorCode,
+    ProtocolError,
+    RollbackRequest,
+)
+from reconciler.helper.records import CommittedGeneration, append_committed, read_committed
+from reconciler.helper.records import revision_of as recorded_revision
+
+CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
+log = logging.getLogger("pullnix.helper")
+
+
+def crash_point(name: str) -> None:
+    """The fault-injection test hook (see the module docstring)."""
+    if os.environ.get(CRASH_ENV) == name:
+        log.warning("%s=%s: killing myself (test hook)", CRASH_ENV, name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def new_operation_id(now: float) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}{int(now * 1e6) % 1_000_000:06d}Z-{secrets.token_hex(3)}"
+
+
+class Operator:
+    def __init__(self, config: MachineConfig, journal: Journal,
+                 reexec: Callable[[], None], clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.journal = journal
+        self.clock = clock
+        self._reexec = reexec
+        self._cond = threading.Condition()
+        self._op: m.Operation | None = None
+        self._upgrading = False
+        self.upgrade_pending: str | None = None
+
+    # -- starting and resuming ----------------------------------------------------------
+
+    def resume(self) -> None:
+        """Finish whatever the journal says was in progress, on the worker thread."""
+        op = self.journal.load()
+        if op is None:
+            return
+        log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
+        with self._cond:
+            self._op = m.advance(op, m.Restarted(), self.clock())
+            self.journal.write(self._op)
+        self._start_worker(initial_state=self._op.state)
+
+    def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
+        real = system.check_store_path(request.store_path, "bin/switch-to-configuration")
+        request = replace(request, store_path=real)
+        with self._cond:
+            self._refuse_if_busy()
+            now = self.clock()
+            profile = system.profile_state(self.config.system.profile)
+            previous = m.Previous(system.resolve(self.config.system.current_system),
+                                  profile.path, profile.generation)
+            op = m.begin(new_operation_id(now), kind, request, previous, now)
+            self.journal.write(op)
+            self._op = op
+        log.info("operation %s: %s %s (revision %s, trial %s)", op.id, kind,
+                 request.store_path, request.revision or "-", request.trial)
+        self._start_worker(initial_state=None)
+        return {"ok": True, "operationId": op.id, "state": str(op.state)}
+
+    def rollback(self, request: RollbackRequest) -> dict[str, Any]:
+        profile = self.config.system.profile
+        current = system.profile_state(profile).generation
+        older = [g for g in system.generations(profile) if current is None or g < current]
+        if not older:
+            raise ProtocolError(ErrorCode.NOTHING_TO_DO,
+                                f"{profile} has no generation before {current} to roll back to")
+        target = older[-1]
+        path = system.generation_path(profile, target)
+        if path is None:
+            raise ProtocolError(ErrorCode.NOTHING_TO_DO, f"generation {target} is dangling")
+        revision = recorded_revision(self.config.helper.state_dir, path) or ""
+        req = ApplyRequest(store_path=path, revision=revision, action="switch", trial=False,
+                           traceparent=request.traceparent, generation=target)
+        return self.apply(req, kind="rollback")
+
+    def _refuse_if_busy(self) -> None:
+        if self._op is not None:
+            raise Busy(to_json(self._op))
+        if self._upgrading:
+            raise ProtocolError(ErrorCode.BUSY, "the helper is upgrading itself")
+
+    def _start_worker(self, initial_state: m.State | None) -> None:
+        threading.Thread(target=self._drive, args=(initial_state,), name="operation",
+                         daemon=True).start()
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def _drive(self, last_state: m.State | None) -> None:
+        while True:
+            with self._cond:
+                op = self._op
+                assert op is not None
+                effect = m.next_effect(op)
+            if op.state is not last_state:
+                crash_point(str(op.state))
+                last_state = op.state
+            if effect is None:
+                break
+            event = self._perform(op, effect)
+            if not isinstance(effect, m.Proceed):
+                crash_point(effect.step)
+            with self._cond:
+                assert self._op is not None
+                self._op = m.advance(self._op, event, self.clock())
+                self.journal.write(self._op)
+                self._cond.notify_all()
+        log_at = log.error if op.state is m.State.FAILED else log.info
+        log_at("operation %s: %s: %s", op.id, op.state, op.message)
+        with self._cond:
+            self.journal.finish(op)
+            self._op = None
+            self._cond.notify_all()
+        self.upgrade_if_idle()
+
+    def _perform(self, op: m.Operation, effect: m.Effect) -> m.Event:
+        cfg, req = self.config, op.request
+        logfile = self.journal.log_path(op.id)
+        try:
+            if isinstance(effect, m.Activate | m.Reactivate):
+                system.switch(effect.store_path, effect.action, logfile,
+                              req.activation_timeout)
+            elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
+                system.switch(effect.store_path, "boot", logfile, req.activation_timeout)
+            elif isinstance(effect, m.RunCheck):
+                return m.Checked(run_check(effect.spec, cfg.source))
+            elif isinstance(effect, m.AwaitConfirm):
+                with self._cond:
+                    self._cond.wait_for(lambda: self._op is None or self._op.confirmed_at
+                                        is not None, timeout=effect.deadline - self.clock())
+                return m.WaitOver()
+            elif isinstance(effect, m.SetProfile | m.RestoreProfile):
+                generation = system.set_profile(cfg.system.profile, effect.store_path,
+                                                effect.generation, logfile)
+                return m.Done(generation=generation)
+            elif isinstance(effect, m.RecordCommit):
+                self._record(effect)
+        except system.StepFailed as exc:
+            return m.Broke(str(exc))
+        except Exception as exc:  # the worker must outlive any bug
+            log.exception("operation %s: %s", op.id, effect.step)
+            return m.Broke(f"internal error in {effect.step}: {exc!r}")
+        return m.Done()
+
+    def _record(self, effect: m.RecordCommit) -> None:
+        state_dir = self.config.helper.state_dir
+        committed = read_committed(state_dir)
+        if committed and (committed[-1].generation, committed[-1].store_path,
+                          committed[-1].revision) == (
+                effect.generation, effect.store_path, effect.revision):
+            return  # already recorded before a restart
+        append_committed(state_dir, CommittedGeneration(
+            effect.generation, effect.store_path, effect.revision, m.iso(self.clock())))
+
+    # -- requests from other threads ----------------------------------------------------
+
+    def confirm(self, request: ConfirmRequest) -> dict[str, Any]:
+        def matches(op_id: str, revision: str) -> bool:
+            return op_id == request.operation_id or (
+                request.revision is not None and revision == request.revision)
+
+        with self._cond:
+            op = self._op
+            if op is not None and matches(op.id, op.request.revision):
+                self._op = m.advance(op, m.Confirmed(), self.clock())
+                if self._op is not op:
+                    self.journal.write(self._op)
+                self._cond.notify_all()
+                return {"ok": True, "operationId": op.id, "state": str(self._op.state)}
+        for done in self.journal.recent():
+            if matches(done["id"], done["revision"]):
+                return {"ok": True, "operationId": done["id"], "state": done["state"],
+                        "message": "that operation is already over"}
+        wanted = request.operation_id or f"revision {request.revision}"
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation for {wanted}")
+
+    def status(self, operation_id: str | None = None) -> dict[str, Any]:
+        with self._cond:
+            current = None if self._op is None else to_json(self._op)
+        answer: dict[str, Any] = {"ok": True, "busy": current is not None,
+                                  "operation": current, "recent": self.journal.recent(),
+                                  "upgradePending": self.upgrade_pending}
+        if operation_id is not None:
+            found = current if current and current["id"] == operation_id \
+                else self.journal.find(operation_id)
+            if found is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
+            answer["found"] = found
+        return answer
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._op is None, timeout)
+
+    # -- self-upgrade -------------------------------------------------------------------
+
+    def upgrade(self, store_path: str) -> dict[str, Any]:
+        """Queue a move of the helper's profile; it happens (and we re-exec) when idle."""
+        real = system.check_store_path(store_path, "bin/pullnix-helper")
+        with self._cond:
+            self.upgrade_pending = real
+            if self._op is not None:
+                return {"ok": True, "queued": True,
+                        "message": f"operation {self._op.id} is in progress; the upgrade "
+                                   "waits until it is over"}
+        return {"ok": True, "queued": False, "message": "upgrading now"}
+
+    def upgrade_if_idle(self) -> None:
+        """Move the helper profile and re-exec, if an upgrade waits and nothing runs."""
+        with self._cond:
+            path = self.upgrade_pending
+            if path is None or self._op is not None or self._upgrading:
+                return
+            self._upgrading = True
+            self.upgrade_pending = None
+        logfile = self.config.helper.state_dir / "upgrade.log"
+        try:
+            system.run([f"{path}/bin/pullnix-helper", "--version"], logfile, 30)
+            system.set_profile(self.config.helper.profile, path, None, logfile)
+        except system.StepFailed as exc:
+            log.error("upgrade to %s refused: %s", path, exc)
+            with self._cond:
+                self._upgrading = False
+            return
+        log.info("helper profile now %s; re-executing", path)
+        self._reexec()
+
+
+class Busy(ProtocolError):
+    def __init__(self, operation: dict[str, Any]) -> None:
+        super().__init__(ErrorCode.BUSY, f"operation {operation['id']} is in progress "
+                         f"({operation['state']})")
+        self.operation = operation

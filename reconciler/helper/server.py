@@ -1,0 +1,155 @@
+"""The helper's Unix socket: who may talk to it, and the request/answer loop.
+
+Owns the listening socket at `[helper] socket` (parent created, mode 0660, a
+stale socket replaced, a live one refused), the peer check (SO_PEERCRED: root
+and `[helper] agent_uids` only; anyone else gets `forbidden` and is logged),
+the framing (one JSON object per line, at most 64 KiB) and the dispatch of
+each request to the operator. A thread per connection.
+
+Must not: decide anything about an operation (that is `operator.py` and
+`machine.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.helper import protocol as p
+from reconciler.helper.operator import Busy, Operator
+
+log = logging.getLogger("pullnix.helper")
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+IDLE_TIMEOUT = 600.0
+
+
+class SocketInUse(Exception):
+    """Another helper already answers on the socket."""
+
+
+def bind(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale: nobody listens
+        else:
+            raise SocketInUse(f"another helper is listening on {path}")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    listener.listen(64)
+    return listener
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    pid, uid, gid = _UCRED.unpack(
+        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid, gid
+
+
+class Server:
+    def __init__(self, listener: socket.socket, operator: Operator,
+                 allowed_uids: tuple[int, ...], version: str) -> None:
+        self.listener = listener
+        self.operator = operator
+        self.allowed = frozenset({0, *allowed_uids})
+        self.version = version
+        self.started = time.time()
+        self.started_mono = time.monotonic()
+
+    def serve_forever(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # the listener was closed: shutting down
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn:
+            pid, uid, _gid = peer_credentials(conn)
+            if uid not in self.allowed:
+                log.warning("refused a peer: pid %d uid %d is not root or in agent_uids",
+                            pid, uid)
+                self._send(conn, p.error(p.ErrorCode.FORBIDDEN,
+                                         f"uid {uid} may not use the helper"))
+                return
+            conn.settimeout(IDLE_TIMEOUT)
+            reader = conn.makefile("rb")
+            with reader:
+                while True:
+                    try:
+                        line = reader.readline(p.MAX_MESSAGE + 1)
+                    except OSError:
+                        return
+                    if not line:
+                        return
+                    if len(line) > p.MAX_MESSAGE:
+                        self._send(conn, p.error(p.ErrorCode.TOO_LARGE,
+                                                 f"message over {p.MAX_MESSAGE} bytes"))
+                        return  # cannot find the next message boundary: hang up
+                    answer, after = self.handle(line, uid)
+                    if not self._send(conn, answer):
+                        return
+                    if after is not None:
+                        after()
+
+    def handle(self, line: bytes, uid: int) -> tuple[dict[str, Any], Any]:
+        """One request line to its answer (and an action to run once it is sent)."""
+        try:
+            message = p.decode_line(line)
+            request = p.parse_request(message)
+            return self._dispatch(request, message)
+        except Busy as exc:
+            return p.error(exc.code, exc.message, operation=exc.operation), None
+        except p.ProtocolError as exc:
+            log.info("uid %d: refused request: %s: %s", uid, exc.code, exc.message)
+            return p.error(exc.code, exc.message), None
+        except Exception as exc:
+            log.exception("request failed")
+            return p.error(p.ErrorCode.INTERNAL, f"internal error: {exc!r}"), None
+
+    def _dispatch(self, request: p.Request,
+                  message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        op = self.operator
+        if isinstance(request, p.ApplyRequest):
+            return op.apply(request), None
+        if isinstance(request, p.ConfirmRequest):
+            return op.confirm(request), None
+        if isinstance(request, p.RollbackRequest):
+            return op.rollback(request), None
+        if isinstance(request, p.UpgradeRequest):
+            return op.upgrade(request.store_path), op.upgrade_if_idle
+        if isinstance(request, p.StatusRequest):
+            return op.status(request.operation_id), None
+        return {"ok": True, "version": self.version, "protocol": p.PROTOCOL_VERSION,
+                "pid": os.getpid(), "uptime": round(time.monotonic() - self.started_mono, 3),
+                "startedAt": self.started, "program": os.path.realpath(sys.argv[0])}, None
+
+    @staticmethod
+    def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:
+        try:
+            conn.sendall(p.encode(answer))
+            return True
+        except OSError:
+            return False
+

@@ -1,0 +1,173 @@
+"""What the helper does to the machine: activation, the system profile, store paths.
+
+Owns the subprocesses that change the system (`switch-to-configuration`,
+`nix-env -p PROFILE --set|--switch-generation`) and the reading of the links
+that say what is running (`current_system`, the profile). Every function is
+idempotent where a restart could repeat it: setting a profile to where it
+already points is a no-op.
+
+Must not: decide what to do next (that is `machine.py`) or write the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.helper.protocol import STORE_DIR, ErrorCode, ProtocolError
+
+LOG_LIMIT = 1024 * 1024  # per operation log
+_GENERATION_LINK = re.compile(r"^(?P<name>.+)-(?P<n>[0-9]+)-link$")
+
+
+class StepFailed(Exception):
+    """A step on the machine failed; the message says which command and why."""
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    path: str | None
+    generation: int | None
+
+
+def resolve(link: Path) -> str | None:
+    """The store path a link finally points at, or None when it does not exist."""
+    try:
+        return os.path.realpath(link, strict=True)
+    except OSError:
+        return None
+
+
+def profile_state(profile: Path) -> ProfileState:
+    try:
+        target = os.readlink(profile)
+    except OSError:
+        return ProfileState(None, None)
+    m = _GENERATION_LINK.match(os.path.basename(target))
+    return ProfileState(resolve(profile), int(m["n"]) if m else None)
+
+
+def generation_path(profile: Path, generation: int) -> str | None:
+    return resolve(profile.with_name(f"{profile.name}-{generation}-link"))
+
+
+def generations(profile: Path) -> list[int]:
+    prefix = profile.name + "-"
+    try:
+        names = os.listdir(profile.parent)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        m = _GENERATION_LINK.match(name)
+        if name.startswith(prefix) and m and m["name"] == profile.name:
+            out.append(int(m["n"]))
+    return sorted(out)
+
+
+def check_store_path(path: str, needs: str) -> str:
+    """Resolve a syntactically valid store path and check it is a real one holding `needs`.
+
+    A symlink in the store that leads outside it is refused, so is a path whose
+    `needs` (e.g. `bin/switch-to-configuration`) is missing or not executable.
+    """
+    real = resolve(Path(path))
+    if real is None:
+        raise ProtocolError(ErrorCode.BAD_STORE_PATH, f"{path}: does not exist")
+    if os.path.dirname(real) != STORE_DIR:
+        raise ProtocolError(ErrorCode.BAD_STORE_PATH,
+                            f"{path}: resolves to {real}, which is not a store path")
+    target = resolve(Path(real) / needs)
+    if target is None or not target.startswith(STORE_DIR + "/") \
+            or not os.path.isfile(target) or not os.access(target, os.X_OK):
+        raise ProtocolError(ErrorCode.BAD_STORE_PATH,
+                            f"{path}: has no executable {needs} inside {STORE_DIR}")
+    return real
+
+
+def switch(store_path: str, action: str, log: Path, timeout: float) -> None:
+    """`STORE/bin/switch-to-configuration ACTION`, its output appended to `log`."""
+    run([f"{store_path}/bin/switch-to-configuration", action], log, timeout)
+
+
+def set_profile(profile: Path, store_path: str, generation: int | None,
+                log: Path) -> int | None:
+    """Point `profile` at `store_path` (at `generation` if given); the generation after."""
+    state = profile_state(profile)
+    if state.path == store_path and (generation is None or state.generation == generation):
+        return state.generation
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    if generation is not None and generation_path(profile, generation) == store_path:
+        run(["nix-env", "-p", str(profile), "--switch-generation", str(generation)], log, 120)
+    else:
+        run(["nix-env", "-p", str(profile), "--set", store_path], log, 120)
+    after = profile_state(profile)
+    if after.path != store_path:
+        raise StepFailed(f"{profile} points at {after.path} after nix-env, "
+                           f"not {store_path}")
+    return after.generation
+
+
+def run(argv: list[str], log: Path, timeout: float) -> None:
+    """Run `argv` in its own session, output to `log` (bounded); raise on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[bytes] = []
+    with open(log, "ab") as sink:
+        sink.write(f"$ {' '.join(argv)}\n".encode())
+        sink.flush()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise StepFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
+        with proc:
+            assert proc.stdout is not None
+            copier = threading.Thread(target=_copy, args=(proc.stdout.fileno(), sink, tail),
+                                      daemon=True)
+            copier.start()
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                code = None
+            copier.join(5)
+        sink.write(f"[exit {code}]\n".encode())
+    if code is None:
+        raise StepFailed(f"{' '.join(argv)}: still running after {timeout:g}s; killed")
+    if code != 0:
+        last = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
+        raise StepFailed(f"{' '.join(argv)} exited {code}"
+                         + (f": {' / '.join(last)}" if last else ""))
+
+
+def _copy(fd: int, sink: BinaryIO, tail: list[bytes]) -> None:
+    truncated = False
+    while chunk := os.read(fd, 65536):
+        tail[:] = [*tail, chunk][-4:]
+        room = LOG_LIMIT - sink.tell()
+        if room > 0:
+            sink.write(chunk[:room])
+            sink.flush()
+        elif not truncated:
+            sink.write(b"\n[log truncated]\n")
+            truncated = True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=2)
+            return
+        except subprocess.TimeoutExpired:
+            time.sleep(0)

@@ -1,0 +1,139 @@
+"""Start and stop a real `pullnix-helper` process for tests.
+
+Owns the test side of running the helper: writing a machine config that points
+its socket, state dir and profiles into a temporary directory (and its
+`[system]` paths at a fixture sandbox), starting `.venv/bin/pullnix-helper
+--config FILE` as a subprocess with its stderr in a file, waiting until it
+answers, and stopping or killing it. Must not: mock anything; the helper under
+test is the real program.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.helper.client import HelperClient
+from tests.support.nixfixture import Sandbox
+
+HELPER_BIN = Path(sys.executable).with_name("pullnix-helper")
+
+
+@dataclass(frozen=True)
+class HelperPaths:
+    config: Path
+    socket: Path
+    state_dir: Path
+    helper_profile: Path
+    stderr: Path
+
+
+def write_helper_config(tmp: Path, sandbox: Sandbox | None = None, *,
+                        urls: Sequence[str] = (), agent_uids: Sequence[int] = (0,),
+                        extra_source: Mapping[str, str] | None = None) -> HelperPaths:
+    """A machine config under `tmp` for a helper acting on `sandbox` (if given).
+
+    The socket lives in a short directory under /tmp (Unix socket paths are limited
+    to 107 bytes); it is removed with `tmp`'s helper by `stop()`.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    sockdir = Path(tempfile.mkdtemp(prefix="pnx-", dir="/tmp"))
+    paths = HelperPaths(config=tmp / "agent.toml", socket=sockdir / "helper.sock",
+                        state_dir=tmp / "helper-state", helper_profile=tmp / "hprof" / "helper",
+                        stderr=tmp / "helper.stderr")
+    lines = ['host = "edge-01"', f'state_dir = "{tmp / "agent-state"}"', "", "[source]",
+             "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]"]
+    lines += [f'{k} = "{v}"' for k, v in (extra_source or {}).items()]
+    if sandbox is not None:
+        lines += ["", "[system]", f'profile = "{sandbox.profile}"',
+                  f'current_system = "{sandbox.current_system}"',
+                  f'booted_system = "{sandbox.booted_system}"']
+    lines += ["", "[helper]", f'socket = "{paths.socket}"', f'state_dir = "{paths.state_dir}"',
+              f'profile = "{paths.helper_profile}"',
+              "agent_uids = [" + ", ".join(str(u) for u in agent_uids) + "]", ""]
+    paths.config.write_text("\n".join(lines))
+    return paths
+
+
+@dataclass
+class HelperProcess:
+    paths: HelperPaths
+    proc: subprocess.Popen[bytes]
+    client: HelperClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = HelperClient(self.paths.socket, timeout=10)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr_text(self) -> str:
+        try:
+            return self.paths.stderr.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL if it does not go; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def start_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None,
+                 wait: bool = True, timeout: float = 10) -> HelperProcess:
+    """Start `pullnix-helper --config FILE`; by default wait until it answers ping."""
+    with open(paths.stderr, "ab") as stderr:
+        proc = subprocess.Popen([str(HELPER_BIN), "--config", str(paths.config)],
+                                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                                env={**os.environ, **(env or {})})
+    helper = HelperProcess(paths, proc)
+    if wait:
+        deadline = time.monotonic() + timeout
+        while not paths.socket.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"helper exited {proc.returncode}:\n{helper.stderr_text()}")
+            if time.monotonic() > deadline:
+                helper.kill()
+                raise RuntimeError(f"helper not listening after {timeout}s:\n"
+                                   f"{helper.stderr_text()}")
+            time.sleep(0.005)
+        helper.client.wait_until_up(timeout)
+    return helper
+
+
+@contextmanager
+def running_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None
+                   ) -> Iterator[HelperProcess]:
+    helper = start_helper(paths, env=env)
+    try:
+        yield helper
+    finally:
+        helper.stop()
+
+
+def cleanup_socket_dir(paths: HelperPaths) -> None:
+    shutil.rmtree(paths.socket.parent, ignore_errors=True)
