@@ -109,7 +109,6 @@ def schema_json() -> dict[str, Any]:
     schema = _strip_extensions(document_schema())
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
-        "$id": "https://pullnix.dev/schemas/v1alpha1/nixosdeployment.json",
         "title": f"pullnix.yaml ({kind()} {api_version()})",
         **schema,
     }
