@@ -1,0 +1,287 @@
+"""GitSource: the bare mirror in `<state_dir>/mirror.git` and everything done through it.
+
+Owns fetching the tracked branch (remote heads listed first, so an unchanged
+remote costs one round trip and no pack), trying `[source] urls` in order,
+retries, resolving `spec.revision` pins (fetching a tag or commit when the
+mirror lacks it), reading files and exporting trees from a commit without a
+checkout, and the accept steps that combine signature verification
+(reconciler.source.verify) and downgrade protection (reconciler.source.downgrade).
+
+The mirror keeps the branch at `refs/heads/<branch>` (HEAD points there) and a
+pinned revision that is not on the branch at `refs/pullnix/pinned`, so
+`nix build git+file://MIRROR?ref=REF&rev=SHA` finds every commit it is given.
+The mirror is a cache: a mirror that cannot be opened is moved aside and
+fetched again.
+
+Must not: run the `git` command, build, or decide what to deploy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pygit2
+
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
+from reconciler.core.source_policy import is_full_sha, pin_lookups
+from reconciler.helper.config import SourceConfig
+from reconciler.source.downgrade import check_downgrade, running_baseline
+from reconciler.source.results import AcceptedRevision, FetchResult, Verified
+from reconciler.source.retry import RetryPolicy, run_with_retries
+from reconciler.source.transport import SourceCallbacks, classify, set_network_timeouts
+from reconciler.source.verify import verify_commit
+
+MIRROR_DIR = "mirror.git"
+PINNED_REF = "refs/pullnix/pinned"
+
+
+class GitSource:
+    """The git source of one machine: `sync()`, then accept, read and export commits."""
+
+    def __init__(self, config: SourceConfig, state_dir: Path, helper_state_dir: Path,
+                 current_system: Path, retry: RetryPolicy | None = None) -> None:
+        if not config.urls:
+            raise TerminalError("[source] urls is empty: list at least one git URL to pull "
+                                "from in the machine config", reason="SourceUnavailable")
+        self.config = config
+        self.state_dir = state_dir
+        self.helper_state_dir = helper_state_dir
+        self.current_system = current_system
+        self.retry = retry or RetryPolicy()
+        self.ref = f"refs/heads/{config.branch}"
+        self._repo: pygit2.Repository | None = None
+        set_network_timeouts(self.retry.connect_timeout, self.retry.io_timeout)
+
+    @property
+    def mirror_path(self) -> Path:
+        return self.state_dir / MIRROR_DIR
+
+    # ------------------------------------------------------------------ fetching
+
+    def sync(self) -> FetchResult:
+        """Bring the branch into the mirror from the first URL that serves; retry transient
+        failures with backoff. Raises TransientError (no URL reachable) or TerminalError."""
+        result, attempts = run_with_retries(self.retry, self._sync_once)
+        return replace(result, attempts=attempts)
+
+    def _sync_once(self) -> FetchResult:
+        skipped: list[str] = []
+        failures: list[PullnixError] = []
+        for url in self.config.urls:
+            try:
+                return self._sync_url(url, tuple(skipped))
+            except PullnixError as exc:
+                skipped.append(f"{url}: {exc.message}")
+                failures.append(exc)
+        raise _combined(failures)
+
+    def _sync_url(self, url: str, skipped: tuple[str, ...]) -> FetchResult:
+        repo = self.repo()
+        callbacks = SourceCallbacks(url, self.config)
+        remote = repo.remotes.create_anonymous(url)
+        try:
+            heads = remote.list_heads(callbacks=callbacks)
+        except Exception as exc:  # pygit2 raises many types; classify sorts them
+            raise classify(exc, url) from None
+        advertised = {str(h.name): str(h.oid) for h in heads}
+        tip = advertised.get(self.ref)
+        if tip is None:
+            branches = sorted(n.removeprefix("refs/heads/") for n in advertised
+                              if n.startswith("refs/heads/"))
+            raise TerminalError(f"{url} has no branch {self.config.branch!r} (it has: "
+                                f"{', '.join(branches) or 'none'}); fix [source] branch",
+                                reason="BranchMissing")
+        local = repo.references.get(self.ref)
+        if local is not None and str(local.target) == tip and tip in repo:
+            return FetchResult(url, self.config.branch, self.ref, tip, fetched=False,
+                               skipped=skipped)
+        try:
+            remote.fetch([f"+{self.ref}:{self.ref}"], callbacks=callbacks,
+                         prune=pygit2.enums.FetchPrune.NO_PRUNE)
+        except Exception as exc:
+            raise classify(exc, url) from None
+        fetched_tip = str(repo.references[self.ref].target)
+        return FetchResult(url, self.config.branch, self.ref, fetched_tip, fetched=True,
+                           received_objects=callbacks.received_objects,
+                           received_bytes=callbacks.received_bytes, skipped=skipped)
+
+    def _fetch_refspecs(self, refspecs: list[str]) -> None:
+        """Fetch `refspecs` from the first URL that serves them (with retries)."""
+        def once() -> None:
+            failures: list[PullnixError] = []
+            for url in self.config.urls:
+                callbacks = SourceCallbacks(url, self.config)
+                try:
+                    self.repo().remotes.create_anonymous(url).fetch(
+                        refspecs, callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+                    return
+                except Exception as exc:
+                    failures.append(classify(exc, url))
+            raise _combined(failures)
+
+        run_with_retries(self.retry, once)
+
+    # ------------------------------------------------------------------ the mirror
+
+    def repo(self) -> pygit2.Repository:
+        """The mirror, opened (or created, or recreated when unreadable) once."""
+        if self._repo is None:
+            path = self.mirror_path
+            if path.exists():
+                try:
+                    self._repo = pygit2.Repository(str(path))
+                except pygit2.GitError:
+                    path.rename(path.with_name(f"{MIRROR_DIR}.broken-{int(time.time())}"))
+            if self._repo is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._repo = pygit2.init_repository(str(path), bare=True)
+            self._repo.set_head(self.ref)
+        return self._repo
+
+    def _commit(self, sha: str) -> pygit2.Commit:
+        try:
+            obj = self.repo().get(sha)
+        except (ValueError, pygit2.GitError):
+            obj = None
+        if obj is None:
+            raise TerminalError(f"commit {sha} is not in the mirror {self.mirror_path}; "
+                                "sync() first", reason="RevisionMissing")
+        commit = obj.peel(pygit2.Commit)
+        assert isinstance(commit, pygit2.Commit)
+        return commit
+
+    # ------------------------------------------------------------------ trust
+
+    def verify(self, sha: str) -> Verified:
+        """Check `sha`'s signature against the machine's trust roots (SignatureRefused)."""
+        return verify_commit(self.repo(), str(self._commit(sha).id), self.config)
+
+    def check_downgrade(self, sha: str, last_applied: str | None) -> None:
+        """Refuse (DowngradeRefused) a `sha` that does not descend from what was applied:
+        `last_applied` and the revision recorded for the running system."""
+        check_downgrade(self.repo(), str(self._commit(sha).id), last_applied,
+                        running_baseline(self.helper_state_dir, self.current_system),
+                        self.config.allow_downgrade)
+
+    def accept_tip(self, tip_sha: str, last_applied: str | None) -> Verified:
+        """The branch tip, once its signature and descent are checked (read the spec after)."""
+        verified = self.verify(tip_sha)
+        self.check_downgrade(verified.sha, last_applied)
+        return verified
+
+    def accept_pin(self, tip: Verified, pin: str) -> AcceptedRevision:
+        """What to build given the spec's `revision` pin, read from the accepted `tip`.
+
+        A pin may name an older commit: a deliberate rollback, allowed because the tip
+        that carries it passed accept_tip. The pinned commit must be trusted too."""
+        if not pin.strip():
+            return AcceptedRevision(tip, tip, "", self.ref)
+        target_sha = self.resolve(tip.sha, pin)
+        target = tip if target_sha == tip.sha else self.verify(target_sha)
+        return AcceptedRevision(tip, target, pin, self.nix_ref(target_sha))
+
+    def resolve(self, tip_sha: str, pin: str) -> str:
+        """The full commit id `pin` (a commit id, abbreviated or not, or a tag) names;
+        `tip_sha` when there is no pin. Fetches a tag or commit the mirror lacks."""
+        if not pin.strip():
+            return str(self._commit(tip_sha).id)
+        lookups = pin_lookups(pin)
+        found = self._lookup(lookups)
+        if found is None:
+            refspecs = [f"+{lk}:{lk}" if lk.startswith("refs/") else f"+{lk}:{PINNED_REF}"
+                        for lk in lookups if lk.startswith("refs/") or is_full_sha(lk)]
+            for refspec in refspecs:
+                try:
+                    self._fetch_refspecs([refspec])
+                except TerminalError:
+                    continue
+                found = self._lookup(lookups)
+                if found is not None:
+                    break
+        if found is None:
+            raise TerminalError(f"spec.revision {pin!r} names no commit or tag in "
+                                f"{', '.join(self.config.urls)}; fix the pin in the spec",
+                                reason="RevisionMissing")
+        return found
+
+    def _lookup(self, lookups: list[str]) -> str | None:
+        repo = self.repo()
+        for lookup in lookups:
+            try:
+                if lookup.startswith("refs/"):
+                    ref = repo.references.get(lookup)
+                    obj = ref.peel(pygit2.Commit) if ref is not None else None
+                else:
+                    found = repo.get(lookup)
+                    obj = found.peel(pygit2.Commit) if found is not None else None
+            except (KeyError, ValueError, pygit2.GitError):
+                obj = None
+            if obj is not None:
+                return str(obj.id)
+        return None
+
+    def nix_ref(self, sha: str) -> str:
+        """A ref in the mirror whose history contains `sha` (for nix's `ref=`)."""
+        repo = self.repo()
+        branch = repo.references.get(self.ref)
+        if branch is not None and (str(branch.target) == sha
+                                   or repo.descendant_of(branch.target, sha)):
+            return self.ref
+        repo.references.create(PINNED_REF, sha, force=True)
+        return PINNED_REF
+
+    # ------------------------------------------------------------------ reading trees
+
+    def read_file(self, sha: str, path: str) -> bytes:
+        """The content of `path` in commit `sha`, read from the mirror (no checkout)."""
+        tree = self._commit(sha).tree
+        clean = path.strip("/")
+        try:
+            obj = tree[clean]
+        except (KeyError, ValueError):
+            top = ", ".join(sorted(e.name for e in tree if e.name)[:20])
+            raise TerminalError(f"{path} does not exist in commit {sha} (top level: {top}); "
+                                "add it to the repository or fix [source] spec_path",
+                                reason="FileMissing") from None
+        if not isinstance(obj, pygit2.Blob):
+            raise TerminalError(f"{path} in commit {sha} is a directory, not a file",
+                                reason="FileMissing")
+        if obj.filemode == pygit2.enums.FileMode.LINK:
+            raise TerminalError(f"{path} in commit {sha} is a symbolic link; point "
+                                "spec_path at the file itself", reason="FileMissing")
+        return bytes(obj.data)
+
+    def export_tree(self, sha: str, dest: Path) -> Path:
+        """Write the tree of commit `sha` to `dest` (which must not exist), atomically:
+        into a sibling temp directory first, then renamed. For classic Nix configs."""
+        if dest.exists():
+            raise TerminalError(f"cannot export {sha} to {dest}: it already exists",
+                                reason="ExportFailed")
+        commit = self._commit(sha)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            strategy = (pygit2.enums.CheckoutStrategy.FORCE
+                        | pygit2.enums.CheckoutStrategy.DONT_UPDATE_INDEX)
+            self.repo().checkout_tree(  # type: ignore[no-untyped-call]
+                commit.tree, directory=str(tmp), strategy=strategy)
+            tmp.rename(dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+
+def _combined(failures: list[PullnixError]) -> PullnixError:
+    """One error for "no URL served": transient if any URL may come back, else terminal."""
+    if len(failures) == 1:
+        return failures[0]
+    message = "no URL served: " + "; ".join(f.message for f in failures)
+    transient = [f for f in failures if isinstance(f, TransientError)]
+    if transient:
+        return TransientError(message, reason=transient[0].reason)
+    return TerminalError(message, reason=failures[0].reason)
