@@ -1,0 +1,77 @@
+"""How a requested activation is carried out, given facts about the new system: pure policy.
+
+Owns two rules. First, switch inhibitors: when the `switch-inhibitors` file
+of the running system and of the new system differ (present in either), NixOS
+refuses to activate the new system live, so a requested `switch` or `test`
+becomes `boot` (the new system takes effect at the next reboot) and the
+result says so with the reason `SwitchInhibited`. Second, reboot facts: which
+boot components (kernel, initrd, kernel-modules) differ from the booted
+system. Takes values, returns values; reading the files is the shell's job
+(`reconciler.nix.facts`). Must not: touch the file system or run anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ACTIONS = ("switch", "boot", "test")
+BOOT_COMPONENTS = ("kernel", "initrd", "kernel-modules")
+
+
+@dataclass(frozen=True)
+class ActivationPlan:
+    """The action to run and, when it differs from the request, why."""
+
+    requested: str
+    action: str
+    reason: str | None = None
+    message: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.action != self.requested
+
+
+def normalise_inhibitors(text: str | None) -> tuple[str, ...] | None:
+    """A switch-inhibitors file's content as its non-empty stripped lines; None when absent."""
+    if text is None:
+        return None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def plan_activation(
+    requested: str, running_inhibitors: str | None, new_inhibitors: str | None
+) -> ActivationPlan:
+    """Turn a requested action into the one to run, given both systems' switch-inhibitors."""
+    if requested not in ACTIONS:
+        raise ValueError(f"unknown activation action {requested!r} (one of {', '.join(ACTIONS)})")
+    old, new = normalise_inhibitors(running_inhibitors), normalise_inhibitors(new_inhibitors)
+    if requested == "boot" or old == new:
+        return ActivationPlan(requested=requested, action=requested)
+    return ActivationPlan(
+        requested=requested,
+        action="boot",
+        reason="SwitchInhibited",
+        message=(
+            f"the switch inhibitors differ (running: {_show(old)}; new: {_show(new)}), so the new "
+            f"system cannot be activated live; {requested!r} became 'boot': it takes effect at "
+            "the next reboot"
+        ),
+    )
+
+
+def boot_components_changed(
+    booted: Mapping[str, str | None], new: Mapping[str, str | None]
+) -> tuple[str, ...]:
+    """The boot components whose resolved store paths differ between booted and new system.
+
+    A component absent from both is unchanged; absent from one only is a change.
+    """
+    return tuple(c for c in BOOT_COMPONENTS if booted.get(c) != new.get(c))
+
+
+def _show(inhibitors: tuple[str, ...] | None) -> str:
+    if inhibitors is None:
+        return "none"
+    return ", ".join(inhibitors) or "empty"
