@@ -49,6 +49,8 @@ to equal targets as on NixOS - `init`, `activate`, `bin/switch-to-configuration`
 
 `version` ("1"), `failBuild` (false; the build prints 80 log lines then
 "pullnix-fixture: build failed on purpose (knob failBuild=true)" and fails),
+`buildSeconds` (0; the build sleeps this long first, for timeouts),
+`notASystem` (false; true leaves out bin/switch-to-configuration),
 `evalError` (null; a string makes evaluation `throw` with
 "pullnix-fixture: evaluation error on purpose: <string>"), `activation`
 ("ok" | "fail" | "hang"), `hangSeconds` (600), `killPidfile` (null or a path),
@@ -79,6 +81,8 @@ EVAL_ERROR_TEXT = "pullnix-fixture: evaluation error on purpose"
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
     "failBuild": False,
+    "buildSeconds": 0,
+    "notASystem": False,
     "evalError": None,
     "activation": "ok",
     "hangSeconds": 600,
@@ -92,6 +96,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
 }
 _SNAKE = {
     "fail_build": "failBuild",
+    "build_seconds": "buildSeconds",
+    "not_a_system": "notASystem",
     "eval_error": "evalError",
     "hang_seconds": "hangSeconds",
     "kill_pidfile": "killPidfile",
