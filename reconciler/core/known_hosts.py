@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -87,7 +87,7 @@ def matches_host(patterns: tuple[str, ...], host: str, port: int | None) -> bool
             continue
         negated = pattern.startswith("!")
         body = pattern[1:] if negated else pattern
-        if fnmatch.fnmatchcase(token.lower(), body.lower()):
+        if _wildcard(body).fullmatch(token.lower()):
             if negated:
                 return False
             matched = True
@@ -110,6 +110,12 @@ def judge_host_key(entries: list[KnownHost], host: str, port: int | None,
 def fingerprint(sha256: bytes) -> str:
     """The form `ssh-keygen -l` prints: SHA256:<unpadded base64>."""
     return "SHA256:" + base64.b64encode(sha256).decode().rstrip("=")
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """OpenSSH patterns know only `*` and `?`; everything else (like `[`) is literal."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
+    return re.compile("".join(parts))
 
 
 def _hashed_match(entry: str, token: str) -> bool:

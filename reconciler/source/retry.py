@@ -2,8 +2,9 @@
 
 Owns the retry policy of network operations (tenacity). A TransientError is
 retried after min(initial * 2**n, max_wait) seconds plus a random 0..`jitter`
-seconds (so machines that failed together do not retry together), until `attempts` tries or `deadline` seconds have passed;
-then the last error is raised as is. A TerminalError is raised at once.
+seconds (so machines that failed together do not retry together), until
+`attempts` tries or `deadline` seconds have passed; then the last error is
+raised as is. A TerminalError is raised at once.
 
 Must not: classify errors (reconciler.source.transport does) or sleep anywhere
 but here.

@@ -184,7 +184,8 @@ def test_read_file_of_a_missing_path_says_what_is_there(tmp_path: Path,
     with pytest.raises(TerminalError) as err:
         source.read_file(tip, "missing.yaml")
     assert err.value.reason == "FileMissing"
-    assert "missing.yaml" in err.value.message and tip in err.value.message
+    assert "missing.yaml" in err.value.message
+    assert tip in err.value.message
     assert "pullnix.yaml" in err.value.message
     with pytest.raises(TerminalError, match="directory"):
         source.read_file(tip, "hosts")
