@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.helper.client import HelperClient
-from tests.support.nixfixture import Sandbox
+from tests.support.nixfixture import (
+    DEFAULT_KNOBS,
+    FleetRepo,
+    Sandbox,
+    build_toplevel,
+    commit_fleet,
+    init_fleet_repo,
+    install_system,
+    make_sandbox,
+)
 
 HELPER_BIN = Path(sys.executable).with_name("pullnix-helper")
 
@@ -137,3 +146,60 @@ def running_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None
 
 def cleanup_socket_dir(paths: HelperPaths) -> None:
     shutil.rmtree(paths.socket.parent, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class FakeMachine:
+    """A fixture sandbox with toplevels built for it, one per named variant of knobs."""
+
+    sandbox: Sandbox
+    repo: FleetRepo
+    systems: Mapping[str, str]
+    revisions: Mapping[str, str]
+
+    def reset(self, system: str = "old") -> None:
+        """Installed and booted into `system`; no switch calls recorded yet."""
+        install_system(self.sandbox, self.systems[system])
+        self.sandbox.calls.unlink(missing_ok=True)
+
+    def current(self) -> str:
+        return os.path.realpath(self.sandbox.current_system)
+
+    def profile(self) -> str:
+        return os.path.realpath(self.sandbox.profile)
+
+    def boot_default(self) -> str:
+        return os.path.realpath(self.sandbox.boot_default)
+
+    def name_of(self, store_path: str) -> str:
+        return next((k for k, v in self.systems.items() if v == store_path), store_path)
+
+
+def build_machine(tmp: Path, variants: Mapping[str, Mapping[str, object]]) -> FakeMachine:
+    """Build one toplevel per variant (fixture knobs over the defaults) for a new sandbox.
+
+    The first variant is installed as the running system.
+    """
+    sandbox = make_sandbox(tmp)
+    names = list(variants)
+    repo = init_fleet_repo(tmp / "repo", sandbox, **_knobs(variants[names[0]]))
+    systems, revisions = {}, {}
+    for i, name in enumerate(names):
+        sha = repo.sha if i == 0 else commit_fleet(repo, message=f"variant {name}",
+                                                   **_knobs(variants[name]))
+        systems[name] = build_toplevel(repo.flake_ref(sha), "edge-01")
+        revisions[name] = sha
+    machine = FakeMachine(sandbox, repo, systems, revisions)
+    machine.reset(names[0])
+    return machine
+
+
+def _knobs(variant: Mapping[str, object]) -> dict[str, object]:
+    return {**DEFAULT_KNOBS, **variant}
+
+
+def add_to_store(path: Path) -> str:
+    """`nix-store --add PATH`: a store path with exactly that content (files or a symlink)."""
+    out = subprocess.run(["nix-store", "--add", str(path)], check=True, capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.strip()
