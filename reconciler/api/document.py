@@ -133,11 +133,7 @@ def read_document(text: bytes, origin: str) -> Document:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "cannot be read"
-        prefix = "" if isinstance(exc, _Refused) else "not valid YAML: "
-        raise DocumentError([Issue(origin, line, col, "", prefix + problem)]) from None
+        raise DocumentError([_syntax_issue(origin, exc)]) from None
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(source.encode(), len(source[:exc.position].encode()))
         raise DocumentError([Issue(
@@ -153,6 +149,21 @@ def read_document(text: bytes, origin: str) -> Document:
     if builder.issues:
         raise DocumentError(builder.issues)
     return Document(origin, data, builder.positions)
+
+
+def _syntax_issue(origin: str, exc: yaml.MarkedYAMLError) -> Issue:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or "cannot be read"
+    if isinstance(exc, _Refused):
+        return Issue(origin, line, col, "", problem)
+    if isinstance(exc, yaml.composer.ComposerError) and "another document" in problem:
+        return Issue(origin, line, col, "", "a second YAML document starts here; the file "
+                     "must hold exactly one NixOSDeployment")
+    context = exc.context_mark
+    if exc.context and context is not None and context is not mark:
+        problem += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
+    return Issue(origin, line, col, "", f"not valid YAML: {problem}")
 
 
 def _line_col(text: bytes, offset: int) -> tuple[int, int]:
@@ -188,7 +199,8 @@ class _Builder:
             return self.loader.construct_object(node)
         if isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP:
             return node.value
-        self.problem(node, path, f"the YAML tag {node.tag} is not allowed here; "
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        self.problem(node, path, f"the YAML tag {tag} is not allowed here; "
                      "remove the tag (only plain YAML values are accepted)")
         return None
 

@@ -20,6 +20,7 @@ Must not: fetch from git or touch the machine; the source layer hands in bytes.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -162,10 +163,12 @@ def _identity_issues(doc: Document) -> list[Issue]:
         return [doc.issue((), "the document must be a mapping with apiVersion, kind, metadata "
                           f"and spec, not {describe(data)}")]
     issues = []
-    for key, expected in (("apiVersion", api_version()), ("kind", kind())):
+    for key, what, expected in (("apiVersion", "an apiVersion", api_version()),
+                                ("kind", "a kind", kind())):
         if key in data and data[key] != expected:
-            issues.append(doc.issue((key,), f"{describe(data[key])} is not something pullnix "
-                                    f"reads; this file must say {key}: {expected}"))
+            shown = json.dumps(data[key]) if isinstance(data[key], str) else describe(data[key])
+            issues.append(doc.issue((key,), f"{shown} is not {what} pullnix reads; "
+                                    f"write {key}: {expected}"))
     return issues
 
 

@@ -115,7 +115,8 @@ def _explain(doc: Document, error: jsonschema.ValidationError, path: FieldPath,
         else:
             yield False, path, f"{instance} is {'below' if kind == 'minimum' else 'above'} {value}"
     elif kind == "minItems":
-        yield False, path, f"list at least {value} item{'s' * (value > 1)} here"
+        yield False, path, ("must not be empty; list at least one item" if value == 1
+                            else f"list at least {value} items here")
     elif kind == "minLength":
         yield False, path, "must not be empty"
     elif kind == "maxLength":
@@ -128,7 +129,8 @@ def _explain(doc: Document, error: jsonschema.ValidationError, path: FieldPath,
 
 def _unknown_field(path: FieldPath, key: str, known: list[str]) -> str:
     if path == () and key == "status":
-        return "status is written by the agent, never by the repository; remove it"
+        return ("written by the agent into its status.json, never by the repository; "
+                "remove it")
     if len(path) == 3 and path[:2] == ("spec", "hosts") and key == "hosts":
         return ("hosts cannot be nested; an override applies to the hosts its glob matches, "
                 "so put this glob under spec.hosts")
