@@ -191,3 +191,13 @@ def test_broken_health_is_written_by_activation(fleet: FleetRepo, sandbox: Sandb
     assert _switch(top, "test").returncode == 0
     assert read_health(sandbox) == "broken"
     assert json.loads(sandbox.calls.read_text().splitlines()[0])["action"] == "test"
+
+
+def test_the_flake_s_own_defaults_match_the_python_ones(
+    fleet: FleetRepo, sandbox: Sandbox
+) -> None:
+    full = build_toplevel(fleet.flake_ref(), "edge-01")
+    (fleet.worktree / "fixture.json").write_text(
+        json.dumps({"sandbox": str(sandbox.root), "hosts": {"edge-01": {}}}))
+    sha = commit_fleet(fleet)  # no knobs: keeps the minimal file as written
+    assert build_toplevel(fleet.flake_ref(sha), "edge-01") == full

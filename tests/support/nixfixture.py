@@ -240,9 +240,9 @@ def commit_fleet(
     Knobs not named keep their committed values, so successive commits accumulate.
     """
     doc = json.loads((repo.worktree / KNOBS_FILE).read_text())
-    doc["defaults"].update(normalise_knobs(knobs))
+    doc.setdefault("defaults", {}).update(normalise_knobs(knobs))
     for host, overrides in (hosts or {}).items():
-        doc["hosts"].setdefault(host, {}).update(normalise_knobs(overrides))
+        doc.setdefault("hosts", {}).setdefault(host, {}).update(normalise_knobs(overrides))
     (repo.worktree / KNOBS_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     _write_files(repo.worktree, files)
     return _commit_and_push(repo.worktree, message or f"fleet: {sorted(knobs) or 'files'}")
