@@ -87,6 +87,16 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def value_from_data(hint: Any, raw: Any, schema: Mapping[str, Any]) -> Any:
+    """One checked value as the model types it (`hint`), e.g. "2m" for a float -> 120.0."""
+    return _value(hint, raw, schema, "", {})
+
+
+def value_to_data(value: Any, schema: Mapping[str, Any]) -> Any:
+    """One model value as the document spells it, e.g. 120.0 for a duration -> "2m"."""
+    return _unbuild(value, schema)
+
+
 def _hosts(data: Mapping[str, Any], origin: str,
            positions: Mapping[FieldPath, tuple[int, int]]) -> tuple[HostOverride, ...]:
     out = []

@@ -168,7 +168,7 @@ def _one_of(doc: Document, path: FieldPath, branches: list[Mapping[str, Any]], i
         return
     kinds = [b["required"][0] for b in branches]
     listed = ", ".join(kinds)
-    present = sorted((k for k in kinds if k in instance), key=lambda k: doc.at((*path, k)).key_line)
+    present = sorted((k for k in kinds if k in instance), key=lambda k: _order(doc, (*path, k)))
     if not present:
         if not has_unknown:  # a misspelt kind is already reported as an unknown field
             yield True, path, f"set exactly one of {listed}"
@@ -177,6 +177,12 @@ def _one_of(doc: Document, path: FieldPath, branches: list[Mapping[str, Any]], i
     for extra in present[1:]:
         yield True, (*path, extra), (f"{present[0]} is already set, and only one of {listed} "
                                      f"may be{split}")
+
+
+def _order(doc: Document, path: FieldPath) -> tuple[bool, int, int]:
+    """Where a field was written; one with no place of its own (from a merged base) is first."""
+    pos = doc.at(path)
+    return path in doc.positions, pos.key_line, pos.key_col
 
 
 def _bad_pattern(pattern: str, instance: str) -> str:

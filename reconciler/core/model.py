@@ -201,14 +201,15 @@ class HostOverride:
 
     `patch` is the raw, schema-checked mapping (camelCase keys, durations as
     text), read-only; `positions` maps a path inside it to its (line, column)
-    in `origin`, so an error found after merging can still point at the file.
+    in `origin`, so an error found after merging can still point at the file
+    (where it was written is not part of its value: equality ignores both).
     """
 
     glob: str
     patch: Mapping[str, Any]
-    origin: str = ""
+    origin: str = field(default="", compare=False)
     positions: Mapping[FieldPath, tuple[int, int]] = field(
-        default_factory=lambda: MappingProxyType({}))
+        default_factory=lambda: MappingProxyType({}), compare=False)
 
 
 @dataclass(frozen=True)
