@@ -58,6 +58,19 @@ to equal targets as on NixOS - `init`, `activate`, `bin/switch-to-configuration`
 `inhibitors` (null or the switch-inhibitors content), `revision` (null or the
 configuration-revision content). Python callers may spell knobs in
 snake_case (`fail_build=True`) or camelCase; unknown knobs are a TypeError.
+
+## Helpers
+
+`write_fleet(worktree, sandbox, hosts=..., version=..., **knobs)` writes
+`flake.nix` and `fixture.json` (hosts: names, or host -> overrides);
+`init_fleet_repo(path, sandbox, ..., files=...)` makes `path/fleet.git` (bare)
+and `path/fleet` (work tree) with one commit on `main` and returns a FleetRepo
+(`bare`, `worktree`, `sha`, `flake_ref(sha)`); `commit_fleet(repo, hosts=...,
+files=..., **knobs)` changes knobs on top of the last commit, pushes, returns
+the SHA. `build_toplevel(flake_ref, host)` builds with plain `nix build`.
+`set_profile` adds a profile generation, `install_system` makes a path the
+installed-and-booted system, `boot_into` simulates a reboot, `read_calls`
+and `read_health` read what activation left.
 """
 
 from __future__ import annotations
