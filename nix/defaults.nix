@@ -1,0 +1,39 @@
+# The defaults of the `services.pullnix` options that are plain values (pure:
+# no nixpkgs). module.nix declares the options with these defaults; the tests
+# render agent.toml from them, so the two cannot drift apart.
+# (`host` defaults to networking.hostName and `package` to this repository's
+# package: module.nix knows those, this file cannot.)
+{
+  stateDir = "/var/lib/pullnix";
+  repository = {
+    urls = [ ];
+    branch = "main";
+    specPath = "pullnix.yaml";
+  };
+  auth = {
+    sshKeyFile = null;
+    knownHostsFile = null;
+    tokenFile = null;
+  };
+  trust = {
+    allowedSignersFile = null;
+    gpgKeyring = null;
+    allowDowngrade = false;
+  };
+  interval = "5m";
+  jitter = "30s";
+  webhook = {
+    listen = null;
+    secretFile = null;
+  };
+  metrics.listen = null;
+  logFormat = "logfmt";
+  keepGenerations = 10;
+  agentUid = 399;
+  otlp = {
+    endpoint = null;
+    protocol = "http/protobuf";
+    serviceName = "pullnix-agent";
+  };
+  extraSettings = { };
+}
