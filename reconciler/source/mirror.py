@@ -100,14 +100,14 @@ class GitSource:
             return FetchResult(url, self.config.branch, self.ref, tip, fetched=False,
                                skipped=skipped)
         try:
-            remote.fetch([f"+{self.ref}:{self.ref}"], callbacks=callbacks,
-                         prune=pygit2.enums.FetchPrune.NO_PRUNE)
+            stats = remote.fetch([f"+{self.ref}:{self.ref}"], callbacks=callbacks,
+                                 prune=pygit2.enums.FetchPrune.NO_PRUNE)
         except Exception as exc:
             raise classify(exc, url) from None
         fetched_tip = str(repo.references[self.ref].target)
         return FetchResult(url, self.config.branch, self.ref, fetched_tip, fetched=True,
-                           received_objects=callbacks.received_objects,
-                           received_bytes=callbacks.received_bytes, skipped=skipped)
+                           received_objects=stats.received_objects,
+                           received_bytes=stats.received_bytes, skipped=skipped)
 
     def _fetch_refspecs(self, refspecs: list[str]) -> None:
         """Fetch `refspecs` from the first URL that serves them (with retries)."""

@@ -79,8 +79,6 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
         self.config = config
         self.endpoint = endpoint(url)
         self.credential_requests = 0
-        self.received_objects = 0
-        self.received_bytes = 0
 
     def _token(self) -> str | None:
         if self.config.token_file is None or self.endpoint.scheme not in ("http", "https"):
@@ -139,9 +137,6 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
                                 reason="CertificateRefused")
         return True
 
-    def transfer_progress(self, stats: Any) -> None:
-        self.received_objects = stats.received_objects
-        self.received_bytes = stats.received_bytes
 
 
 _TERMINAL_HINTS = (

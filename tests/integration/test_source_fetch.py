@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,6 +97,31 @@ def test_http_with_a_wrong_token_is_terminal_and_not_retried(tmp_path: Path,
         assert err.value.reason == "AuthenticationFailed"
         assert "token_file" in err.value.message
         assert len(http.requests) == 2  # bearer refused, then basic refused; no retry
+
+
+def test_http_basic_with_the_token_when_the_server_ignores_bearer(
+        tmp_path: Path, upstream: Upstream) -> None:
+    with HttpGitServer.serving(upstream.root, TOKEN) as http:
+        http.accept_bearer = False
+        (tmp_path / "token").write_text(TOKEN)
+        url = http.url("fleet.git").replace("http://", "http://deploy@")
+        source = make_source(tmp_path, url, token_file=tmp_path / "token")
+        assert source.sync().tip_sha == upstream.head()
+        assert set(http.users) == {"deploy"}
+
+
+def test_a_silent_server_times_out_as_transient(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"git://127.0.0.1:{listener.getsockname()[1]}/fleet.git"
+        source = GitSource(SourceConfig(urls=(url,)), tmp_path / "state", tmp_path, tmp_path,
+                           retry=replace(FAST, attempts=1, io_timeout=1))
+        started = time.monotonic()
+        with pytest.raises(TransientError) as err:
+            source.sync()
+        assert time.monotonic() - started < 5
+        assert url in err.value.message
 
 
 def test_git_daemon_serves_and_an_unchanged_tip_is_not_fetched(tmp_path: Path,

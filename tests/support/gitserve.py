@@ -122,8 +122,9 @@ class GitDaemon:
 class HttpGitServer:
     """`git http-backend` behind a threaded HTTP server that demands a token.
 
-    Accepted: `Authorization: Bearer TOKEN`, or HTTP basic with any user name and
-    TOKEN as the password; anything else gets 401 with a Basic challenge.
+    Accepted: `Authorization: Bearer TOKEN` (unless `accept_bearer` is False), or
+    HTTP basic with any user name and TOKEN as the password; anything else gets
+    401 with a Basic challenge. `users` logs the basic user names seen.
     `requests` logs every request as (method, path, status). Setting
     `cut_packs` to N makes the next N pack responses (POST .../git-upload-pack)
     stop halfway and drop the connection, as a server killed mid-fetch would.
@@ -134,6 +135,8 @@ class HttpGitServer:
     port: int = field(default_factory=free_port)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     cut_packs: int = 0
+    accept_bearer: bool = True
+    users: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -177,10 +180,11 @@ class HttpGitServer:
             return False
         kind, _, value = header.partition(" ")
         if kind.lower() == "bearer":
-            return value.strip() == self.token
+            return self.accept_bearer and value.strip() == self.token
         if kind.lower() == "basic":
             with contextlib.suppress(ValueError):
-                _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+                self.users.append(user)
                 return password == self.token
         return False
 

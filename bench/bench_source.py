@@ -1,0 +1,194 @@
+"""Benchmark: the git source layer against the `git` command on the same URLs.
+
+Two questions:
+
+1. The no-op check. What does a reconcile pay when nothing changed upstream?
+   `GitSource.sync()` on an up-to-date mirror (heads listed, no pack) against
+   `git -c protocol.version=0 ls-remote URL` (the cheapest thing git itself can
+   do, in the protocol libgit2 speaks; git's default v2 costs an extra
+   exchange, ~50 ms more over git:// here), over file://,
+   git:// (git daemon) and smart HTTP with a token (the token-checking server of
+   tests/support/gitserve.py in front of git http-backend), median of N each,
+   alternating. Target: ratio <= 1.0.
+2. Big histories. A repository of 1k and 10k commits (100k with --big) made
+   with `git fast-import`, served by git daemon: first fetch into an empty
+   mirror (against `git clone --bare`) and an incremental fetch of 10 new
+   commits (against `git fetch` in that clone), wall time and peak RSS. Each
+   measurement runs in a fresh child process (this file with --child); peak RSS
+   is ru_maxrss of that process for pullnix (Python and pygit2 included), and
+   getrusage(RUSAGE_CHILDREN).ru_maxrss of the child for git (its largest
+   process, e.g. index-pack). Targets: time ratio <= 1.5, memory ratio <= 3.0.
+
+Run: `python -m bench.bench_source [--runs N] [--big]`; `rows()` is the entry
+point for a combined runner. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reconciler.helper.config import SourceConfig
+from reconciler.source import GitSource, RetryPolicy
+from tests.support.gitrepo import Upstream
+from tests.support.gitserve import GitDaemon, HttpGitServer
+
+TOKEN = "bench-token"  # noqa: S105 -- a test server's token, not a secret
+NOOP_TARGET = "<= 1.0"
+TIME_TARGET = "<= 1.5"
+MEMORY_TARGET = "<= 3.0"
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _source(urls: tuple[str, ...], state: Path, token_file: Path | None = None) -> GitSource:
+    config = SourceConfig(urls=urls, token_file=token_file)
+    return GitSource(config, state, state / "helper", state / "current-system", retry=NO_RETRY)
+
+
+def _median_alternating(ours: Callable[[], None], theirs: Callable[[], None], runs: int,
+                        ) -> tuple[float, float]:
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        for fn, into in ((ours, a), (theirs, b)):
+            started = time.perf_counter()
+            fn()
+            into.append(time.perf_counter() - started)
+    return statistics.median(a), statistics.median(b)
+
+
+def _row(metric: str, ours: float, reference: float, target: str, unit: str) -> dict[str, Any]:
+    return {"metric": f"{metric} ({unit})", "pullnix": round(ours, 4),
+            "reference": round(reference, 4),
+            "ratio": round(ours / reference, 3) if reference else None, "target": target}
+
+
+def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
+    up = Upstream.create(root / "noop")
+    up.generate(200)
+    token_file = root / "token"
+    token_file.write_text(TOKEN)
+    git_env_header = ["-c", f"http.extraHeader=Authorization: Bearer {TOKEN}"]
+    out: list[dict[str, Any]] = []
+    with GitDaemon.serving(up.root) as daemon, HttpGitServer.serving(up.root, TOKEN) as http:
+        for name, url, extra in (("file://", up.file_url, []),
+                                 ("git://", daemon.url("fleet.git"), []),
+                                 ("smart HTTP + token", http.url("fleet.git"), git_env_header)):
+            source = _source((url,), root / f"state-{len(out)}",
+                             token_file if url.startswith("http") else None)
+            source.sync()
+
+            def ours(source: GitSource = source) -> None:
+                if source.sync().fetched:
+                    raise AssertionError("the no-op check fetched a pack")
+
+            def theirs(url: str = url, extra: list[str] = extra) -> None:
+                subprocess.run(["git", "-c", "protocol.version=0", *extra, "ls-remote", url,
+                                "refs/heads/main"],
+                               check=True, capture_output=True)
+
+            a, b = _median_alternating(ours, theirs, runs)
+            out.append(_row(f"no-op check, {name}, median of {runs}", a, b, NOOP_TARGET, "s"))
+    return out
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.bench_source", "--child", *args],
+                          check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def history_rows(root: Path, commits: int, runs: int) -> list[dict[str, Any]]:
+    up = Upstream.create(root / f"hist-{commits}")
+    started = time.perf_counter()
+    up.generate(commits)
+    generated = time.perf_counter() - started
+    label = f"{commits // 1000}k commits"
+    out: list[dict[str, Any]] = []
+    with GitDaemon.serving(up.root) as daemon:
+        url = daemon.url("fleet.git")
+        first_ours, first_theirs = [], []
+        for i in range(runs):
+            state, clone = root / f"s-{commits}-{i}", root / f"c-{commits}-{i}"
+            first_ours.append(_child(["pullnix", url, str(state)]))
+            first_theirs.append(_child(["git", "clone", "--bare", "-q", url, str(clone)]))
+        up.generate(10)
+        inc_ours, inc_theirs = [], []
+        for i in range(runs):
+            state, clone = root / f"s-{commits}-{i}", root / f"c-{commits}-{i}"
+            inc_ours.append(_child(["pullnix", url, str(state)]))
+            inc_theirs.append(_child(["git", "-C", str(clone), "fetch", "-q", url,
+                                      "+refs/heads/main:refs/heads/main"]))
+    for what, ours, theirs in (("first fetch", first_ours, first_theirs),
+                               ("incremental fetch (+10)", inc_ours, inc_theirs)):
+        out.append(_row(f"{what}, {label}", statistics.median(r["seconds"] for r in ours),
+                        statistics.median(r["seconds"] for r in theirs), TIME_TARGET, "s"))
+        out.append(_row(f"{what}, {label}, peak RSS",
+                        max(r["maxrss_kb"] for r in ours) / 1024,
+                        max(r["maxrss_kb"] for r in theirs) / 1024, MEMORY_TARGET, "MiB"))
+    out.append({"metric": f"generate {label} with git fast-import (s)",
+                "pullnix": None, "reference": round(generated, 3), "ratio": None,
+                "target": "setup"})
+    return out
+
+
+def rows(runs: int = 15, big: bool = False) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="bench-source-") as tmp:
+        root = Path(tmp)
+        out = noop_rows(root, runs)
+        for commits in (1_000, 10_000, *((100_000,) if big else ())):
+            out += history_rows(root, commits, 1 if commits >= 100_000 else 3)
+        return out
+
+
+def child_main(args: list[str]) -> None:
+    """One measured operation in this fresh process; prints {"seconds", "maxrss_kb"}."""
+    if args[0] == "pullnix":
+        url, state = args[1], Path(args[2])
+        source = _source((url,), state)
+        started = time.perf_counter()
+        fetched = source.sync().fetched
+        seconds = time.perf_counter() - started
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if not fetched:
+            raise SystemExit("expected a fetch")
+    else:
+        started = time.perf_counter()
+        subprocess.run(args, check=True)
+        seconds = time.perf_counter() - started
+        maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "maxrss_kb": maxrss}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        child_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="runs per no-op median")
+    parser.add_argument("--big", action="store_true", help="also 100k commits")
+    parser.add_argument("--json", action="store_true", help="print JSON rows")
+    options = parser.parse_args(argv)
+    result = rows(options.runs, options.big)
+    if options.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{'metric':<58} {'pullnix':>9} {'reference':>10} {'ratio':>7}  target")
+    for row in result:
+        print(f"{row['metric']:<58} {row['pullnix']!s:>9} {row['reference']!s:>10} "
+              f"{row['ratio']!s:>7}  {row['target']}")
+
+
+if __name__ == "__main__":
+    main()
