@@ -153,11 +153,12 @@ in
     unitConfig."X-StopOnRemoval" = false;
     # NixOS gives every service a PATH of store paths and the global
     # LOCALE_ARCHIVE and TZDIR (also store paths); module.nix forces these
-    # values over them. nix-env, systemctl and git come from the running
-    # system; the helper runs each generation's switch-to-configuration by
-    # its store path.
+    # values over them. nix-env, systemctl, git and ssh come from the running
+    # system (module.nix installs git and ssh), falling back to the booted
+    # one should a generation on trial lack them; the helper runs each
+    # generation's switch-to-configuration by its store path.
     environment = {
-      PATH = "/run/current-system/sw/bin:/run/wrappers/bin";
+      PATH = "/run/current-system/sw/bin:/run/booted-system/sw/bin:/run/wrappers/bin";
       LOCALE_ARCHIVE = null;
       TZDIR = "/etc/zoneinfo";
       LANG = "C.UTF-8";
