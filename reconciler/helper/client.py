@@ -53,7 +53,10 @@ class HelperClient:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(self.timeout)
                 conn.connect(self.socket_path)
-                conn.sendall(data)
+                try:
+                    conn.sendall(data)
+                except BrokenPipeError:
+                    pass  # refused before it read everything: its answer is waiting below
                 with conn.makefile("rb") as reader:
                     line = reader.readline(MAX_MESSAGE * 16)
         except (FileNotFoundError, ConnectionRefusedError) as exc:

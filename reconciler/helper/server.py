@@ -12,6 +12,7 @@ Must not: decide anything about an operation (that is `operator.py` and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -90,6 +91,9 @@ class Server:
             if uid not in self.allowed:
                 log.warning("refused a peer: pid %d uid %d is not root or in agent_uids",
                             pid, uid)
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError), conn.makefile("rb") as reader:
+                    reader.readline(p.MAX_MESSAGE + 1)  # let its request land, then refuse
                 self._send(conn, p.error(p.ErrorCode.FORBIDDEN,
                                          f"uid {uid} may not use the helper"))
                 return

@@ -1,0 +1,202 @@
+"""Every bad request gets a clear error from the real helper and changes nothing; peers are checked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.helper.client import HelperClient
+from tests.support.helperproc import (
+    FakeMachine,
+    HelperProcess,
+    add_to_store,
+    build_machine,
+    cleanup_socket_dir,
+    start_helper,
+    write_helper_config,
+)
+from tests.support.nixfixture import read_calls
+
+pytestmark = pytest.mark.nix
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
+    tmp = tmp_path_factory.mktemp("helper-requests")
+    built = build_machine(tmp, {"old": {"version": "1"}, "new": {"version": "2"}})
+    escape = tmp / "nixos-system-escape"
+    escape.symlink_to("/etc")
+    return FakeMachine(built.sandbox, built.repo,
+                       {**built.systems, "escape": add_to_store(escape)}, built.revisions)
+
+
+@pytest.fixture
+def helper(machine: FakeMachine, tmp_path: Path) -> Iterator[HelperProcess]:
+    machine.reset()
+    proc = start_helper(write_helper_config(tmp_path, machine.sandbox))
+    yield proc
+    proc.stop()
+    cleanup_socket_dir(proc.paths)
+
+
+def line(**message: object) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def apply(**fields: object) -> bytes:
+    return line(v=1, op="apply", **fields)
+
+
+HASH = "0" * 32
+BAD = {
+    "not JSON": (b"{nope\n", "bad-json", "not JSON"),
+    "not an object": (b"[1, 2]\n", "bad-json", "must be a JSON object"),
+    "over 64 KiB": (b'{"v":1,"op":"ping","pad":"' + b"a" * 70_000 + b'"}\n', "too-large",
+                    "over 65536 bytes"),
+    "no version": (line(op="ping"), "bad-version", "speaks v1"),
+    "a future version": (line(v=2, op="ping"), "bad-version", "speaks v1"),
+    "unknown op": (line(v=1, op="reboot"), "unknown-op", "unknown op 'reboot'"),
+    "unknown field": (line(v=1, op="ping", force=True), "unknown-field", "force"),
+    "unknown apply field": (apply(storePath="{new}", dryRun=True), "unknown-field", "dryRun"),
+    "no store path": (apply(revision="r"), "bad-field", "storePath: required"),
+    "wrong type": (apply(storePath="{new}", trial="yes"), "bad-field",
+                   "trial: expected true or false, got str"),
+    "duration as a string": (apply(storePath="{new}", confirmTimeout="5s"), "bad-field",
+                             "confirmTimeout: expected a non-negative number"),
+    "unknown action": (apply(storePath="{new}", action="reboot"), "bad-field",
+                       "action 'reboot' is not one of"),
+    "two check kinds": (apply(storePath="{new}", healthChecks=[
+        {"name": "x", "tcp": {"host": "h", "port": 1}, "command": {"argv": ["true"]}}]),
+        "bad-field", "exactly one of"),
+    "unknown check field": (apply(storePath="{new}", healthChecks=[
+        {"name": "x", "command": {"argv": ["true"], "shell": True}}]), "unknown-field", "shell"),
+    "bad traceparent": (apply(storePath="{new}", traceparent="abc"), "bad-field", "W3C"),
+    "outside the store": (apply(storePath="/etc"), "bad-store-path", "not under /nix/store"),
+    "dot-dot": (apply(storePath=f"/nix/store/{HASH}-x/../../etc"), "bad-store-path", "'..'"),
+    "below a store path": (apply(storePath="{new}/bin"), "bad-store-path", "not a store path"),
+    "missing": (apply(storePath=f"/nix/store/{HASH}-nixos-system-gone"), "bad-store-path",
+                "does not exist"),
+    "symlink escaping the store": (apply(storePath="{escape}"), "bad-store-path",
+                                   "resolves to /etc"),
+    "no switch-to-configuration": (apply(storePath="{kernel}"), "bad-store-path",
+                                   "no executable bin/switch-to-configuration"),
+    "upgrade without pullnix-helper": (line(v=1, op="upgrade", storePath="{new}"),
+                                       "bad-store-path", "no executable bin/pullnix-helper"),
+    "confirm naming nothing": (line(v=1, op="confirm"), "bad-field", "give revision"),
+}
+
+
+@pytest.mark.parametrize(("message", "code", "says"), BAD.values(), ids=list(BAD))
+def test_bad_request_is_refused_and_changes_nothing(
+        machine: FakeMachine, helper: HelperProcess, message: bytes, code: str,
+        says: str) -> None:
+    kernel = os.path.realpath(Path(machine.systems["new"]) / "kernel")
+    message = (message.replace(b"{new}", machine.systems["new"].encode())
+               .replace(b"{escape}", machine.systems["escape"].encode())
+               .replace(b"{kernel}", kernel.encode()))
+    answer = helper.client.raw(message)
+    assert answer["v"] == 1
+    assert answer["ok"] is False
+    assert answer["error"] == code
+    assert says in answer["message"]
+    status = helper.client.status()
+    assert (status["busy"], status["recent"]) == (False, [])
+    assert read_calls(machine.sandbox) == []
+    assert machine.current() == machine.systems["old"]
+    assert helper.proc.poll() is None
+
+
+def test_connection_carries_several_requests(helper: HelperProcess) -> None:
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(helper.paths.socket))
+        conn.sendall(line(v=1, op="ping") + b"garbage\n" + line(v=1, op="status"))
+        with conn.makefile("rb") as reader:
+            answers = [json.loads(reader.readline()) for _ in range(3)]
+    assert [a["ok"] for a in answers] == [True, False, True]
+    assert answers[1]["error"] == "bad-json"
+
+
+def as_nobody(sock: Path, message: bytes) -> dict[str, object]:
+    """Fork a client that drops to uid/gid nobody before connecting; its answer."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(5)
+                conn.connect(str(sock))
+                with contextlib.suppress(BrokenPipeError):
+                    conn.sendall(message)
+                with conn.makefile("rb") as reader:
+                    os.write(write_end, reader.readline())
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"childError": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        data = reader.read()
+    os.waitpid(pid, 0)
+    answer: dict[str, object] = json.loads(data)
+    return answer
+
+
+def open_to_everyone(helper: HelperProcess) -> None:
+    """Let uid nobody reach the socket file, so only the helper's own peer check stands."""
+    helper.paths.socket.parent.chmod(0o755)
+    helper.paths.socket.chmod(0o666)
+
+
+def test_peer_not_root_nor_agent_is_forbidden_and_logged(
+        machine: FakeMachine, helper: HelperProcess) -> None:
+    open_to_everyone(helper)
+    answer = as_nobody(helper.paths.socket, apply(storePath=machine.systems["new"]))
+    assert answer.get("ok") is False, answer
+    assert answer["error"] == "forbidden"
+    assert "uid 65534" in str(answer["message"])
+    assert "refused a peer" in helper.stderr_text()
+    assert "uid 65534" in helper.stderr_text()
+    assert helper.client.status()["recent"] == []
+    assert read_calls(machine.sandbox) == []
+
+
+def test_agent_uid_is_allowed(machine: FakeMachine, tmp_path: Path) -> None:
+    paths = write_helper_config(tmp_path, machine.sandbox, agent_uids=[NOBODY])
+    helper = start_helper(paths)
+    try:
+        open_to_everyone(helper)
+        answer = as_nobody(paths.socket, line(v=1, op="ping"))
+        assert answer["ok"] is True, answer
+        assert answer["pid"] == helper.pid
+    finally:
+        helper.stop()
+        cleanup_socket_dir(paths)
+
+
+def test_socket_is_group_only_and_a_stale_one_is_replaced(machine: FakeMachine,
+                                                         tmp_path: Path) -> None:
+    paths = write_helper_config(tmp_path, machine.sandbox)
+    first = start_helper(paths)
+    first.kill()  # SIGKILL leaves the socket file behind
+    assert paths.socket.exists()
+    second = start_helper(paths)
+    try:
+        assert paths.socket.stat().st_mode & 0o777 == 0o660
+        assert HelperClient(paths.socket).ping()["pid"] == second.pid
+        third = start_helper(paths, wait=False)
+        assert third.wait_exit(10) == 1  # a live helper is never displaced
+        assert "another helper is listening" in third.stderr_text()
+    finally:
+        second.stop()
+        cleanup_socket_dir(paths)
