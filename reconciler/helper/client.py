@@ -10,6 +10,7 @@ is never sent twice); only the caller knows whether that is safe.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -53,10 +54,9 @@ class HelperClient:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(self.timeout)
                 conn.connect(self.socket_path)
-                try:
+                # Refused before it read everything? Its answer still waits below.
+                with contextlib.suppress(BrokenPipeError):
                     conn.sendall(data)
-                except BrokenPipeError:
-                    pass  # refused before it read everything: its answer is waiting below
                 with conn.makefile("rb") as reader:
                     line = reader.readline(MAX_MESSAGE * 16)
         except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -1,4 +1,4 @@
-"""Every bad request gets a clear error from the real helper and changes nothing; peers are checked."""
+"""Every bad request gets a clear error from the real helper and changes nothing; peers checked."""
 
 from __future__ import annotations
 
