@@ -15,6 +15,11 @@ layout (cert_type, type, md5[16], sha1[20], sha256[32]); the flags word must
 say the digest is there. Anything unexpected refuses the connection: this
 fails closed, never open.
 
+Limitation: libgit2 (libssh2) picks the host-key algorithm with the server and
+cannot be told which one is pinned, so pin every key type the server offers
+(`ssh-keyscan -p PORT HOST` prints them all); a key of another type than the
+pinned ones reads as CHANGED and is refused.
+
 Must not: trust a host for any reason but a pinned key; fall back to
 ~/.ssh/known_hosts.
 """
@@ -43,13 +48,11 @@ _SHA256_OFFSET = 4 + 4 + 16 + 20
 def presented_sha256(frame: FrameType | None) -> bytes | None:
     """The SHA-256 digest of the host key libgit2 is asking about, or None if not found.
 
-    `frame` is the caller of `certificate_check` (pygit2's `_certificate_check_cb`).
+    `frame` must be the caller of `certificate_check`: pygit2's `_certificate_check_cb`.
     """
     from pygit2 import ffi
 
-    while frame is not None and "cert_i" not in frame.f_locals:
-        frame = frame.f_back
-    if frame is None:
+    if frame is None or frame.f_code.co_name != "_certificate_check_cb":
         return None
     cert = frame.f_locals["cert_i"]
     if cert == ffi.NULL or cert.cert_type != _CERT_HOSTKEY_LIBSSH2:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,26 +98,30 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
         return [f"Authorization: Bearer {token}"] if token else None
 
     def credentials(self, url: str, username_from_url: str | None, allowed_types: Any) -> Any:
+        allowed = pygit2.enums.CredentialType(allowed_types)
+        if allowed & pygit2.enums.CredentialType.SSH_KEY and self.config.ssh_key_file:
+            self._count_attempt()
+            key = self.config.ssh_key_file
+            pub = key.with_name(key.name + ".pub")
+            return pygit2.Keypair(username_from_url or "git", str(pub) if pub.exists() else None,
+                                  str(key), "")
+        token = self._token()
+        if allowed & pygit2.enums.CredentialType.USERPASS_PLAINTEXT and token:
+            self._count_attempt()
+            return pygit2.UserPass(username_from_url or DEFAULT_HTTP_USER, token)
+        if allowed & pygit2.enums.CredentialType.USERNAME:  # asked before the key; not a try
+            return pygit2.Username(username_from_url or "git")
+        raise TerminalError(f"{self.url}: the server asks for credentials and none is "
+                            f"configured ({self._credential_source()})",
+                            reason="AuthenticationFailed")
+
+    def _count_attempt(self) -> None:
+        """libgit2 asks again after a refusal; the second ask means the first was refused."""
         self.credential_requests += 1
         if self.credential_requests > 1:
             raise TerminalError(f"{self.url}: the server refused our credentials "
                                 f"({self._credential_source()}); check them and the "
                                 "server's access rules", reason="AuthenticationFailed")
-        allowed = pygit2.enums.CredentialType(allowed_types)
-        if allowed & pygit2.enums.CredentialType.SSH_KEY and self.config.ssh_key_file:
-            key = self.config.ssh_key_file
-            pub = key.with_name(key.name + ".pub")
-            return pygit2.Keypair(username_from_url or "git", str(pub) if pub.exists() else None,
-                                  str(key), "")
-        if allowed & pygit2.enums.CredentialType.USERPASS_PLAINTEXT:
-            token = self._token()
-            if token:
-                return pygit2.UserPass(username_from_url or DEFAULT_HTTP_USER, token)
-        if allowed & pygit2.enums.CredentialType.USERNAME:
-            return pygit2.Username(username_from_url or "git")
-        raise TerminalError(f"{self.url}: the server asks for credentials and none is "
-                            f"configured ({self._credential_source()})",
-                            reason="AuthenticationFailed")
 
     def _credential_source(self) -> str:
         if self.endpoint.scheme == "ssh":
@@ -165,12 +168,3 @@ def classify(exc: BaseException, url: str) -> PullnixError:
             return TerminalError(f"{url}: {message}; check the credentials in the machine "
                                  "config", reason=reason)
     return TransientError(f"{url}: {message}", reason="SourceUnavailable")
-
-
-def file_path(url: str) -> Path | None:
-    """The local path of a file:// URL (or a plain path), else None."""
-    if url.startswith("file://"):
-        return Path(urlsplit(url).path)
-    if "://" not in url and not endpoint(url).host:
-        return Path(url)
-    return None

@@ -7,13 +7,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from reconciler.core.errors import TerminalError, TransientError
 from reconciler.helper.config import SourceConfig
 from reconciler.source import FetchResult, GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
-from tests.support.gitserve import GitDaemon, HttpGitServer, free_port
+from tests.support.gitserve import GitDaemon, HttpGitServer, free_port, self_signed_certificate
 
 FAST = RetryPolicy(attempts=4, initial=0.05, max_wait=0.2, jitter=0.05, deadline=30,
                    connect_timeout=2, io_timeout=5)
@@ -108,6 +109,33 @@ def test_http_basic_with_the_token_when_the_server_ignores_bearer(
         source = make_source(tmp_path, url, token_file=tmp_path / "token")
         assert source.sync().tip_sha == upstream.head()
         assert set(http.users) == {"deploy"}
+
+
+def test_https_with_an_untrusted_certificate_is_refused(tmp_path: Path,
+                                                         upstream: Upstream) -> None:
+    tls = self_signed_certificate(tmp_path / "tls")
+    with HttpGitServer.serving(upstream.root, TOKEN, tls=tls) as https:
+        (tmp_path / "token").write_text(TOKEN)
+        source = make_source(tmp_path, https.url("fleet.git"), token_file=tmp_path / "token")
+        with pytest.raises(TerminalError) as err:
+            source.sync()
+        assert err.value.reason == "CertificateRefused"
+        assert https.url("fleet.git") in err.value.message
+        assert https.requests == []  # the token never left
+
+
+def test_https_with_a_trusted_certificate_fetches(tmp_path: Path, upstream: Upstream) -> None:
+    tls = self_signed_certificate(tmp_path / "tls")
+    before = (pygit2.settings.ssl_cert_file, pygit2.settings.ssl_cert_dir)
+    pygit2.settings.set_ssl_cert_locations(tls[0], None)
+    try:
+        with HttpGitServer.serving(upstream.root, TOKEN, tls=tls) as https:
+            (tmp_path / "token").write_text(TOKEN)
+            source = make_source(tmp_path, https.url("fleet.git"),
+                                 token_file=tmp_path / "token")
+            assert source.sync().tip_sha == upstream.head()
+    finally:
+        pygit2.settings.set_ssl_cert_locations(*before)
 
 
 def test_a_silent_server_times_out_as_transient(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ pulls over, each as a context manager that yields a small handle:
         url = daemon.url("fleet.git")
     with HttpGitServer.serving(base, token="s3cret") as http:   # 401 without the token
         url = http.url("fleet.git"); http.requests  # [(method, path, status), ...]
+    with HttpGitServer.serving(base, "s3cret", tls=self_signed_certificate(d)) as https: ...
     with SshGitServer.serving(tmp_path / "ssh") as ssh:         # sshd with a deploy key
         url = ssh.url(repo_path); ssh.deploy_key; ssh.known_hosts_line()
 
@@ -25,6 +26,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -136,6 +138,7 @@ class HttpGitServer:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     cut_packs: int = 0
     accept_bearer: bool = True
+    tls: tuple[Path, Path] | None = None   # (certificate, key): serve https://
     users: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -143,8 +146,9 @@ class HttpGitServer:
 
     @classmethod
     @contextlib.contextmanager
-    def serving(cls, project_root: Path, token: str) -> Iterator[HttpGitServer]:
-        server = cls(project_root, token)
+    def serving(cls, project_root: Path, token: str, tls: tuple[Path, Path] | None = None,
+                ) -> Iterator[HttpGitServer]:
+        server = cls(project_root, token, tls=tls)
         server.start()
         try:
             yield server
@@ -152,12 +156,16 @@ class HttpGitServer:
             server.stop()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/{name}"
 
     def start(self) -> None:
         handler = _make_handler(self)
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -280,6 +288,17 @@ def _make_handler(server: HttpGitServer) -> type[BaseHTTPRequestHandler]:
             self._reply(status, headers, payload)
 
     return Handler
+
+
+def self_signed_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for `ip` (in subjectAltName) and its key, made with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
+                    f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
 
 
 # --------------------------------------------------------------------------- sshd
