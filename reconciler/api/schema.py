@@ -9,7 +9,9 @@ jsonschema and editors (yaml-language-server) understand:
   fields (the API server would prune them; pullnix refuses them);
 - `nullable: true` adds "null" to the type;
 - `x-kubernetes-list-map-keys` stays, checked by a keyword of our validator
-  (entries of such a list have unique keys); other `x-kubernetes-*` go.
+  (entries of such a list have unique keys); other `x-kubernetes-*` go;
+- what the API server checks by itself is spelled out: apiVersion and kind
+  are constants, metadata.name is required.
 
 Also applies the schema's defaults, as the API server does: an absent field
 with a `default` gets it, then its own fields get theirs.
@@ -84,8 +86,12 @@ def to_json_schema(node: Mapping[str, Any]) -> dict[str, Any]:
 def _document_schema() -> dict[str, Any]:
     schema = to_json_schema(openapi_schema())
     del schema["properties"]["status"]  # written by the agent, never by the repository
+    # What the API server checks by itself, and a file on disk must say too.
     schema["properties"]["apiVersion"]["const"] = api_version()
     schema["properties"]["kind"]["const"] = kind()
+    metadata = schema["properties"]["metadata"]
+    metadata["description"] = "The object's name (other metadata is not read)."
+    metadata["required"] = ["name"]
     return schema
 
 

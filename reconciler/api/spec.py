@@ -19,13 +19,14 @@ Must not: fetch from git or touch the machine; the source layer hands in bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from reconciler.api.convert import deployment_from_data, spec_from_data, spec_to_data, thaw
 from reconciler.api.document import MAX_BYTES, Document, DocumentError, Position, read_document
@@ -86,21 +87,30 @@ def load_spec_text(text: bytes, origin: str) -> NixOSDeployment:
     return deployment
 
 
-def for_host(deployment: NixOSDeployment, host: str) -> NixOSDeployment:
-    """The deployment as host `host` sees it: matching overrides merged in, no `hosts` left.
+@overload
+def for_host(obj: NixOSDeployment, host: str) -> NixOSDeployment: ...
+@overload
+def for_host(obj: DeploymentSpec, host: str) -> DeploymentSpec: ...
+def for_host(obj: NixOSDeployment | DeploymentSpec, host: str,
+             ) -> NixOSDeployment | DeploymentSpec:
+    """The deployment (or spec) as host `host` sees it: matching overrides merged in, no
+    `hosts` left.
 
     Raise SpecError when the merged spec is not valid (e.g. one override sets
     `configuration.flake` on a spec that uses `classic`).
     """
-    spec = deployment.spec
+    if isinstance(obj, DeploymentSpec):
+        return _spec_for_host(obj, host)
+    return dataclasses.replace(obj, spec=_spec_for_host(obj.spec, host))
+
+
+def _spec_for_host(spec: DeploymentSpec, host: str) -> DeploymentSpec:
     matching = [o for o in spec.hosts if fnmatch.fnmatchcase(host, o.glob)]
     globs = ", ".join(repr(o.glob) for o in matching)
     suffix = f" (in the spec merged for host {host!r} from hosts {globs})"
     if issues := _merge_issues(spec, matching, suffix):
         raise SpecError(issues)
-    merged = _merged_data(spec, matching)
-    return NixOSDeployment(metadata=deployment.metadata, spec=spec_from_data(merged),
-                           api_version=deployment.api_version, kind=deployment.kind)
+    return spec_from_data(_merged_data(spec, matching))
 
 
 def merge(base: Any, override: Any) -> Any:

@@ -215,3 +215,7 @@ def test_a_reboot_window_may_span_midnight(start: str, end: str, inside: list[tu
     window = RebootWindow(start, end)
     assert all(window.contains(h, m) for h, m in inside)
     assert not any(window.contains(h, m) for h, m in outside)
+
+
+def test_for_host_takes_a_spec_as_well(overrides: NixOSDeployment):
+    assert for_host(overrides.spec, "edge-01") == for_host(overrides, "edge-01").spec
