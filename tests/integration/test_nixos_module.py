@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.api import for_host, load_spec_file
 from reconciler.helper import config as machine_config
 from reconciler.helper.config import parse_machine_config
 
@@ -118,8 +119,9 @@ MINIMAL: dict[str, Any] = {
 
 
 def test_every_nix_file_parses() -> None:
-    files = sorted([*NIX.rglob("*.nix"), *ROOT.glob("flake.nix")])
-    assert NIX / "render-config.nix" in files
+    files = sorted([*NIX.rglob("*.nix"), ROOT / "flake.nix"])
+    for name in ("package.nix", "module.nix", "render-config.nix", "units.nix", "tests/vm.nix"):
+        assert NIX / name in files, name
     for path in files:
         done = subprocess.run(["nix-instantiate", "--parse", str(path)],
                               capture_output=True, text=True, check=False)
@@ -346,3 +348,11 @@ def test_state_dir_outside_var_lib_is_created_and_opened_explicitly() -> None:
     assert service["ReadWritePaths"] == ["/srv/pullnix"]
     assert "d /srv/pullnix 0750 pullnix pullnix - -" in result["tmpfiles"]
     assert result["agent"]["environment"]["HOME"] == "/srv/pullnix"
+
+
+def test_vm_test_fleet_spec_is_valid_for_its_host() -> None:
+    spec = for_host(load_spec_file(NIX / "tests" / "fleet" / "pullnix.yaml"), "agent").spec
+    assert spec.configuration.flake == "nixosConfigurations.{host}"
+    assert spec.strategy.trial is True
+    assert spec.rollback.automatic is True
+    assert [check.name for check in spec.health_checks] == ["git", "fleet-health"]
