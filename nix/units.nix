@@ -111,8 +111,10 @@ in
       ProtectClock = true;
       ProtectHostname = true;
       ProtectProc = "invisible";
-      # Git remotes and webhooks over IP, the daemon and helper over Unix sockets.
-      RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+      # Git remotes and webhooks over IP, the daemon and helper over Unix
+      # sockets; netlink because glibc's getaddrinfo asks it which address
+      # families the host has.
+      RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
       RestrictNamespaces = true;
       RestrictRealtime = true;
       RestrictSUIDSGID = true;
