@@ -19,8 +19,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,6 +55,9 @@ def run_check(spec: CheckSpec, source: SourceConfig,
 
 
 def _http(spec: CheckSpec, source: SourceConfig) -> str:
+    import urllib.error  # here, not at the top: it costs the idle helper memory and start time
+    import urllib.request
+
     url, expect = spec.param("url"), spec.param("expectStatus", 200)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

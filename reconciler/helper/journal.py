@@ -15,6 +15,7 @@ Must not: decide anything (that is `machine.py`) or run anything.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,10 @@ class Journal:
                                       "operation": None if op is None else to_json(op)},
                           mode=0o600)
 
-    def finish(self, op: Operation) -> None:
+    def finish(self, op: Operation, between: Callable[[], None] = lambda: None) -> None:
         """Archive a finished operation, then clear the journal (both idempotent)."""
         write_json_atomic(self.archive / f"{op.id}.json", to_json(op), mode=0o644)
+        between()
         self.write(None)
         self._prune()
 

@@ -25,6 +25,10 @@ previous running system A = `current_system` and profile target P):
    bootloader untouched: a trial never touched it), and the boot default
    changed -> `P ... boot` (the bootloader follows the profile again).
 
+Journaling (`needs_journal`): a state is journaled before its first step is
+acted on; steps of Committing and RollingBack are idempotent, so a restart
+redoes the one whose outcome was not journaled.
+
 Restart recovery: Pending (nothing done yet) -> RolledBack without effects;
 Activating or Verifying -> RollingBack; Committing -> finish the commit;
 RollingBack -> finish the rollback. Every step is idempotent, so redoing the
@@ -381,6 +385,21 @@ def advance(op: Operation, event: Event, now: float) -> Operation:
             return _to(op, State.ROLLED_BACK, now, reason)
         return _open_phase(replace(op, done=(*op.done, effect.step)), now)
     raise AssertionError(f"no transition from {state}")  # every state is handled above
+
+
+def needs_journal(before: Operation, after: Operation) -> bool:
+    """Whether `after` must reach the journal before the shell acts on it.
+
+    It must when it is about to act in a new state, has touched more of the
+    machine, or holds a new check result or confirmation. It need not when the
+    next step is `Proceed` (nothing is acted on), when only an idempotent step
+    of Committing or RollingBack finished (a restart redoes it harmlessly), or
+    when it is over (the shell archives it, then clears the journal).
+    """
+    if after.terminal or isinstance(next_effect(after), Proceed):
+        return False
+    return (after.state is not before.state or after.touched != before.touched
+            or after.checks != before.checks or after.confirmed_at != before.confirmed_at)
 
 
 def _recover(op: Operation, now: float) -> Operation:

@@ -8,8 +8,9 @@ self-upgrade (done only when idle).
 
 Test hook: `PULLNIX_HELPER_CRASH_AT=<name>` makes the helper SIGKILL itself,
 once, at that point: a state name (`Pending`, `Activating`, `Verifying`,
-`Committing`, `RollingBack`, `Succeeded`, `RolledBack`, `Failed`: right
-after that state is journaled, before it is acted on) or a step name
+`Committing`, `RollingBack`: as that state is entered, after it is journaled
+if it has anything to do; `Succeeded`, `RolledBack`, `Failed`: after the
+operation is archived, before the journal is cleared) or a step name
 (`activate`, `check`, `confirm`, `set-profile`, `install-boot`, `record`,
 `restore-profile`, `reactivate`, `restore-boot`: right after the step is
 done, before its outcome is journaled). Never set it in production.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import threading
 import time
@@ -57,7 +57,7 @@ def crash_point(name: str) -> None:
 
 def new_operation_id(now: float) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}{int(now * 1e6) % 1_000_000:06d}Z-{secrets.token_hex(3)}"
+    return f"{stamp}{int(now * 1e6) % 1_000_000:06d}Z-{os.urandom(3).hex()}"
 
 
 class Operator:
@@ -136,23 +136,25 @@ class Operator:
                 op = self._op
                 assert op is not None
                 effect = m.next_effect(op)
+            if effect is None:
+                break
             if op.state is not last_state:
                 crash_point(str(op.state))
                 last_state = op.state
-            if effect is None:
-                break
             event = self._perform(op, effect)
             if not isinstance(effect, m.Proceed):
                 crash_point(effect.step)
             with self._cond:
-                assert self._op is not None
-                self._op = m.advance(self._op, event, self.clock())
-                self.journal.write(self._op)
+                before = self._op
+                assert before is not None
+                self._op = m.advance(before, event, self.clock())
+                if m.needs_journal(before, self._op):
+                    self.journal.write(self._op)
                 self._cond.notify_all()
         log_at = log.error if op.state is m.State.FAILED else log.info
         log_at("operation %s: %s: %s", op.id, op.state, op.message)
         with self._cond:
-            self.journal.finish(op)
+            self.journal.finish(op, between=lambda: crash_point(str(op.state)))
             self._op = None
             self._cond.notify_all()
         self.upgrade_if_idle()

@@ -201,3 +201,25 @@ def test_restart_recovers_to_a_safe_continuation(op: m.Operation, state: m.State
 def test_confirm_after_the_end_changes_nothing() -> None:
     _, op = drive(TRIAL, [ok, ok, ok, m.Done(generation=8), ok, ok, ok])
     assert m.advance(op, m.Confirmed(), 999.0) is op
+
+
+def test_journal_is_written_before_acting_and_skipped_for_idempotent_steps() -> None:
+    two_checks = replace(SWITCH, health_checks=(CHECK, CHECK))
+    op = m.begin("op", "apply", two_checks, BEFORE, 0.0)
+    written = []
+    for i, event in enumerate([ok, ok, m.Checked(result(True)), m.Checked(result(True)), ok,
+                               m.Done(generation=8), ok, ok, ok]):
+        after = m.advance(op, event, float(i))
+        written.append((str(after.state), after.done, m.needs_journal(op, after)))
+        op = after
+    assert written == [
+        ("Activating", (), True),  # before activating
+        ("Verifying", (), True),  # before the first check
+        ("Verifying", (), True),  # the first check's result, before the second
+        ("Verifying", (), False),  # next is Proceed: it goes out with Committing
+        ("Committing", (), True),  # touched the profile, before moving it
+        ("Committing", ("set-profile",), False),  # idempotent: a restart redoes it
+        ("Committing", ("set-profile", "install-boot"), False),
+        ("Committing", ("set-profile", "install-boot", "record"), False),  # next is Proceed
+        ("Succeeded", (), False),  # archived by the shell, not journaled
+    ]

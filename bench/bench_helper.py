@@ -1,0 +1,173 @@
+"""Benchmark: the helper's footprint and its overhead around a switch, against bare baselines.
+
+Measures, with the real `pullnix-helper` program and the real-Nix fixture:
+
+- idle RSS of a listening helper, against a bare `python3 -c 'import time;
+  time.sleep(60)'` (the interpreter's own floor); target <= 20 MB;
+- start to listening (process start until a ping is answered), against a bare
+  `python3 -c pass` run to exit; target <= 150 ms;
+- one `apply` (no checks, trial off, action switch) from request to outcome
+  known, against the same commands by hand (`switch-to-configuration switch`,
+  `nix-env -p PROFILE --set`, `switch-to-configuration boot`), and against
+  `switch-to-configuration switch` alone; target <= 50 ms over the reference.
+
+Each number is a median; the two sides alternate so drift hits both alike.
+Run it as `python -m bench.bench_helper [N]`; `rows()` is the entry point for
+the combined benchmark runner. Not a test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.helper.client import HelperClient, HelperUnavailable
+from tests.support.helperproc import (
+    HELPER_BIN,
+    build_machine,
+    cleanup_socket_dir,
+    start_helper,
+    write_helper_config,
+)
+
+OFFLINE_NIX_CONFIG = ("sandbox = false\nsubstituters =\nexperimental-features = nix-command "
+                      "flakes\nwarn-dirty = false\n")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _idle_rss(tmp: Path) -> tuple[float, float]:
+    paths = write_helper_config(tmp / "rss")
+    helper = start_helper(paths)
+    try:
+        helper.client.status()
+        time.sleep(0.3)
+        ours = rss_mb(helper.pid)
+    finally:
+        helper.stop()
+        cleanup_socket_dir(paths)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as bare:
+        time.sleep(0.3)
+        reference = rss_mb(bare.pid)
+        bare.kill()
+    return ours, reference
+
+
+def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float]]:
+    paths = write_helper_config(tmp / "start")
+    client = HelperClient(paths.socket, timeout=5)
+    ours, reference = [], []
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            with subprocess.Popen([str(HELPER_BIN), "--config", str(paths.config)],
+                                  stderr=subprocess.DEVNULL) as proc:
+                while True:
+                    try:
+                        client.ping()
+                        break
+                    except HelperUnavailable:
+                        time.sleep(0.001)
+                ours.append(time.perf_counter() - started)
+                proc.terminate()
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            reference.append(time.perf_counter() - started)
+    finally:
+        cleanup_socket_dir(paths)
+    return ours, reference
+
+
+def _switch_overhead(tmp: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
+    machine = build_machine(tmp / "switch", {"old": {"version": "1"}, "new": {"version": "2"}})
+    profile = str(machine.sandbox.profile)
+    paths = write_helper_config(tmp / "switch-helper", machine.sandbox)
+    helper = start_helper(paths)
+    ours, by_hand, switch_only = [], [], []
+    try:
+        for i in range(runs):
+            target = machine.systems["new" if i % 2 == 0 else "old"]
+            started = time.perf_counter()
+            op_id = helper.client.apply(target, trial=False)
+            result = helper.client.wait(op_id, poll=0.001)
+            ours.append(time.perf_counter() - started)
+            assert result["state"] == "Succeeded", result["message"]
+            back = machine.systems["old" if i % 2 == 0 else "new"]
+            started = time.perf_counter()
+            _quiet([f"{back}/bin/switch-to-configuration", "switch"])
+            _quiet(["nix-env", "-p", profile, "--set", back])
+            _quiet([f"{back}/bin/switch-to-configuration", "boot"])
+            by_hand.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            _quiet([f"{back}/bin/switch-to-configuration", "switch"])
+            switch_only.append(time.perf_counter() - started)
+            # the helper's next apply starts from where the hand-run left the machine
+    finally:
+        helper.stop()
+        cleanup_socket_dir(paths)
+    return ours, by_hand, switch_only
+
+
+def _quiet(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _row(metric: str, ours: float, reference: float, target: str) -> dict[str, Any]:
+    return {"metric": metric, "pullnix": round(ours, 1), "reference": round(reference, 1),
+            "ratio": round(ours / reference, 3), "target": target}
+
+
+def rows(runs: int = 15) -> list[dict[str, Any]]:
+    os.environ.setdefault("NIX_CONFIG", OFFLINE_NIX_CONFIG)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-helper-"))
+    try:
+        rss, rss_ref = _idle_rss(tmp)
+        start, start_ref = _start_to_listening(tmp, runs)
+        apply_, by_hand, switch_only = _switch_overhead(tmp, runs)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ms = statistics.median
+    return [
+        _row("helper idle RSS (MB) vs bare python sleeping", rss, rss_ref, "<= 20 MB"),
+        _row(f"helper start to listening (ms, median of {runs}) vs python -c pass",
+             ms(start) * 1000, ms(start_ref) * 1000, "<= 150 ms"),
+        _row(f"apply, trial off, no checks (ms, median of {runs}) vs the same commands by hand",
+             ms(apply_) * 1000, ms(by_hand) * 1000, "<= 50 ms over the reference"),
+        _row(f"apply, trial off, no checks (ms, median of {runs}) vs switch alone",
+             ms(apply_) * 1000, ms(switch_only) * 1000, "<= 50 ms over the reference"),
+    ]
+
+
+def met(row: dict[str, Any]) -> bool:
+    target = str(row["target"])
+    if target == "<= 20 MB":
+        return bool(row["pullnix"] <= 20)
+    if target == "<= 150 ms":
+        return bool(row["pullnix"] <= 150)
+    return bool(row["pullnix"] - row["reference"] <= 50)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = sys.argv[1:] if argv is None else argv
+    result = rows(int(args[0]) if args else 15)
+    print(f"{'metric':<78} {'pullnix':>8} {'reference':>9} {'ratio':>6}  target")
+    for row in result:
+        print(f"{row['metric']:<78} {row['pullnix']:>8} {row['reference']:>9} "
+              f"{row['ratio']:>6}  {row['target']} ({'met' if met(row) else 'NOT met'})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
