@@ -196,13 +196,23 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.ScalarNode) and node.tag in _PLAIN_TAGS:
-            return self.loader.construct_object(node)
+            return self._scalar(node, path)
         if isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP:
             return node.value
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         self.problem(node, path, f"the YAML tag {tag} is not allowed here; "
                      "remove the tag (only plain YAML values are accepted)")
         return None
+
+    def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
+        try:
+            return self.loader.construct_object(node)
+        except (ValueError, KeyError, yaml.YAMLError):  # !!int "x", 5000 digits, !!bool "maybe"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            self.problem(node, path, f"{shown} cannot be read as {tag} (too long or malformed); "
+                         "fix the value or quote it")
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -214,7 +224,7 @@ class _Builder:
                 continue
             key: Any = None
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _PLAIN_TAGS:
-                key = self.loader.construct_object(key_node)
+                key = self._scalar(key_node, path)
             if not isinstance(key, str):
                 if isinstance(key_node, yaml.ScalarNode):
                     self.problem(key_node, path, f"the key {key_node.value} is "

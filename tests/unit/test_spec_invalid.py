@@ -149,6 +149,10 @@ EXPECTED = [
     ('suspend-not-a-boolean.yaml', [
         '8:12: spec.suspend: expected true or false, got a string ("no")',
     ]),
+    ('tagged-value-of-the-wrong-kind.yaml', [
+        '10:38: spec.healthChecks[0].tcp.port: twenty-two cannot be read as '
+        '!!int (too long or malformed); fix the value or quote it',
+    ]),
     ('two-check-kinds.yaml', [
         '11:7: spec.healthChecks[0].tcp: http is already set, and only one of '
         'gitRemote, http, tcp, systemd, command may be; give each its own '
@@ -256,3 +260,12 @@ def test_all_problems_are_reported_at_once_in_file_order():
         (8, "spec.interval"), (9, "spec.suspend"),
         (10, "spec.healthChecks[0].tcp.host"), (10, "spec.healthChecks[0].tcp.port")]
     assert str(caught.value).endswith("(and 3 more problems)")
+
+
+def test_a_number_too_long_to_read_is_a_problem_not_a_crash():
+    text = HEAD + "  healthChecks: [{name: a, tcp: {host: h, port: " + "9" * 5000 + "}}]\n"
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text.encode(), "n.yaml")
+    assert str(caught.value) == (
+        "n.yaml:8:49: spec.healthChecks[0].tcp.port: " + "9" * 40 + "... cannot be read as "
+        "!!int (too long or malformed); fix the value or quote it")
