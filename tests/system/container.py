@@ -49,10 +49,14 @@ class ContainerError(Exception):
 
 
 class Container:
-    """One systemd-nspawn container over `root`; a context manager that boots and stops it."""
+    """One systemd-nspawn container over `root`; a context manager that boots and stops it.
+
+    `disk` is "overlay" (instant; needs overlayfs over the cache and the workdir),
+    "copy" (`cp -a`, a few seconds), or "auto": overlay, else copy."""
 
     def __init__(self, root: Path, workdir: Path, *,
-                 bind_ro: dict[Path, str] | None = None, name: str | None = None) -> None:
+                 bind_ro: dict[Path, str] | None = None, name: str | None = None,
+                 disk: str = "auto") -> None:
         self.lower = root
         self.workdir = workdir
         self.shared = workdir / "shared"
@@ -61,12 +65,14 @@ class Container:
         # containers running at the same time need different names.
         self.name = name or f"pullnix-{uuid.uuid4().hex[:8]}"
         self.root = workdir / "root"
+        self.disk = disk  # "auto" until the first boot decides: "overlay" or "copy"
         self.boots = 0
         self.boot_seconds: list[float] = []
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._leader: int | None = None
         self._mounted = False
+        self._copied = False
 
     # -- life ---------------------------------------------------------------------------
 
@@ -234,16 +240,27 @@ class Container:
     # -- machinery ----------------------------------------------------------------------
 
     def _mount(self) -> None:
-        """An overlay over the cached root; its upper layer is this container's disk."""
-        if self._mounted:
+        """The disk: an overlay over the cached root with this container's upper layer,
+        or, where overlayfs will not mount (an overlayfs /tmp, say), a copy of the root."""
+        if self._mounted or self._copied:
             return
         upper, work = self.workdir / "upper", self.workdir / "overlay-work"
         for path in (upper, work, self.root):
             path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={self.lower},upperdir={upper},workdir={work}",
-                        str(self.root)], check=True, capture_output=True, text=True)
-        self._mounted = True
+        if self.disk in ("auto", "overlay"):
+            mounted = subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o",
+                 f"lowerdir={self.lower},upperdir={upper},workdir={work}", str(self.root)],
+                check=False, capture_output=True, text=True)
+            if mounted.returncode == 0:
+                self.disk, self._mounted = "overlay", True
+                return
+            if self.disk == "overlay":
+                raise ContainerError(f"cannot mount the overlay for {self.name}: "
+                                     f"{mounted.stderr.strip()}")
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{self.lower}/.", str(self.root)],
+                       check=True, capture_output=True, text=True)
+        self.disk, self._copied = "copy", True
 
     def _unmount(self) -> None:
         if self._mounted:
