@@ -204,7 +204,8 @@ pkgs.testers.runNixOSTest {
           agent.succeed("test \"$(cat /etc/fleet-release)\" = good")
           good_system = link("/run/current-system")
           assert link("/nix/var/nix/profiles/system") == good_system, "not committed"
-          agent.succeed(f"nixos-version --json | grep -q {good_revision}")
+          revision = agent.succeed("nixos-version --configuration-revision").strip()
+          assert revision == good_revision, f"the system records {revision}"
           agent.wait_for_unit("pullnix-agent.service")
           assert main_pid("pullnix-helper.service") == helper_pid, "activation restarted the helper"
 
