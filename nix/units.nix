@@ -196,9 +196,12 @@ in
 
   # ------------------------------------------------------ directories (tmpfiles)
   tmpfiles = [
-    # Root's: the helper puts its socket here; the agent's socket is in its
-    # own RuntimeDirectory below it.
-    "d ${paths.runtimeDir} 0755 root root - -"
+    # The helper binds its socket here, mode 0660, as root; the agent must be
+    # able to connect (the helper then admits it by uid). The setgid bit makes
+    # the socket's group the agent's, without the helper or what it runs
+    # (switch-to-configuration) ever having that group. The agent's own
+    # socket is in its RuntimeDirectory below.
+    "d ${paths.runtimeDir} 2750 root ${group} - -"
     # nix-env cannot create the profile's parent directory itself.
     "d ${paths.helperProfileDir} 0755 root root - -"
   ] ++ (if stateUnderVarLib then [ ] else [ "d ${stateDir} 0750 ${user} ${group} - -" ]);

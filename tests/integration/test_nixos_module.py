@@ -314,6 +314,11 @@ def test_helper_profile_is_installed_only_when_absent() -> None:
     assert "d /nix/var/nix/profiles/pullnix 0755 root root - -" in units()["tmpfiles"]
 
 
+def test_helper_socket_directory_gives_sockets_the_agents_group() -> None:
+    # The helper makes its socket 0660 as root; setgid on the directory lets the agent in.
+    assert "d /run/pullnix 2750 root pullnix - -" in units()["tmpfiles"]
+
+
 def test_agent_unit_is_a_sandboxed_notify_service_restarted_by_activation() -> None:
     agent = units(otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf",
                         "serviceName": "edge-01"})["agent"]
