@@ -51,8 +51,9 @@ in
     wantedBy = [ "multi-user.target" ];
     wants = [ "network-online.target" "pullnix-helper.service" ];
     after = [ "network-online.target" "nix-daemon.socket" "pullnix-helper.service" ];
-    # An ordinary service: a new generation restarts it (after the switch, so
-    # the old agent keeps its helper connection until the switch is done).
+    # An ordinary service: a new generation restarts it, at the end of
+    # switch-to-configuration rather than stopping it at the start, so the
+    # agent is down for as short a time as possible.
     restartIfChanged = true;
     stopIfChanged = false;
     restartTriggers = [ configFile ];
