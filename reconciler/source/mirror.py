@@ -95,8 +95,10 @@ class GitSource:
             raise TerminalError(f"{url} has no branch {self.config.branch!r} (it has: "
                                 f"{', '.join(branches) or 'none'}); fix [source] branch",
                                 reason="BranchMissing")
-        local = repo.references.get(self.ref)
-        if local is not None and str(local.target) == tip and tip in repo:
+        if tip in repo:  # unchanged, or moved (back) to a commit the mirror already has
+            local = repo.references.get(self.ref)
+            if local is None or str(local.target) != tip:
+                repo.references.create(self.ref, tip, force=True)
             return FetchResult(url, self.config.branch, self.ref, tip, fetched=False,
                                skipped=skipped)
         try:

@@ -158,7 +158,9 @@ def test_force_push_to_an_older_commit_is_refused(tmp_path: Path, upstream: Upst
     applied = upstream.commit()
     source.sync()
     upstream.reset_branch(old)
-    assert source.sync().tip_sha == old
+    moved_back = source.sync()
+    assert (moved_back.tip_sha, moved_back.fetched) == (old, False)  # had it: no pack
+    assert str(source.repo().references["refs/heads/main"].target) == old
     with pytest.raises(TerminalError) as err:
         source.accept_tip(old, applied)
     assert err.value.reason == "DowngradeRefused"
