@@ -15,6 +15,8 @@ class PullnixError(Exception):
     """Base of every error pullnix reports in status; `reason` is the condition reason."""
 
     reason: str = "Error"
+    #: The commit the failure belongs to, when it is tied to one (a build, a gate).
+    revision: str | None = None
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)

@@ -1,0 +1,315 @@
+"""One reconcile pass: source, spec, observe, decide, act, report.
+
+Owns the order of a pass (DESIGN.md, "One reconcile") and nothing else:
+each step is a call into a layer below, the decision is `core.decide`, the
+status is `core.status`. Errors are sorted by type, not by message: a
+TransientError leaves the object Failing and is retried after a backoff; a
+TerminalError makes it Stalled until an input changes.
+
+Must not: loop, sleep between passes or listen for triggers (that is the
+agent's loop); activate a system (that is the helper).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.api import for_host, load_spec_text
+from reconciler.api.convert import deployment_to_data
+from reconciler.controller.deploy import Deployer, apply_request_view
+from reconciler.controller.hooks import run_post_deploy
+from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
+from reconciler.core import decide as d
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
+from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
+from reconciler.core.model import NixOSDeployment
+from reconciler.core.status import Outcome, apply_outcome, exit_code
+from reconciler.helper.client import HelperClient, HelperUnavailable
+from reconciler.helper.config import MachineConfig
+from reconciler.helper.records import revision_of
+from reconciler.nix.observe import SystemObservation, observe_system
+from reconciler.source import FetchResult, GitSource
+
+log = logging.getLogger("pullnix.reconcile")
+
+#: Actions after which the pass has nothing left to wait for.
+SETTLED = (d.Converged, d.Blocked, d.Suspended, d.ReportDrift, d.Reboot)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    action: d.Action | None
+    outcome: Outcome
+    exit_code: int
+    trace_id: str
+    operation_id: str | None = None
+    error: bool = False  # the pass could not finish (as opposed to a verdict)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing is under way: a `--once` run may stop here."""
+        return self.action is None or isinstance(self.action, SETTLED)
+
+
+class Reconciler:
+    """Runs passes for one machine; holds the long-lived clients, no policy."""
+
+    def __init__(self, machine: MachineConfig, *,
+                 on_build_line: Callable[[str], None] | None = None) -> None:
+        self.machine = machine
+        self.store = StateStore(machine.state_dir)
+        self.source = GitSource(machine.source, machine.state_dir,
+                                helper_state_dir=machine.helper.state_dir,
+                                current_system=machine.system.current_system)
+        self.helper = HelperClient(machine.helper.socket)
+        self.deployer = Deployer(machine, self.source, self.helper,
+                                 on_build_line=on_build_line or _log_build_line)
+
+    def run_pass(self) -> PassResult:
+        trace_id = secrets.token_hex(16)
+        traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+        stored = self.store.load_record()
+        status_doc = self.store.load_status()
+        deployment: NixOSDeployment | None = None
+        fetch: FetchResult | None = None
+        system: SystemObservation | None = None
+        action: d.Action | None = None
+        op_id: str | None = None
+        healthy: bool | None = None
+        new_entries: list[HistoryEntry] = []
+        attempted: str | None = None
+        error = False
+        try:
+            helper_status = self._helper_status()
+            stored, new_entries = self._ingest(stored, helper_status)
+            healthy = _verdict(new_entries)
+            fetch = self.source.sync()
+            tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision)
+            spec_path = self.machine.source.spec_path
+            deployment = for_host(
+                load_spec_text(self.source.read_file(tip.sha, spec_path),
+                               origin=f"{spec_path}@{tip.sha[:12]}"),
+                self.machine.host)
+            stored = _bump_generation(stored, deployment)
+            self._run_hooks(deployment, new_entries)
+            target = self.source.accept_pin(tip, deployment.spec.revision)
+            system = observe_system(self.machine.system)
+            observed = d.Observed(
+                revision=target.target.sha,
+                current_system=system.current_system,
+                helper=_helper_view(helper_status),
+                reboot_needed=self.deployer.reboot_needed(system),
+                local_time=time.localtime()[3:5],
+                current_revision=(revision_of(self.machine.helper.state_dir,
+                                              system.current_system)
+                                  if system.current_system else None),
+            )
+            action = d.decide(deployment.spec, observed, stored.record)
+            log.info("decided %s", type(action).__name__)
+            stored, op_id = self._act(action, deployment, target, system, stored, traceparent)
+            if isinstance(action, d.Deploy | d.RevertDrift):
+                attempted = action.revision
+            outcome = _outcome(action, stored, healthy)
+        except TerminalError as exc:
+            outcome = Outcome("Stalled", exc.reason, exc.message, healthy)
+            stored = self._remember_failure(stored, exc)
+            log.warning("stalled: %s: %s", exc.reason, exc.message)
+        except PullnixError as exc:  # transient, or of neither kind: retried after a backoff
+            outcome = Outcome("Failing", exc.reason, exc.message, healthy)
+            error = True
+            log.warning("pass failed: %s: %s", exc.reason, exc.message)
+        self.store.save_record(stored)
+        self._write_status(status_doc, stored, deployment, fetch, system, outcome,
+                           new_entries, attempted)
+        code = 1 if error else exit_code(conditions_of(self.store.load_status()))
+        return PassResult(action, outcome, code, trace_id, op_id, error)
+
+    # -- steps ---------------------------------------------------------------
+
+    def _helper_status(self) -> dict[str, Any]:
+        try:
+            return self.helper.status()
+        except HelperUnavailable as exc:
+            raise TransientError(
+                f"the helper does not answer on {self.machine.helper.socket}: {exc}; is "
+                "pullnix-helper.service running?", reason="HelperUnavailable") from None
+
+    def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any]
+                ) -> tuple[StoredRecord, list[HistoryEntry]]:
+        """Fold the helper's finished operations this agent has not seen yet into the record."""
+        new_entries: list[HistoryEntry] = []
+        seen = set(stored.seen_operations)
+        for op in reversed(helper_status.get("recent") or []):  # oldest first
+            if op["id"] in seen:
+                continue
+            entry = entry_from_operation(op, stored.closure_diffs.get(op["id"]))
+            stored = replace(stored, record=ingest(stored.record, entry),
+                             seen_operations=(*stored.seen_operations, op["id"]))
+            new_entries.append(entry)
+            log.info("operation %s ended %s for %s", entry.operation_id, entry.result,
+                     entry.revision[:12])
+        if new_entries:
+            busy_path = (helper_status.get("operation") or {}).get("storePath")
+            self.deployer.release_roots(keep=busy_path)
+        return stored, new_entries
+
+    def _run_hooks(self, deployment: NixOSDeployment,
+                   entries: list[HistoryEntry]) -> None:
+        hook = deployment.spec.hooks.post_deploy
+        if hook is None:
+            return
+        for entry in entries:
+            if entry.kind == "apply":
+                run_post_deploy(hook, entry)
+
+    def _act(self, action: d.Action, deployment: NixOSDeployment, target: Any,
+             system: SystemObservation, stored: StoredRecord, traceparent: str
+             ) -> tuple[StoredRecord, str | None]:
+        spec = deployment.spec
+        if isinstance(action, d.Confirm):
+            self.helper.confirm(operation_id=action.operation_id)
+            return stored, action.operation_id
+        if isinstance(action, d.Deploy):
+            started = self.deployer.deploy(spec, target, system, traceparent)
+            diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
+            return replace(stored, closure_diffs=diffs), started.operation_id
+        if isinstance(action, d.RevertDrift):
+            op_id = self.deployer.apply_existing(spec, action.revision, action.store_path,
+                                                 traceparent)
+            return stored, op_id
+        return stored, None
+
+    def _remember_failure(self, stored: StoredRecord, exc: TerminalError) -> StoredRecord:
+        """A build or gate failure is tied to its commit, so decide() does not rebuild it."""
+        revision = getattr(exc, "revision", None)
+        if revision and exc.reason in ("BuildFailed", "GateRefused", "EvaluationError",
+                                       "FlakeAttributeMissing", "NotASystem"):
+            reason = "GateRefused" if exc.reason == "GateRefused" else "BuildFailed"
+            failed = {**stored.record.failed, revision: d.Failure(reason, exc.message)}  # type: ignore[arg-type]
+            retry = stored.record.retry_revision
+            record = replace(stored.record, failed=failed,
+                             retry_revision=None if retry == revision else retry)
+            return replace(stored, record=record)
+        return stored
+
+    def _write_status(self, previous: dict[str, Any], stored: StoredRecord,
+                      deployment: NixOSDeployment | None, fetch: FetchResult | None,
+                      system: SystemObservation | None, outcome: Outcome,
+                      new_entries: list[HistoryEntry], attempted: str | None) -> None:
+        now = _now()
+        conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
+        history = history_of(previous)
+        for entry in new_entries:
+            history = append_history(history, entry)
+        old_status = previous.get("status", {})
+        status: dict[str, Any] = {
+            "observedGeneration": stored.generation,
+            "conditions": [c.to_json() for c in conditions],
+            "lastAppliedRevision": stored.record.last_applied_revision,
+            "lastAttemptedRevision": attempted or old_status.get("lastAttemptedRevision"),
+            "currentGeneration": system.current_generation if system else
+            old_status.get("currentGeneration"),
+            "currentSystem": system.current_system if system else
+            old_status.get("currentSystem"),
+            "source": ({"url": fetch.url, "branch": fetch.branch, "revision": fetch.tip_sha,
+                        "skipped": list(fetch.skipped)} if fetch else old_status.get("source")),
+            "suspended": stored.record.suspended,
+            "lastPassAt": now,
+            "history": [h.to_json() for h in history],
+        }
+        doc = {
+            "apiVersion": "pullnix.dev/v1alpha1",
+            "kind": "NixOSDeployment",
+            "metadata": {"name": deployment.metadata.name if deployment else
+                         previous.get("metadata", {}).get("name", self.machine.host),
+                         "generation": stored.generation,
+                         "annotations": {"pullnix.dev/host": self.machine.host}},
+            "spec": (deployment_to_data(deployment)["spec"] if deployment else
+                     previous.get("spec", {})),
+            "status": status,
+        }
+        self.store.save_status(doc)
+
+
+def _outcome(action: d.Action, stored: StoredRecord, healthy: bool | None) -> Outcome:
+    match action:
+        case d.Converged(revision=r, reboot_required=True):
+            return Outcome("Ready", "RebootRequired",
+                           f"applied revision {_short(r)}; a reboot is needed to boot its kernel "
+                           "(reboot.policy or its window does not allow one now)", healthy)
+        case d.Converged(revision=r):
+            return Outcome("Ready", "Succeeded", f"applied revision {_short(r)}", healthy)
+        case d.Deploy(revision=r):
+            return Outcome("Progressing", "Progressing",
+                           f"deploying revision {_short(r)}", healthy)
+        case d.WaitForHelper(operation_id=op, state=state):
+            return Outcome("Progressing", "Progressing",
+                           f"the helper is at {state} in operation {op}", healthy)
+        case d.Confirm(operation_id=op):
+            return Outcome("Progressing", "Progressing",
+                           f"confirmed operation {op}: this agent runs in the new generation",
+                           healthy)
+        case d.Blocked(revision=r, failure=f, stalled=True):
+            return Outcome("Stalled", f.reason,
+                           f"revision {_short(r)}: {f.message} (push a new commit, or run "
+                           "`pullnix retry`)", healthy)
+        case d.Blocked(revision=r, failure=f):
+            return Outcome("Failing", f.reason,
+                           f"revision {_short(r)} was rolled back: {f.message} (it is not tried "
+                           "again until a new commit, `pullnix retry`, or "
+                           "spec.rollback.retryFailedRevision)",
+                           False if f.reason == "RolledBack" and healthy is None else healthy)
+        case d.Suspended(by=by):
+            return Outcome("Suspended", "Suspended",
+                           "reconciliation is suspended by " +
+                           ("spec.suspend" if by == "spec" else "`pullnix suspend`"), healthy)
+        case d.ReportDrift(expected=e, found=f):
+            return Outcome("Failing", "Drifted",
+                           f"the running system is {f}, not the applied {e} (changed by hand?); "
+                           "set spec.driftPolicy: revert to put it back", healthy)
+        case d.RevertDrift(found=f):
+            return Outcome("Progressing", "Drifted",
+                           f"reverting the system changed by hand ({f})", healthy)
+        case d.Reboot():
+            return Outcome("Ready", "RebootRequired", "a reboot is due", healthy)
+    raise AssertionError(f"no outcome for {action!r}")
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+def _helper_view(status: dict[str, Any]) -> d.HelperView:
+    op = status.get("operation")
+    if not status.get("busy") or not op:
+        return d.HelperView()
+    return apply_request_view(op)
+
+
+def _verdict(entries: list[HistoryEntry]) -> bool | None:
+    applied = [e for e in entries if e.kind == "apply"]
+    if not applied:
+        return None
+    return applied[-1].result == "Succeeded"
+
+
+def _bump_generation(stored: StoredRecord, deployment: NixOSDeployment) -> StoredRecord:
+    digest = hashlib.sha256(repr(deployment_to_data(deployment)).encode()).hexdigest()
+    if digest == stored.spec_digest:
+        return stored
+    return replace(stored, spec_digest=digest, generation=stored.generation + 1)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _log_build_line(line: str) -> None:
+    log.info("nix: %s", line)
