@@ -18,6 +18,7 @@ Must not: run the `git` command, build, or decide what to deploy.
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import tempfile
 import time
@@ -241,8 +242,10 @@ class GitSource:
     def read_file(self, sha: str, path: str) -> bytes:
         """The content of `path` in commit `sha`, read from the mirror (no checkout)."""
         tree = self._commit(sha).tree
-        clean = path.strip("/")
+        clean = posixpath.normpath(path.strip("/"))
         try:
+            if clean.startswith("..") or clean == ".":
+                raise KeyError(clean)
             obj = tree[clean]
         except (KeyError, ValueError):
             top = ", ".join(sorted(e.name for e in tree if e.name)[:20])

@@ -13,6 +13,9 @@ unsigned commit, a bad signature or an untrusted signer raises TerminalError
 (reason SignatureRefused) saying which. The rules are in
 reconciler.core.source_policy; this module runs the tools.
 
+Only the commit's own signature counts: a signed tag naming an unsigned commit
+does not make that commit trusted.
+
 Must not: read trust from the repository, use the user's ~/.gnupg or ~/.ssh.
 """
 

@@ -229,6 +229,9 @@ def test_read_file_reads_from_the_commit_without_a_checkout(tmp_path: Path,
     assert source.read_file(tip, "pullnix.yaml") == b"second\n"
     assert source.read_file(first, "pullnix.yaml") == b"kind: NixOSDeployment\n"
     assert source.read_file(tip, "hosts/a/configuration.nix") == b"{}\n"
+    assert source.read_file(tip, "./hosts//a/../a/configuration.nix") == b"{}\n"
+    with pytest.raises(TerminalError, match="does not exist"):
+        source.read_file(tip, "../outside")
     assert not any(p.name == "pullnix.yaml" for p in source.mirror_path.rglob("*"))
 
 
