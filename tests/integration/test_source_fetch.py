@@ -210,6 +210,27 @@ def test_server_cut_off_mid_fetch_is_retried_and_succeeds(tmp_path: Path,
         assert [r[2] for r in http.pack_requests()][:2] == [-200, -200]
 
 
+def test_server_killed_mid_fetch_every_time_is_transient_and_a_restart_heals(
+        tmp_path: Path, upstream: Upstream) -> None:
+    upstream.generate(300)
+    with HttpGitServer.serving(upstream.root, TOKEN) as http:
+        (tmp_path / "token").write_text(TOKEN)
+        http.cut_packs = 100
+        source = make_source(tmp_path, http.url("fleet.git"), token_file=tmp_path / "token")
+        with pytest.raises(TransientError) as err:
+            source.sync()
+        assert err.value.reason == "SourceUnavailable"
+        assert len(http.pack_requests()) == FAST.attempts
+        http.stop()
+        http.cut_packs = 0
+        http.start()
+        assert source.sync().tip_sha == upstream.head()
+        assert source.repo().get(upstream.head()) is not None
+        leftovers = [p.name for p in (source.mirror_path / "objects" / "pack").iterdir()
+                     if not p.name.endswith((".pack", ".idx", ".rev"))]
+        assert leftovers == []
+
+
 def test_missing_branch_is_terminal_and_names_the_branches(tmp_path: Path,
                                                            upstream: Upstream) -> None:
     source = make_source(tmp_path, upstream.file_url, branch="production")
