@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.container import Container, ContainerError, tools_missing
-from tests.system.install import Installed, install_pullnix
+from tests.system.install import Installed, build_wheel, install_pullnix
 from tests.system.rootfs import CachedRoot, ensure_root
 
 SYSTEM_DIR = Path(__file__).resolve().parent
@@ -90,3 +90,9 @@ def container(system_root: CachedRoot, tmp_path: Path) -> Iterator[Container]:
 def installed(container: Container) -> Installed:
     """pullnix in the container: the helper in its profile, generation 1's units running."""
     return install_pullnix(container)
+
+
+@pytest.fixture(scope="session")
+def pullnix_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pullnix's wheel from this checkout, built once a session."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))

@@ -8,9 +8,10 @@ config, and a NixOS-like activation of a generation's units (write them to
 `X-RestartIfChanged=false`, start what is new).
 
 The helper is standard library only, so its store path is the island
-(`reconciler/helper`) plus a wrapper run by the container's python3. Until the
-controller lands, the agent's unit runs a STAND-IN (`guest/standin-agent`), one
-store path per generation.
+(`reconciler/helper`) plus a wrapper run by the container's python3. The full
+package (the agent, the CLI) goes into the cached root's venv from a wheel built
+on the host. Until the controller lands, the agent's unit runs a STAND-IN
+(`guest/standin-agent`), one store path per generation.
 
 Must not: install anything on the host; staging happens in the container's
 shared directory.
@@ -19,11 +20,14 @@ shared directory.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import reconciler
 from tests.system.container import Container
+from tests.system.rootfs import AGENT_VENV
 
 HERE = Path(__file__).resolve().parent
 UNITS_DIR = HERE / "units"
@@ -51,6 +55,26 @@ def install_pullnix(box: Container) -> Installed:
     agent = add_agent_generation(box, 1)
     activate(box, render_units(agent))
     return Installed(helper=helper, agent=agent)
+
+
+def install_agent_package(box: Container, wheel: Path) -> str:
+    """pullnix itself (a wheel made on the host) into the root's agent venv, whose
+    dependencies the cached root already holds; the path of its `pullnix` command."""
+    stage = box.shared / "wheels"
+    stage.mkdir(exist_ok=True)
+    shutil.copy2(wheel, stage / wheel.name)
+    box.run([f"{AGENT_VENV}/bin/pip", "install", "--quiet", "--no-index", "--no-deps",
+             "--no-cache-dir", "--disable-pip-version-check", box.guest_path(stage / wheel.name)])
+    return f"{AGENT_VENV}/bin/pullnix"
+
+
+def build_wheel(dest: Path) -> Path:
+    """pullnix's wheel, built on the host from this checkout."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--wheel-dir", str(dest), str(ISLAND.parent)],
+                   check=True, capture_output=True, text=True)
+    (wheel,) = dest.glob("pullnix-*.whl")
+    return wheel
 
 
 def add_helper(box: Container, label: str = reconciler.__version__) -> str:

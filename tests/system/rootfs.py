@@ -1,9 +1,11 @@
 """The cached Debian root the system tier boots: built once by debootstrap, never dirtied.
 
 Owns `tests/.cache/debian-root-<key>/`, a minimal Debian 12 root with systemd,
-dbus, git, python3 (with venv) and Debian's nix-bin, where `<key>` hashes the
-package list, the settings written into it and the source of the recipe
-function itself, so changing any of them builds a new root beside the old one.
+dbus, git, python3 and Debian's nix-bin, plus a venv (/opt/pullnix/venv) holding
+pullnix's dependencies from wheels made on the host. `<key>` hashes the package
+list, the dependency list of pyproject.toml, the settings written into the root
+and the source of the recipe function itself, so changing any of them builds a
+new root beside the old one.
 A root is built in a temporary directory and renamed into place only when
 complete, under a lock, so an interrupted build never leaves a half root that a
 later run trusts. Containers never boot the cached root itself: `Container`
@@ -19,14 +21,21 @@ import fcntl
 import hashlib
 import inspect
 import json
+import os
+import shutil
 import subprocess
+import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+AGENT_VENV = "/opt/pullnix/venv"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
@@ -82,6 +91,7 @@ def root_key() -> str:
         "nix.conf": NIX_CONF,
         "masked": MASKED_UNITS,
         "hostname": HOSTNAME,
+        "agent dependencies": agent_dependencies(),
         "recipe": inspect.getsource(_build_into),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -107,39 +117,73 @@ def ensure_root(cache_dir: Path = CACHE_DIR) -> CachedRoot:
             _remove_tree(building)
             raise
         building.rename(final)
+        _prune(cache_dir, keep=final)
         return CachedRoot(final, key, time.monotonic() - started)
 
 
+def _prune(cache_dir: Path, keep: Path) -> None:
+    """Remove roots of older recipes that no mounted overlay still uses."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        in_use = mountinfo.read()
+    for old in cache_dir.glob("debian-root-*"):
+        if old != keep and old.is_dir() and str(old) not in in_use:
+            _remove_tree(old)
+            old.with_name(old.name + ".log").unlink(missing_ok=True)
+
+
 def _build_into(root: Path, log_path: Path) -> None:
-    """debootstrap the packages into `root`, then settle it for fast, quiet boots."""
+    """debootstrap the packages into `root`, settle it for fast, quiet boots, and give it
+    the agent's venv with pullnix's dependencies (pullnix itself is installed per test)."""
     with log_path.open("wb") as log:
-        try:
-            subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                 SUITE, str(root), MIRROR],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                check=True, timeout=BUILD_TIMEOUT, env=_tool_env(),
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            log.flush()
-            raise RootBuildError(f"debootstrap failed ({exc}); log {log_path}:\n"
-                                 f"{_tail(log_path)}") from None
-    _unmount_under(root)  # debootstrap mounts /proc and /sys in the target while it works
-    for deb in (root / "var/cache/apt/archives").glob("*.deb"):
-        deb.unlink()
-    (root / "etc/nix").mkdir(parents=True, exist_ok=True)
-    (root / "etc/nix/nix.conf").write_text(NIX_CONF)
-    (root / "etc/hostname").write_text(HOSTNAME + "\n")
-    # A persistent journal, so a power cut and reboot leave the last boot's log readable.
-    (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
-    machine_id = root / "etc/machine-id"
-    if len(machine_id.read_text().strip()) != 32:
-        machine_id.write_text(hashlib.sha256(str(root).encode()).hexdigest()[:32] + "\n")
-    for unit in MASKED_UNITS:
-        link = root / "etc/systemd/system" / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
+        _step(log, log_path, ["debootstrap", "--variant=minbase",
+                              f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR])
+        _unmount_under(root)  # debootstrap mounts /proc and /sys in the target while it works
+        for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        (root / "etc/nix").mkdir(parents=True, exist_ok=True)
+        (root / "etc/nix/nix.conf").write_text(NIX_CONF)
+        (root / "etc/hostname").write_text(HOSTNAME + "\n")
+        # A persistent journal: after a power cut and a reboot, the last boot's log is there.
+        (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+        machine_id = root / "etc/machine-id"
+        if len(machine_id.read_text().strip()) != 32:
+            machine_id.write_text(hashlib.sha256(str(root).encode()).hexdigest()[:32] + "\n")
+        for unit in MASKED_UNITS:
+            link = root / "etc/systemd/system" / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to("/dev/null")
+        # Wheels made on the host (its pip reaches the package indexes), installed by the
+        # container's own python3 in a chroot, offline.
+        wheelhouse = root / "tmp" / "wheelhouse"
+        _step(log, log_path, [sys.executable, "-m", "pip", "wheel", "--quiet",
+                              "--wheel-dir", str(wheelhouse), *agent_dependencies()],
+              env=dict(os.environ))
+        _step(log, log_path, ["chroot", str(root), "/usr/bin/python3", "-m", "venv",
+                              AGENT_VENV])
+        _step(log, log_path, ["chroot", str(root), f"{AGENT_VENV}/bin/pip", "install",
+                              "--quiet", "--no-index", "--no-cache-dir",
+                              "--find-links", "/tmp/wheelhouse", *agent_dependencies()])
+        shutil.rmtree(wheelhouse)
     subprocess.run(["sync", "-f", str(root)], check=True)
+
+
+def agent_dependencies() -> list[str]:
+    """pullnix's runtime dependencies, as pyproject.toml lists them."""
+    with PYPROJECT.open("rb") as handle:
+        return list(tomllib.load(handle)["project"]["dependencies"])
+
+
+def _step(log: BinaryIO, log_path: Path, argv: list[str],
+          env: dict[str, str] | None = None) -> None:
+    log.write(f"\n==== {' '.join(argv)}\n".encode())
+    log.flush()
+    try:
+        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       check=True, timeout=BUILD_TIMEOUT, env=env or _tool_env())
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log.flush()
+        raise RootBuildError(f"building the system tier's root: {exc}; log {log_path}:\n"
+                             f"{_tail(log_path)}") from None
 
 
 def _tool_env() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from tests.system.install import (
     Installed,
     activate,
     add_agent_generation,
+    install_agent_package,
     render_units,
 )
 
@@ -123,3 +125,19 @@ def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
     assert len(boots.strip().splitlines()) >= 2, boots
     assert container.journal(HELPER_UNIT, boot=-1, pid=helper_pid).startswith(logged)
     assert _wait_journal(container, HELPER_UNIT, new_pid)
+
+
+def test_the_full_package_runs_on_the_containers_python_from_host_made_wheels(
+        container: Container, pullnix_wheel: Path) -> None:
+    pullnix = install_agent_package(container, pullnix_wheel)
+    python = str(Path(pullnix).with_name("python"))
+    every_module = (
+        "import importlib, pkgutil, reconciler\n"
+        "names = [m.name for m in pkgutil.walk_packages(reconciler.__path__, 'reconciler.')\n"
+        "         if not m.name.endswith('__main__')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "print(len(names))\n"
+    )
+    assert int(container.run([python, "-c", every_module]).stdout) > 10
+    schema = json.loads(container.run([pullnix, "schema"]).stdout)
+    assert "NixOSDeployment" in json.dumps(schema)
