@@ -12,6 +12,7 @@ Measures, with the real `pullnix-helper` program and the real-Nix fixture:
   `switch-to-configuration switch` alone; target <= 50 ms over the reference.
 
 Each number is a median; the two sides alternate so drift hits both alike.
+The helper is byte-compiled first (`compile_helper`), as its package ships it.
 Run it as `python -m bench.bench_helper [N]`; `rows()` is the entry point for
 the combined benchmark runner. Not a test.
 """
@@ -129,8 +130,19 @@ def _row(metric: str, ours: float, reference: float, target: str) -> dict[str, A
             "ratio": round(ours / reference, 3), "target": target}
 
 
+def compile_helper() -> None:
+    """Byte-compile the helper as its Nix package ships it.
+
+    With PYTHONDONTWRITEBYTECODE set (as in this repository's environment) every
+    start would compile the helper's sources again, which no installed helper does.
+    """
+    helper = Path(__file__).resolve().parents[1] / "reconciler" / "helper"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(helper)], check=True)
+
+
 def rows(runs: int = 15) -> list[dict[str, Any]]:
     os.environ.setdefault("NIX_CONFIG", OFFLINE_NIX_CONFIG)
+    compile_helper()
     tmp = Path(tempfile.mkdtemp(prefix="bench-helper-"))
     try:
         rss, rss_ref = _idle_rss(tmp)

@@ -37,8 +37,8 @@ one in flight at the crash is safe.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from reconciler.helper.protocol import ApplyRequest, CheckSpec
@@ -238,7 +238,12 @@ Event = Done | Broke | Checked | Confirmed | WaitOver | Restarted
 
 
 def iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, e.g. 2026-11-25T18:31:39.566851Z."""
+    seconds = int(now)
+    micros = round((now - seconds) * 1e6)
+    if micros == 1_000_000:
+        seconds, micros = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 def begin(op_id: str, kind: str, request: ApplyRequest, previous: Previous,

@@ -20,7 +20,6 @@ Must not: decide policy (that is `machine.py`) or speak the wire protocol.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -32,10 +31,11 @@ from typing import Any
 from reconciler.helper import machine as m
 from reconciler.helper import system
 from reconciler.helper.config import MachineConfig
-from reconciler.helper.health import run_check
 from reconciler.helper.journal import Journal, to_json
+from reconciler.helper.log import log
 from reconciler.helper.protocol import (
     ApplyRequest,
+    Busy,
     ConfirmRequest,
     ErrorCode,
     ProtocolError,
@@ -45,7 +45,6 @@ from reconciler.helper.records import CommittedGeneration, append_committed, rea
 from reconciler.helper.records import revision_of as recorded_revision
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
-log = logging.getLogger("pullnix.helper")
 
 
 def crash_point(name: str) -> None:
@@ -169,6 +168,9 @@ class Operator:
             elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
                 system.switch(effect.store_path, "boot", logfile, req.activation_timeout)
             elif isinstance(effect, m.RunCheck):
+                # Imported on first use: an idle helper never pays for urllib, shlex, shutil.
+                from reconciler.helper.health import run_check
+
                 return m.Checked(run_check(effect.spec, cfg.source))
             elif isinstance(effect, m.AwaitConfirm):
                 with self._cond:
@@ -271,9 +273,3 @@ class Operator:
         log.info("helper profile now %s; re-executing", path)
         self._reexec()
 
-
-class Busy(ProtocolError):
-    def __init__(self, operation: dict[str, Any]) -> None:
-        super().__init__(ErrorCode.BUSY, f"operation {operation['id']} is in progress "
-                         f"({operation['state']})")
-        self.operation = operation

@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     BUSY = "busy"
     NOT_FOUND = "not-found"
     NOTHING_TO_DO = "nothing-to-do"
+    STARTING = "starting"
     INTERNAL = "internal"
 
 
@@ -79,6 +80,15 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Busy(ProtocolError):
+    """An operation is in progress; the answer carries it (`journal.to_json` form)."""
+
+    def __init__(self, operation: dict[str, Any]) -> None:
+        super().__init__(ErrorCode.BUSY, f"operation {operation['id']} is in progress "
+                         f"({operation['state']})")
+        self.operation = operation
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ Must not: decide anything about an operation (that is `operator.py` and
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import stat
@@ -22,14 +21,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.helper import protocol as p
-from reconciler.helper.operator import Busy, Operator
+from reconciler.helper.log import log
 
-log = logging.getLogger("pullnix.helper")
+if TYPE_CHECKING:
+    from reconciler.helper.operator import Operator
+
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 IDLE_TIMEOUT = 600.0
+STARTUP_WAIT = 60.0  # how long a request waits for the operator to be attached
 
 
 class SocketInUse(Exception):
@@ -68,14 +70,20 @@ def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
 
 
 class Server:
-    def __init__(self, listener: socket.socket, operator: Operator,
-                 allowed_uids: tuple[int, ...], version: str) -> None:
+    def __init__(self, listener: socket.socket, allowed_uids: tuple[int, ...],
+                 version: str) -> None:
         self.listener = listener
-        self.operator = operator
+        self.operator: Operator | None = None
+        self._attached = threading.Event()
         self.allowed = frozenset({0, *allowed_uids})
         self.version = version
         self.started = time.time()
         self.started_mono = time.monotonic()
+
+    def attach(self, operator: Operator) -> None:
+        """From now on, requests other than ping go to `operator`."""
+        self.operator = operator
+        self._attached.set()
 
     def serve_forever(self) -> None:
         while True:
@@ -123,7 +131,7 @@ class Server:
             message = p.decode_line(line)
             request = p.parse_request(message)
             return self._dispatch(request, message)
-        except Busy as exc:
+        except p.Busy as exc:
             return p.error(exc.code, exc.message, operation=exc.operation), None
         except p.ProtocolError as exc:
             log.info("uid %d: refused request: %s: %s", uid, exc.code, exc.message)
@@ -134,6 +142,13 @@ class Server:
 
     def _dispatch(self, request: p.Request,
                   message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        if isinstance(request, p.PingRequest):
+            return {"ok": True, "version": self.version, "protocol": p.PROTOCOL_VERSION,
+                    "pid": os.getpid(), "ready": self._attached.is_set(),
+                    "uptime": round(time.monotonic() - self.started_mono, 3),
+                    "startedAt": self.started, "program": os.path.realpath(sys.argv[0])}, None
+        if not self._attached.wait(STARTUP_WAIT) or self.operator is None:
+            raise p.ProtocolError(p.ErrorCode.STARTING, "the helper is still starting")
         op = self.operator
         if isinstance(request, p.ApplyRequest):
             return op.apply(request), None
@@ -143,11 +158,8 @@ class Server:
             return op.rollback(request), None
         if isinstance(request, p.UpgradeRequest):
             return op.upgrade(request.store_path), op.upgrade_if_idle
-        if isinstance(request, p.StatusRequest):
-            return op.status(request.operation_id), None
-        return {"ok": True, "version": self.version, "protocol": p.PROTOCOL_VERSION,
-                "pid": os.getpid(), "uptime": round(time.monotonic() - self.started_mono, 3),
-                "startedAt": self.started, "program": os.path.realpath(sys.argv[0])}, None
+        assert isinstance(request, p.StatusRequest)
+        return op.status(request.operation_id), None
 
     @staticmethod
     def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:
