@@ -2,7 +2,7 @@
 
 Owns running one check spec (`protocol.CheckSpec`) against the machine, with
 its timeout, retries and interval, and turning the outcome into a
-`machine.CheckResult`. Kinds: gitRemote (the machine's configured remotes
+`operation.CheckResult`. Kinds: gitRemote (the machine's configured remotes
 still answer `git ls-remote`), http, tcp, systemd (`systemctl is-active`),
 command (exit 0).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler.helper.config import SourceConfig
-from reconciler.helper.machine import CheckResult, iso
+from reconciler.helper.operation import CheckResult, iso
 from reconciler.helper.protocol import CheckSpec
 
 _BODY_LIMIT = 1024 * 1024

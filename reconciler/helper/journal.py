@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.helper.atomic import write_json_atomic
-from reconciler.helper.machine import (
+from reconciler.helper.operation import (
     CheckResult,
     Operation,
     Phase,
