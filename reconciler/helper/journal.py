@@ -130,6 +130,17 @@ class Journal:
         self.write(None)
         self._prune()
 
+    def sweep(self) -> None:
+        """Remove temp files a killed writer left behind (never the files themselves)."""
+        for directory in (self.state_dir, self.archive):
+            try:
+                leftovers = [p for p in directory.iterdir()
+                             if p.name.startswith(".") and p.name.endswith(".tmp")]
+            except FileNotFoundError:
+                continue
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         """Finished operations, newest first."""
         out: list[dict[str, Any]] = []

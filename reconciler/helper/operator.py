@@ -75,6 +75,7 @@ class Operator:
 
     def resume(self) -> None:
         """Finish whatever the journal says was in progress, on the worker thread."""
+        self.journal.sweep()
         op = self.journal.load()
         if op is None:
             return
@@ -271,5 +272,10 @@ class Operator:
                 self._upgrading = False
             return
         log.info("helper profile now %s; re-executing", path)
-        self._reexec()
+        try:
+            self._reexec()
+        except OSError as exc:  # only returns when exec failed
+            log.error("cannot re-execute %s: %s; carrying on as before", path, exc)
+            with self._cond:
+                self._upgrading = False
 

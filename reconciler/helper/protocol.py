@@ -11,7 +11,8 @@ Framing: one JSON object per line (UTF-8, `\\n`-terminated), at most
 Requests (`"op"` names the request; any other key is an error):
 
 - `{"v":1, "op":"ping"}` -> `{"v":1, "ok":true, "version", "protocol", "pid", "uptime",
-  "startedAt", "program"}`
+  "startedAt", "program", "ready"}` (answered as soon as the socket listens; other
+  requests wait until `ready`, a few milliseconds, or fail with `starting`)
 - `{"v":1, "op":"status", "operationId"?}` -> `{"v":1, "ok":true, "busy",
   "operation": <op or null>, "recent": [<op>, ...newest first],
   "upgradePending": <path or null>, "found": <that op, when operationId was given>}`

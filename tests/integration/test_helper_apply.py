@@ -36,6 +36,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
         "new": {"version": "2"},
         "fails": {"version": "3", "activation": "fail"},
         "kills-agent": {"version": "4", "killPidfile": str(tmp / "agent.pid")},
+        "hangs": {"version": "5", "activation": "hang", "hangSeconds": 60},
     })
 
 
@@ -96,6 +97,20 @@ def test_non_trial_switch_rollback_restores_the_boot_default_too(
     assert [(c["action"], machine.name_of(c["toplevel"])) for c in read_calls(machine.sandbox)
             ] == [("switch", "fails"), ("switch", "old")]
     assert (machine.current(), machine.profile(), machine.boot_default()) == (old, old, old)
+
+
+def test_hung_activation_is_killed_at_its_timeout_and_rolled_back(
+        machine: FakeMachine, helper: HelperProcess) -> None:
+    start = time.monotonic()
+    result = helper.client.wait(helper.client.apply(machine.systems["hangs"],
+                                                    activation_timeout=0.5))
+    assert time.monotonic() - start < 10
+    assert result["state"] == "RolledBack"
+    assert "still running after 0.5s; killed" in result["message"]
+    assert machine.current() == machine.systems["old"]
+    hung = subprocess.run(["pgrep", "-f", "sleep 60$"], capture_output=True, text=True,
+                          check=False)
+    assert hung.stdout == ""  # the whole process group went, not just the script
 
 
 def test_unconfirmed_generation_is_rolled_back_by_the_dead_man_switch(

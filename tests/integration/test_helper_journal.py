@@ -71,3 +71,12 @@ def test_operation_round_trips_through_json(tmp_path: Path) -> None:
     assert journal.load() is None
     assert journal.find("op-1") == to_json(op)
     assert journal.find("../journal") is None
+
+
+def test_sweep_removes_a_killed_writers_temp_files_only(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.write(None)
+    (tmp_path / ".journal.json.123.tmp").write_text("{half")
+    journal.sweep()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.json"]
+    assert journal.load() is None
