@@ -145,13 +145,13 @@ def _git_remote(spec: CheckSpec, source: SourceConfig) -> str:
 def git_environment(url: str, source: SourceConfig) -> dict[str, str]:
     """The environment for git to reach `url` with this machine's credentials."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    if source.ssh_key_file or source.known_hosts_file:
-        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-        if source.ssh_key_file:
-            ssh += ["-i", str(source.ssh_key_file), "-o", "IdentitiesOnly=yes"]
-        if source.known_hosts_file:
-            ssh += ["-o", f"UserKnownHostsFile={source.known_hosts_file}"]
-        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+    # Never prompt, never trust an unknown host key.
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if source.ssh_key_file:
+        ssh += ["-i", str(source.ssh_key_file), "-o", "IdentitiesOnly=yes"]
+    if source.known_hosts_file:
+        ssh += ["-o", f"UserKnownHostsFile={source.known_hosts_file}"]
+    env["GIT_SSH_COMMAND"] = shlex.join(ssh)
     if source.token_file and url.startswith(("http://", "https://")):
         token = Path(source.token_file).read_text(encoding="utf-8").strip()
         # Same as `git -c http.extraHeader=...`, but kept out of argv (and so out of ps).
