@@ -1,0 +1,127 @@
+"""Prometheus metrics of the agent, in a registry of their own, served on `metrics_listen`.
+
+Owns the metric names and labels (`pullnix_*`), the registry they live in
+(never the process-wide default one, so nothing else leaks into /metrics),
+the HTTP server that exposes them, and small functions the controller calls
+to update them. Every function here is cheap and never raises.
+
+Must not: decide anything or read state of its own; callers pass the facts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import start_http_server
+
+log = logging.getLogger("pullnix.telemetry")
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+PASSES = Counter("pullnix_reconcile_passes", "Reconcile passes, by result.",
+                 ["result"], registry=REGISTRY)
+DURATION = Histogram("pullnix_reconcile_duration_seconds",
+                     "How long a reconcile pass took, by result.", ["result"],
+                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+                     registry=REGISTRY)
+LAST_SUCCESS = Gauge("pullnix_last_success_timestamp_seconds",
+                     "When a pass last ended converged and healthy (exit code 0), Unix time.",
+                     registry=REGISTRY)
+LAST_EXIT = Gauge("pullnix_reconcile_last_exit_code",
+                  "The exit code `reconcile --once` would give for the last pass "
+                  "(0 ok, 3 not ready, 1 error).", registry=REGISTRY)
+DEPLOYED = Info("pullnix_deployed_revision", "The revision last applied and its store path.",
+                registry=REGISTRY)
+GENERATION = Gauge("pullnix_current_generation",
+                   "The system profile generation now running.", registry=REGISTRY)
+ROLLBACKS = Counter("pullnix_rollbacks", "Deployments the helper rolled back.",
+                    registry=REGISTRY)
+DEPLOYMENTS = Counter("pullnix_deployments", "Helper operations that ended, by result.",
+                      ["result"], registry=REGISTRY)
+CHECK_UP = Gauge("pullnix_health_check_up",
+                 "1 if the health check passed in the last finished deployment, else 0.",
+                 ["check"], registry=REGISTRY)
+REBOOT = Gauge("pullnix_reboot_required",
+               "1 if the running system's kernel or initrd differs from the booted one.",
+               registry=REGISTRY)
+SUSPENDED = Gauge("pullnix_suspended", "1 while reconciliation is suspended.",
+                  registry=REGISTRY)
+FETCH_FAILURES = Counter("pullnix_fetch_failures", "Passes whose fetch from the source failed.",
+                         registry=REGISTRY)
+SPANS_DROPPED = Counter("pullnix_trace_spans_dropped",
+                        "Trace spans never delivered: queue full, or export failed.",
+                        ["reason"], registry=REGISTRY)
+
+_servers: list[Any] = []
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as a pair; ValueError saying what is wrong."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"telemetry.metrics_listen: {listen!r} is not host:port "
+                         "(e.g. 127.0.0.1:9171)")
+    return host.strip("[]"), int(port)
+
+
+def start_metrics_server(listen: str) -> None:
+    """Serve /metrics on `listen` ("host:port") from a daemon thread; "" does nothing."""
+    if not listen:
+        return
+    host, port = parse_listen(listen)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    _servers.append(server)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+def stop_metrics_servers() -> None:
+    """Close the servers `start_metrics_server` opened (for tests and a clean exit)."""
+    while _servers:
+        server = _servers.pop()
+        server.shutdown()
+        server.server_close()
+
+
+def observe_pass(result: str, seconds: float, exit_code: int) -> None:
+    """Count one pass; `result` is a short label such as the outcome's phase."""
+    PASSES.labels(result=result).inc()
+    DURATION.labels(result=result).observe(max(seconds, 0.0))
+    LAST_EXIT.set(exit_code)
+    if exit_code == 0:
+        LAST_SUCCESS.set(time.time())
+
+
+def record_operation(result: str, kind: str, checks: Iterable[Mapping[str, Any]]) -> None:
+    """A helper operation ended: its result and its health checks' verdicts."""
+    DEPLOYMENTS.labels(result=result).inc()
+    if result == "RolledBack" and kind == "apply":
+        ROLLBACKS.inc()
+    for check in checks:
+        name = check.get("name")
+        if name:
+            CHECK_UP.labels(check=str(name)).set(1 if check.get("ok") else 0)
+
+
+def record_state(*, revision: str | None, store_path: str | None, generation: int | None,
+                 reboot_required: bool | None, suspended: bool) -> None:
+    """What the machine runs and wants, as the pass left it (None: not known this pass)."""
+    if revision:
+        DEPLOYED.info({"revision": revision, "store_path": store_path or ""})
+    if generation is not None:
+        GENERATION.set(generation)
+    if reboot_required is not None:
+        REBOOT.set(1 if reboot_required else 0)
+    SUSPENDED.set(1 if suspended else 0)
+
+
+def record_fetch_failure() -> None:
+    FETCH_FAILURES.inc()
+
+
+def record_spans_dropped(count: int, reason: str) -> None:
+    if count > 0:
+        SPANS_DROPPED.labels(reason=reason).inc(count)
