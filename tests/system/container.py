@@ -193,6 +193,11 @@ class Container:
     def read_text(self, path: str) -> str:
         return self.run(["cat", "--", path]).stdout
 
+    def host_path(self, guest_path: str) -> Path:
+        """A path inside the running container, as the host reaches it (through its init's
+        root), e.g. to connect to a Unix socket the container listens on."""
+        return Path(f"/proc/{self.leader}/root") / guest_path.lstrip("/")
+
     def guest_path(self, host_path: Path) -> str:
         """Where a file under the workdir's `shared/` appears inside the container."""
         return f"{SHARED_IN_GUEST}/{host_path.relative_to(self.shared)}"

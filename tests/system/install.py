@@ -3,9 +3,12 @@
 Owns the guest side of the system tier: store paths made with the container's
 own Nix (`nix-store --add` of a staged directory), the helper's profile
 (`/nix/var/nix/profiles/pullnix/helper`, set with `nix-env --set`), the machine
-config, and a NixOS-like activation of a generation's units (write them to
-/etc/systemd/system, `daemon-reload`, restart what changed unless the unit says
-`X-RestartIfChanged=false`, start what is new).
+config, and system generations: toplevels holding the generation's unit files
+and a FAKE `bin/switch-to-configuration` (`guest/switch-to-configuration`) that
+activates units the way NixOS's does (write them to /etc/systemd/system,
+`daemon-reload`, restart what changed unless the unit says
+`X-RestartIfChanged=false`, start what is new), so the helper can apply,
+commit and roll them back for real.
 
 The helper is standard library only, so its store path is the island
 (`reconciler/helper`) plus a wrapper run by the container's python3. The full
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import reconciler
 from tests.system.container import Container
-from tests.system.rootfs import AGENT_VENV
+from tests.system.rootfs import AGENT_VENV, HOSTNAME
 
 HERE = Path(__file__).resolve().parent
 UNITS_DIR = HERE / "units"
@@ -38,23 +41,50 @@ CONFIG_PATH = "/etc/pullnix/agent.toml"
 HELPER_UNIT = "pullnix-helper.service"
 AGENT_UNIT = "pullnix-agent.service"
 STANDIN_RECORD = "/var/lib/pullnix-standin/agent.json"
-UNIT_DIR = "/etc/systemd/system"
+SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
+BOOT_DEFAULT = "/boot/pullnix-default"  # where the fake switch-to-configuration "installs boot"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One system generation: a toplevel and the stand-in agent its units run."""
+
+    number: int
+    system: str    # the toplevel's store path
+    agent: str     # the stand-in agent's store path
+    revision: str  # what the stand-in confirms to the helper
 
 
 @dataclass(frozen=True)
 class Installed:
-    helper: str  # the store path the helper's profile points at
-    agent: str   # the stand-in agent's store path of the active generation
+    helper: str        # the store path the helper's profile points at
+    first: Generation  # the running, committed, boot-default generation
 
 
 def install_pullnix(box: Container) -> Installed:
-    """The machine config, the helper in its profile, generation 1's units, all running."""
+    """The machine config, the helper in its profile, and generation 1 switched to (running,
+    the system profile's generation, the boot default), as after installing NixOS."""
     box.copy_in(GUEST_DIR / "agent.toml", CONFIG_PATH)
     helper = add_helper(box)
     set_profile(box, HELPER_PROFILE, helper)
-    agent = add_agent_generation(box, 1)
-    activate(box, render_units(agent))
-    return Installed(helper=helper, agent=agent)
+    first = add_generation(box, 1)
+    box.run([f"{first.system}/bin/switch-to-configuration", "switch"])
+    set_profile(box, SYSTEM_PROFILE, first.system)
+    return Installed(helper=helper, first=first)
+
+
+def add_generation(box: Container, number: int, *, broken_agent: bool = False) -> Generation:
+    """A new generation's store paths: its stand-in agent (exiting at once if
+    `broken_agent`), and a toplevel whose units run it."""
+    revision = f"rev-{number}"
+    agent = add_agent(box, number, revision, broken=broken_agent)
+    stage = _stage(box, f"nixos-system-{HOSTNAME}-{number}")
+    _install(GUEST_DIR / "switch-to-configuration", stage / "bin" / "switch-to-configuration")
+    units = stage / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    for name, text in render_units(agent).items():
+        (units / name).write_text(text)
+    return Generation(number, add_to_store(box, stage), agent, revision)
 
 
 def install_agent_package(box: Container, wheel: Path) -> str:
@@ -85,12 +115,15 @@ def add_helper(box: Container, label: str = reconciler.__version__) -> str:
     return add_to_store(box, stage)
 
 
-def add_agent_generation(box: Container, generation: int) -> str:
+def add_agent(box: Container, generation: int, revision: str, *, broken: bool) -> str:
     """The stand-in agent of one generation, as its own store path."""
-    stage = _stage(box, f"pullnix-agent-standin-gen{generation}")
+    stage = _stage(box, f"pullnix-agent-standin-{generation}")
     _copy_island(stage)
     _install(GUEST_DIR / "standin-agent", stage / "bin" / "pullnix-agent-standin")
     (stage / "generation").write_text(f"{generation}\n")
+    (stage / "revision").write_text(f"{revision}\n")
+    if broken:
+        (stage / "broken").write_text("this generation's agent exits at once, on purpose\n")
     return add_to_store(box, stage)
 
 
@@ -112,28 +145,6 @@ def render_units(agent_store_path: str) -> dict[str, str]:
         HELPER_UNIT: (UNITS_DIR / HELPER_UNIT).read_text(),
         AGENT_UNIT: (UNITS_DIR / AGENT_UNIT).read_text().replace("@agent@", agent_store_path),
     }
-
-
-def activate(box: Container, units: dict[str, str]) -> list[str]:
-    """Activate a generation's units like switch-to-configuration; the units it restarted."""
-    changed, added = [], []
-    for name, text in units.items():
-        current = box.run(["cat", f"{UNIT_DIR}/{name}"], check=False)
-        if current.returncode != 0:
-            added.append(name)
-        elif current.stdout != text:
-            changed.append(name)
-        else:
-            continue
-        box.write_text(f"{UNIT_DIR}/{name}", text)
-    box.run(["systemctl", "daemon-reload"])
-    restart = [name for name in changed if "X-RestartIfChanged=false" not in units[name]]
-    if added:
-        box.run(["systemctl", "enable", *added])
-        box.run(["systemctl", "start", *added])
-    if restart:
-        box.run(["systemctl", "restart", *restart])
-    return restart
 
 
 def _stage(box: Container, name: str) -> Path:

@@ -17,10 +17,8 @@ from tests.system.install import (
     HELPER_UNIT,
     STANDIN_RECORD,
     Installed,
-    activate,
-    add_agent_generation,
+    add_generation,
     install_agent_package,
-    render_units,
 )
 
 pytestmark = pytest.mark.system
@@ -74,7 +72,7 @@ def test_the_helper_starts_from_its_profile_and_answers_ping(
     assert profile == installed.helper
 
     answer = json.loads(container.run(
-        [f"{installed.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
+        [f"{installed.first.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
     ).stdout)
     assert answer["ok"] is True
     assert answer["pid"] == pid
@@ -88,16 +86,17 @@ def test_activation_restarts_the_agent_and_leaves_the_helper_running(
     assert before["generation"] == "1"
     assert before["helperPid"] == helper_pid
 
-    generation_2 = add_agent_generation(container, 2)
-    assert generation_2 != installed.agent
-    restarted = activate(container, render_units(generation_2))
+    second = add_generation(container, 2)
+    switched = container.run([f"{second.system}/bin/switch-to-configuration", "test"])
 
-    assert restarted == [AGENT_UNIT]
+    assert switched.stdout.splitlines() == [f"restarted: {AGENT_UNIT}"]
+    assert container.read_text(f"{second.system}/etc/systemd/system/{HELPER_UNIT}") == (
+        container.read_text(f"{installed.first.system}/etc/systemd/system/{HELPER_UNIT}"))
     new_agent_pid = container.wait_active(AGENT_UNIT)
     assert new_agent_pid != old_agent_pid
     after = _wait_standin(container, new_agent_pid)
     assert after["generation"] == "2"
-    assert after["storePath"] == generation_2
+    assert after["storePath"] == second.agent
     assert after["helperPid"] == helper_pid
     assert container.main_pid(HELPER_UNIT) == helper_pid
     assert container.unit_property(HELPER_UNIT, "NRestarts") == "0"
@@ -117,7 +116,7 @@ def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
     new_pid = container.wait_active(HELPER_UNIT)
     assert container.run(["readlink", "-f", HELPER_PROFILE]).stdout.strip() == installed.helper
     answer = json.loads(container.run(
-        [f"{installed.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
+        [f"{installed.first.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
     ).stdout)
     assert answer["pid"] == new_pid
 
