@@ -237,10 +237,6 @@ class Operator:
             answer["found"] = found
         return answer
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._op is None, timeout)
-
     # -- self-upgrade -------------------------------------------------------------------
 
     def upgrade(self, store_path: str) -> dict[str, Any]:

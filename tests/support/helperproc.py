@@ -6,6 +6,16 @@ its socket, state dir and profiles into a temporary directory (and its
 --config FILE` as a subprocess with its stderr in a file, waiting until it
 answers, and stopping or killing it. Must not: mock anything; the helper under
 test is the real program.
+
+- `write_helper_config(tmp, sandbox, urls=..., agent_uids=...) -> HelperPaths`
+  (config, socket in a short /tmp dir, state dir, helper profile, stderr file);
+- `start_helper(paths, env=...) -> HelperProcess` (`.client` is a `HelperClient`,
+  `.stop()` SIGTERMs, `.kill()` SIGKILLs, `.stderr_text()`), or the context
+  manager `running_helper(paths)`; `cleanup_socket_dir(paths)` afterwards;
+- `build_machine(tmp, {"old": {knobs}, "new": {...}}) -> FakeMachine`: one
+  fixture toplevel per variant for one sandbox, the first installed;
+  `FakeMachine.reset()`, `.current()`, `.profile()`, `.boot_default()`;
+- `add_to_store(path)`: `nix-store --add`, for hand-made store paths.
 """
 
 from __future__ import annotations
@@ -137,11 +147,13 @@ def start_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None,
 @contextmanager
 def running_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None
                    ) -> Iterator[HelperProcess]:
+    """A started helper, stopped (and its socket directory removed) on the way out."""
     helper = start_helper(paths, env=env)
     try:
         yield helper
     finally:
         helper.stop()
+        cleanup_socket_dir(paths)
 
 
 def cleanup_socket_dir(paths: HelperPaths) -> None:
