@@ -36,6 +36,7 @@ from reconciler.nix.build import BuildSettings, build_classic, build_flake, held
 from reconciler.nix.facts import boot_files, gather_facts
 from reconciler.nix.observe import SystemObservation
 from reconciler.source import AcceptedRevision, GitSource
+from reconciler.telemetry.tracing import step
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,17 @@ class Deployer:
                system: SystemObservation, traceparent: str) -> Started:
         sha = target.target.sha
         try:
-            store_path = self._build(spec, target)
+            with step("nix.build", {"vcs.ref.head.revision": sha}) as span:
+                store_path = self._build(spec, target)
+                span.set_attribute("nix.store_path", store_path)
             facts = gather_facts(store_path, system.current_system, system.booted_system)
             plan = facts.activation(spec.strategy.action)
             if spec.gates:
                 with tempfile.TemporaryDirectory(prefix="pullnix-gates-") as tmp:
                     checkout = self.source.export_tree(sha, Path(tmp) / "tree")
-                    run_gates(spec.gates, store_path, system.current_system, checkout)
+                    for gate in spec.gates:  # one span each; the first refusal stops them
+                        with step(f"gate.{gate.name}", {"nix.store_path": store_path}):
+                            run_gates([gate], store_path, system.current_system, checkout)
         except PullnixError as exc:
             exc.revision = sha
             raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +35,9 @@ from reconciler.helper.config import MachineConfig
 from reconciler.helper.records import revision_of
 from reconciler.nix.observe import SystemObservation, observe_system
 from reconciler.source import FetchResult, GitSource
+from reconciler.telemetry import metrics
+from reconciler.telemetry.helper_spans import emit_operation
+from reconciler.telemetry.tracing import PassTrace, reconcile_span, step
 
 log = logging.getLogger("pullnix.reconcile")
 
@@ -73,8 +75,13 @@ class Reconciler:
                                  on_build_line=on_build_line or _log_build_line)
 
     def run_pass(self) -> PassResult:
-        trace_id = secrets.token_hex(16)
-        traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+        """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
+        with reconcile_span({"host.name": self.machine.host,
+                             "vcs.ref.head.name": self.machine.source.branch}) as pass_trace:
+            return self._run_pass(pass_trace)
+
+    def _run_pass(self, pass_trace: PassTrace) -> PassResult:
+        traceparent = pass_trace.traceparent
         stored = self.store.load_record()
         status_doc = self.store.load_status()
         deployment: NixOSDeployment | None = None
@@ -85,33 +92,45 @@ class Reconciler:
         healthy: bool | None = None
         new_entries: list[HistoryEntry] = []
         attempted: str | None = None
+        reboot: bool | None = None
         error = False
         try:
             helper_status = self._helper_status()
-            stored, new_entries = self._ingest(stored, helper_status)
+            stored, new_entries = self._ingest(stored, helper_status, pass_trace)
             healthy = _verdict(new_entries)
-            fetch = self.source.sync()
-            tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision)
+            fetch = self._fetch()
+            with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
+                tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision)
+                span.set_attribute("pullnix.signer", tip.signer or "")
             spec_path = self.machine.source.spec_path
-            deployment = for_host(
-                load_spec_text(self.source.read_file(tip.sha, spec_path),
-                               origin=f"{spec_path}@{tip.sha[:12]}"),
-                self.machine.host)
+            with step("spec.load", {"pullnix.spec.path": spec_path,
+                                    "vcs.ref.head.revision": tip.sha}) as span:
+                deployment = for_host(
+                    load_spec_text(self.source.read_file(tip.sha, spec_path),
+                                   origin=f"{spec_path}@{tip.sha[:12]}"),
+                    self.machine.host)
+                target = self.source.accept_pin(tip, deployment.spec.revision)
+                span.set_attribute("pullnix.spec.target", target.target.sha)
             stored = _bump_generation(stored, deployment)
             self._run_hooks(deployment, new_entries)
-            target = self.source.accept_pin(tip, deployment.spec.revision)
-            system = observe_system(self.machine.system)
-            observed = d.Observed(
-                revision=target.target.sha,
-                current_system=system.current_system,
-                helper=_helper_view(helper_status),
-                reboot_needed=self.deployer.reboot_needed(system),
-                local_time=time.localtime()[3:5],
-                current_revision=(revision_of(self.machine.helper.state_dir,
-                                              system.current_system)
-                                  if system.current_system else None),
-            )
+            with step("system.observe") as span:
+                system = observe_system(self.machine.system)
+                reboot = self.deployer.reboot_needed(system)
+                observed = d.Observed(
+                    revision=target.target.sha,
+                    current_system=system.current_system,
+                    helper=_helper_view(helper_status),
+                    reboot_needed=reboot,
+                    local_time=time.localtime()[3:5],
+                    current_revision=(revision_of(self.machine.helper.state_dir,
+                                                  system.current_system)
+                                      if system.current_system else None),
+                )
+                span.set_attributes({"nix.store_path": system.current_system or "",
+                                     "nixos.generation": system.current_generation or 0})
             action = d.decide(deployment.spec, observed, stored.record)
+            pass_trace.set({"pullnix.action": type(action).__name__,
+                            "vcs.ref.head.revision": target.target.sha})
             log.info("decided %s", type(action).__name__)
             stored, op_id = self._act(action, deployment, target, system, stored, traceparent)
             if isinstance(action, d.Deploy | d.RevertDrift):
@@ -129,7 +148,8 @@ class Reconciler:
         self._write_status(status_doc, stored, deployment, fetch, system, outcome,
                            new_entries, attempted)
         code = 1 if error else exit_code(conditions_of(self.store.load_status()))
-        return PassResult(action, outcome, code, trace_id, op_id, error)
+        _report(pass_trace, outcome, stored, system, reboot)
+        return PassResult(action, outcome, code, pass_trace.trace_id, op_id, error)
 
     # -- steps ---------------------------------------------------------------
 
@@ -141,9 +161,24 @@ class Reconciler:
                 f"the helper does not answer on {self.machine.helper.socket}: {exc}; is "
                 "pullnix-helper.service running?", reason="HelperUnavailable") from None
 
-    def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any]
-                ) -> tuple[StoredRecord, list[HistoryEntry]]:
-        """Fold the helper's finished operations this agent has not seen yet into the record."""
+    def _fetch(self) -> FetchResult:
+        with step("source.fetch", {"vcs.ref.head.name": self.machine.source.branch}) as span:
+            try:
+                fetch = self.source.sync()
+            except PullnixError:
+                metrics.record_fetch_failure()
+                raise
+            span.set_attributes({"url.full": fetch.url, "vcs.ref.head.revision": fetch.tip_sha,
+                                 "pullnix.fetch.fetched": fetch.fetched,
+                                 "pullnix.fetch.attempts": fetch.attempts})
+        return fetch
+
+    def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any],
+                pass_trace: PassTrace) -> tuple[StoredRecord, list[HistoryEntry]]:
+        """Fold the helper's finished operations this agent has not seen yet into the record.
+
+        Each also becomes spans under the trace of the pass that started it
+        (rebuilt from the helper's journal) and counts in the metrics."""
         new_entries: list[HistoryEntry] = []
         seen = set(stored.seen_operations)
         for op in reversed(helper_status.get("recent") or []):  # oldest first
@@ -153,6 +188,9 @@ class Reconciler:
             stored = replace(stored, record=ingest(stored.record, entry),
                              seen_operations=(*stored.seen_operations, op["id"]))
             new_entries.append(entry)
+            emit_operation(op)
+            pass_trace.link(op.get("traceparent"))
+            metrics.record_operation(entry.result, entry.kind, entry.health_checks)
             log.info("operation %s ended %s for %s", entry.operation_id, entry.result,
                      entry.revision[:12])
         if new_entries:
@@ -236,6 +274,20 @@ class Reconciler:
             "status": status,
         }
         self.store.save_status(doc)
+
+
+def _report(pass_trace: PassTrace, outcome: Outcome, stored: StoredRecord,
+            system: SystemObservation | None, reboot: bool | None) -> None:
+    """The pass's verdict on its root span and in the metrics."""
+    pass_trace.set({"pullnix.outcome": outcome.reason, "pullnix.phase": outcome.phase,
+                    "nix.store_path": system.current_system if system else None,
+                    "nixos.generation": system.current_generation if system else None})
+    if outcome.phase in ("Stalled", "Failing"):
+        pass_trace.fail(f"{outcome.reason}: {outcome.message}")
+    metrics.record_state(revision=stored.record.last_applied_revision,
+                         store_path=stored.record.last_applied_store_path,
+                         generation=system.current_generation if system else None,
+                         reboot_required=reboot, suspended=stored.record.suspended)
 
 
 def _outcome(action: d.Action, stored: StoredRecord, healthy: bool | None) -> Outcome:
