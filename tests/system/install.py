@@ -8,7 +8,8 @@ and a FAKE `bin/switch-to-configuration` (`guest/switch-to-configuration`) that
 activates units the way NixOS's does (write them to /etc/systemd/system,
 `daemon-reload`, restart what changed unless the unit says
 `X-RestartIfChanged=false`, start what is new), so the helper can apply,
-commit and roll them back for real.
+commit and roll them back for real; a systemd generator (`guest/pullnix-stage-2`)
+activates the boot default at boot, as NixOS's stage 2 does.
 
 The helper is standard library only, so its store path is the island
 (`reconciler/helper`) plus a wrapper run by the container's python3. The full
@@ -43,6 +44,7 @@ AGENT_UNIT = "pullnix-agent.service"
 STANDIN_RECORD = "/var/lib/pullnix-standin/agent.json"
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
 BOOT_DEFAULT = "/boot/pullnix-default"  # where the fake switch-to-configuration "installs boot"
+STAGE_2_GENERATOR = "/etc/systemd/system-generators/pullnix-stage-2"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ def install_pullnix(box: Container) -> Installed:
     """The machine config, the helper in its profile, and generation 1 switched to (running,
     the system profile's generation, the boot default), as after installing NixOS."""
     box.copy_in(GUEST_DIR / "agent.toml", CONFIG_PATH)
+    box.copy_in(GUEST_DIR / "pullnix-stage-2", STAGE_2_GENERATOR, mode=0o755)
     helper = add_helper(box)
     set_profile(box, HELPER_PROFILE, helper)
     first = add_generation(box, 1)

@@ -1,6 +1,7 @@
 """The helper under real systemd: it applies a generation whose activation restarts the
 agent, outlives that activation, and commits the generation once the new agent confirms;
-a generation that breaks the agent is rolled back by the helper alone."""
+a generation that breaks the agent is rolled back by the helper alone, also when the
+power fails in the middle of its trial."""
 
 from __future__ import annotations
 
@@ -51,6 +52,18 @@ def _agent_record(box: Container, timeout: float = 30.0) -> dict[str, Any]:
     raise AssertionError(f"no record from the running agent:\n{box.journal(AGENT_UNIT)}")
 
 
+def _wait_state(client: HelperClient, operation: str, state: str,
+                timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    current = None
+    while time.monotonic() < deadline:
+        current = client.status(operation)["found"]["state"]
+        if current == state:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"operation {operation} never reached {state} (last: {current})")
+
+
 def test_the_helper_outlives_the_activation_it_runs_and_commits_once_the_agent_confirms(
         container: Container, installed: Installed) -> None:
     helper_pid = container.wait_active(HELPER_UNIT)
@@ -94,3 +107,28 @@ def test_a_generation_that_breaks_the_agent_is_rolled_back(
     assert agent["storePath"] == first.agent
     assert container.main_pid(HELPER_UNIT) == helper_pid
     assert "breaks the agent on purpose" in container.journal(AGENT_UNIT)
+
+
+def test_a_power_cut_during_a_trial_boots_the_old_generation_and_the_helper_rolls_back(
+        container: Container, installed: Installed) -> None:
+    first = installed.first
+    container.wait_active(HELPER_UNIT)
+    broken = add_generation(container, 2, broken_agent=True)  # never confirms: the trial waits
+    client = _client(container)
+    operation = client.apply(broken.system, revision=broken.revision, trial=True,
+                             require_confirm=True, confirm_timeout=600)
+    _wait_state(client, operation, "Verifying")
+    assert _resolve(container, "/run/current-system") == broken.system
+
+    container.power_cut()
+    container.boot()
+
+    for link in ("/run/booted-system", "/run/current-system", SYSTEM_PROFILE, BOOT_DEFAULT):
+        assert _resolve(container, link) == first.system, link
+    done = _client(container).wait(operation, timeout=120)
+    assert done["state"] == "RolledBack", done
+    states = [t["state"] for t in done["transitions"]]
+    assert states.index("Verifying") < states.index("RollingBack"), states
+    assert _resolve(container, "/run/current-system") == first.system
+    agent = _agent_record(container)
+    assert agent["generation"] == "1"
