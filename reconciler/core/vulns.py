@@ -136,11 +136,12 @@ def describe_refusal(gate: str, found: list[Vulnerability], threshold: float,
     for name, cves in by_name.items():
         snippet += [f'  ["{name}"]', "  cve = [" + ", ".join(f'"{c}"' for c in cves) + "]",
                     '  comment = "why this is acceptable here"']
-    where = (f"add them to {whitelist_path} at the repository root"
+    them = "it" if len(found) == 1 else "them"
+    where = (f"add {them} to {whitelist_path} at the repository root"
              if whitelist_path else
              "set `whitelist: vulnix-whitelist.toml` on this gate and write that file at the "
              "repository root")
-    lines.append(f"To accept them, fix or update the packages, or {where} (vulnix's format):")
+    lines.append(f"To accept {them}, fix or update the packages, or {where} (vulnix's format):")
     return "\n".join(lines + snippet)
 
 
