@@ -37,7 +37,7 @@ from reconciler.nix.observe import SystemObservation, observe_system
 from reconciler.source import FetchResult, GitSource
 from reconciler.telemetry import metrics
 from reconciler.telemetry.helper_spans import emit_operation
-from reconciler.telemetry.tracing import PassTrace, reconcile_span, step
+from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span, step
 
 log = logging.getLogger("pullnix.reconcile")
 
@@ -65,6 +65,7 @@ class Reconciler:
 
     def __init__(self, machine: MachineConfig, *,
                  on_build_line: Callable[[str], None] | None = None) -> None:
+        init_tracing()  # idempotent; a no-op unless OTEL_* asks for an exporter
         self.machine = machine
         self.store = StateStore(machine.state_dir)
         self.source = GitSource(machine.source, machine.state_dir,
