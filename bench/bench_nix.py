@@ -26,12 +26,17 @@ from typing import Any
 
 from reconciler.nix.build import BuildSettings, build_flake, flake_installable, release
 from reconciler.nix.process import FEATURES
-from tests.support.nixfixture import FleetRepo, commit_fleet, init_fleet_repo, make_sandbox
+from tests.support.nixfixture import (
+    OFFLINE_NIX_CONFIG,
+    FleetRepo,
+    commit_fleet,
+    init_fleet_repo,
+    make_sandbox,
+)
 
 TEMPLATE = "nixosConfigurations.{host}"
 HOST = "edge-01"
 TARGET = "within 5% or 50 ms"
-OFFLINE_NIX_CONFIG = "sandbox = false\nsubstituters =\nwarn-dirty = false\n"
 
 
 def rows(runs: int = 15) -> list[dict[str, Any]]:

@@ -90,6 +90,10 @@ KNOBS_FILE = "fixture.json"
 SYSTEM = "x86_64-linux"
 BUILD_FAILURE_TEXT = "pullnix-fixture: build failed on purpose (knob failBuild=true)"
 EVAL_ERROR_TEXT = "pullnix-fixture: evaluation error on purpose"
+#: Debian's nix-bin as root with a local store, offline: no sandbox, no build users (a
+#: fresh machine has no nixbld group; root builds as itself without one), no substituters.
+OFFLINE_NIX_CONFIG = ("sandbox = false\nbuild-users-group =\nsubstituters =\n"
+                      "experimental-features = nix-command flakes\nwarn-dirty = false\n")
 
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
