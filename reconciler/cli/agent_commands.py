@@ -1,8 +1,13 @@
-"""The commands that act on this machine: reconcile, status, history, suspend, resume, retry.
+"""The commands that act on this machine: agent, reconcile, status, history, suspend, resume,
+retry, rollback.
 
 Owns their output (tables for people, `--json` for programs) and exit codes
-(DESIGN.md, "The command line"): `reconcile --once` and `status` exit 0 when
-converged and healthy, 3 when rolled back, stalled or degraded, 1 on error.
+(DESIGN.md, "The command line"): `reconcile --once`, `reconcile --now --wait`
+and `status` exit 0 when converged and healthy, 3 when rolled back, stalled or
+degraded, 1 on error. suspend, resume, retry and rollback go through the
+running agent's local API when one answers (so they take effect between its
+passes, at once), else they act on their own: the record under its lock, or
+the helper directly.
 
 Must not: decide or reconcile by itself; it calls the controller.
 """
@@ -10,7 +15,7 @@ Must not: decide or reconcile by itself; it calls the controller.
 from __future__ import annotations
 
 import json
-import logging
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -18,10 +23,15 @@ from typing import Any
 
 import click
 
+from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
+from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
+from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore, conditions_of, history_of
+from reconciler.core.schedule import BackoffPolicy
 from reconciler.core.status import exit_code
+from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.helper.config import ConfigError, MachineConfig, require_urls
 
 #: Between passes of `reconcile --once` while the helper works.
@@ -42,18 +52,36 @@ def _machine(ctx: CliContext, need_urls: bool = False) -> MachineConfig:
 @click.command()
 @click.option("--once", is_flag=True, help="Run passes in this process until the outcome is "
               "known (the helper's verdict included), then exit.")
+@click.option("--now", is_flag=True, help="Ask the running agent for a pass now.")
+@click.option("--wait", is_flag=True, help="With --now: follow that pass (and the helper's "
+              "verdict, if it deploys) and exit with its verdict.")
 @click.option("--timeout", type=float, default=1800.0, show_default=True,
-              help="With --once: give up after this many seconds.")
+              help="With --once or --now --wait: give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 @pass_context
-def reconcile(ctx: CliContext, once: bool, timeout: float, as_json: bool) -> None:
+def reconcile(ctx: CliContext, once: bool, now: bool, wait: bool, timeout: float,
+              as_json: bool) -> None:
     """Reconcile this machine now: exit 0 converged and healthy, 3 not, 1 on error."""
-    if not once:
-        click.echo("pullnix: only `reconcile --once` is available in this version", err=True)
+    if once == now:
+        click.echo("pullnix: say either `reconcile --once` (a pass in this process) or "
+                   "`reconcile --now [--wait]` (ask the running agent)", err=True)
         sys.exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-                        stream=sys.stderr)
-    machine = _machine(ctx, need_urls=True)
+    machine = _machine(ctx, need_urls=once)
+    if now:
+        answer = _ask_agent(machine, "reconcile", wait=wait, timeout=timeout)
+        if answer is None:
+            click.echo(f"pullnix: no agent answers on {machine.agent.socket}; start `pullnix "
+                       "agent`, or run `pullnix reconcile --once`", err=True)
+            sys.exit(1)
+        if not wait:
+            click.echo("a pass is queued")
+            sys.exit(0)
+        if as_json:
+            click.echo(json.dumps(StateStore(machine.state_dir).load_status(), indent=2))
+        else:
+            click.echo(f"{answer['reason']}: {answer['message']}")
+        sys.exit(int(answer["exitCode"]))
+    telemetry.configure_logging(machine.telemetry.log_format)
     reconciler = Reconciler(machine)
     deadline = time.monotonic() + timeout
     result = reconciler.run_pass()
@@ -62,6 +90,19 @@ def reconcile(ctx: CliContext, once: bool, timeout: float, as_json: bool) -> Non
         result = reconciler.run_pass()
     _report(machine, result, as_json)
     sys.exit(result.exit_code if result.settled or result.error else 1)
+
+
+def _ask_agent(machine: MachineConfig, op: str, **fields: Any) -> dict[str, Any] | None:
+    """The running agent's answer; None when no agent runs; exit 1 when it refuses."""
+    timeout = float(fields.get("timeout", 0.0))
+    try:
+        return AgentClient(machine.agent.socket).request(
+            op, socket_timeout=timeout + 60.0 if fields.get("wait") else 60.0, **fields)
+    except AgentUnavailable:
+        return None
+    except AgentRefused as exc:
+        click.echo(f"pullnix: the agent says {exc.code}: {exc.message}", err=True)
+        sys.exit(1)
 
 
 def _report(machine: MachineConfig, result: PassResult, as_json: bool) -> None:
@@ -124,16 +165,22 @@ def history(ctx: CliContext, as_json: bool) -> None:
 @pass_context
 def suspend(ctx: CliContext) -> None:
     """Stop deploying (new generations are still confirmed) until `pullnix resume`."""
-    StateStore(_machine(ctx).state_dir).update_record(suspended=True)
-    click.echo("suspended")
+    machine = _machine(ctx)
+    answer = _ask_agent(machine, "suspend")
+    if answer is None:  # no agent runs: edit its record; it reads it at its next pass
+        StateStore(machine.state_dir).update_record(suspended=True)
+    click.echo(answer["message"] if answer else "suspended")
 
 
 @click.command()
 @pass_context
 def resume(ctx: CliContext) -> None:
     """Undo `pullnix suspend`."""
-    StateStore(_machine(ctx).state_dir).update_record(suspended=False)
-    click.echo("resumed")
+    machine = _machine(ctx)
+    answer = _ask_agent(machine, "resume")
+    if answer is None:
+        StateStore(machine.state_dir).update_record(suspended=False)
+    click.echo(answer["message"] if answer else "resumed")
 
 
 @click.command()
@@ -141,6 +188,10 @@ def resume(ctx: CliContext) -> None:
 def retry(ctx: CliContext) -> None:
     """Try the last attempted revision once more, although it failed or was rolled back."""
     machine = _machine(ctx)
+    answer = _ask_agent(machine, "retry")
+    if answer is not None:
+        click.echo(answer["message"])
+        return
     store = StateStore(machine.state_dir)
     revision = store.load_status().get("status", {}).get("lastAttemptedRevision")
     if not revision:
@@ -150,6 +201,70 @@ def retry(ctx: CliContext) -> None:
     click.echo(f"will retry {revision[:12]} at the next pass")
 
 
+@click.command()
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait for the helper's verdict on the rollback.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="With --wait: give up after this many seconds.")
+@pass_context
+def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
+    """Switch back to the previous generation; the revision left is not applied again.
+
+    Goes through the running agent when one answers, else straight to the helper
+    (the agent then marks the revision at its next pass). Exit 0 when rolled back.
+    """
+    machine = _machine(ctx)
+    answer = _ask_agent(machine, "rollback", wait=wait, timeout=timeout)
+    if answer is not None:
+        if not wait:
+            click.echo(f"rollback started: operation {answer['operationId']}")
+            return
+        click.echo(f"rollback {answer['result']}: operation {answer['operationId']}"
+                   + (f": {answer['message']}" if answer.get("message") else ""))
+        sys.exit(int(answer["exitCode"]))
+    helper = HelperClient(machine.helper.socket)
+    try:
+        op_id = helper.rollback(f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
+        if not wait:
+            click.echo(f"rollback started: operation {op_id}")
+            return
+        found = helper.wait(op_id, timeout=timeout)
+    except (HelperError, HelperUnavailable, TimeoutError) as exc:
+        click.echo(f"pullnix: rollback: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"rollback {found['state']}: operation {op_id}"
+               + (f": {found['message']}" if found.get("message") else ""))
+    sys.exit(0 if found["state"] == "Succeeded" else 1)
+
+
+@click.command()
+@click.option("--backoff-initial", type=float, default=5.0, show_default=True,
+              help="Seconds to wait after the first failed pass (doubles up to --backoff-max).")
+@click.option("--backoff-max", type=float, default=300.0, show_default=True,
+              help="The longest wait after failed passes.")
+@click.option("--stop-grace", type=float, default=10.0, show_default=True,
+              help="On SIGTERM, how long a pass in progress may take before it is abandoned.")
+@pass_context
+def agent(ctx: CliContext, backoff_initial: float, backoff_max: float,
+          stop_grace: float) -> None:
+    """Run the controller: passes on interval, pushes, file changes and `reconcile --now`."""
+    machine = _machine(ctx, need_urls=True)
+    try:
+        check_agent_config(machine)
+    except ConfigError as exc:
+        click.echo(f"pullnix: {ctx.config_path}: {exc}", err=True)
+        sys.exit(1)
+    telemetry.configure_logging(machine.telemetry.log_format)
+    options = AgentOptions(backoff=BackoffPolicy(initial=backoff_initial, cap=backoff_max),
+                           stop_grace=stop_grace)
+    try:
+        code = Agent(ctx.config_path, machine, options).run()
+    except (OSError, ConfigError) as exc:
+        click.echo(f"pullnix: agent: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
@@ -157,4 +272,4 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join([*cells, row[-1]]).rstrip())
 
 
-COMMANDS: list[Any] = [reconcile, status, history, suspend, resume, retry]
+COMMANDS: list[Any] = [agent, reconcile, status, history, suspend, resume, retry, rollback]

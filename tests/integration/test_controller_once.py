@@ -7,103 +7,25 @@ sees: the exit code, the status conditions, the history, and what ran on the
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.helperproc import (
-    HelperPaths,
-    HelperProcess,
-    cleanup_socket_dir,
-    start_helper,
-    write_helper_config,
-)
-from tests.support.nixfixture import (
-    FleetRepo,
-    Sandbox,
-    build_toplevel,
-    commit_fleet,
-    init_fleet_repo,
-    install_system,
-    make_sandbox,
-    read_calls,
-)
+from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.nixfixture import commit_fleet, read_calls
 
 pytestmark = pytest.mark.nix
-PULLNIX = Path(sys.executable).with_name("pullnix")
-
-
-def spec_yaml(sandbox: Sandbox, *, gates: str = "", hook: str = "") -> str:
-    return f"""\
-apiVersion: pullnix.dev/v1alpha1
-kind: NixOSDeployment
-metadata:
-  name: fleet
-spec:
-  configuration:
-    flake: "nixosConfigurations.{{host}}"
-  healthChecks:
-    - name: health-file
-      command: {{argv: ["/bin/grep", "-qx", "ok", "{sandbox.health_dir}/status"]}}
-      timeout: 5s
-      retries: 0
-      interval: 100ms
-  rollback:
-    confirmTimeout: 60s
-{gates}{hook}"""
-
-
-@dataclass
-class Machine:
-    tmp: Path
-    sandbox: Sandbox
-    repo: FleetRepo
-    paths: HelperPaths
-    helper: HelperProcess
-
-    def reconcile(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(PULLNIX), "--config", str(self.paths.config), "reconcile",
-                               "--once", "--timeout", "120"],
-                              capture_output=True, text=True, timeout=180, check=False)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(PULLNIX), "--config", str(self.paths.config), *args],
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def status(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
-        return doc
-
-    def condition(self, type_: str) -> dict[str, Any]:
-        return next(c for c in self.status()["status"]["conditions"] if c["type"] == type_)
-
-    def current(self) -> str:
-        return str(self.sandbox.current_system.resolve())
 
 
 @pytest.fixture
 def machine(tmp_path: Path) -> Iterator[Machine]:
-    sandbox = make_sandbox(tmp_path)
-    repo = init_fleet_repo(tmp_path, sandbox, version="1",
-                           files={"pullnix.yaml": spec_yaml(sandbox)})
-    install_system(sandbox, build_toplevel(repo.flake_ref(), "edge-01"))
-    paths = write_helper_config(tmp_path, sandbox, urls=[f"file://{repo.bare}"])
-    helper = start_helper(paths)
-    try:
-        yield Machine(tmp_path, sandbox, repo, paths, helper)
-    finally:
-        helper.stop()
-        cleanup_socket_dir(paths)
+    with fake_machine(tmp_path) as machine:
+        yield machine
 
 
 def built(machine: Machine, sha: str) -> str:
-    return build_toplevel(machine.repo.flake_ref(sha), "edge-01")
+    return machine.built(sha)
 
 
 def test_a_new_commit_converges_and_a_second_pass_does_nothing(machine: Machine) -> None:

@@ -1,0 +1,289 @@
+"""The agent's loop: one worker thread, one pass at a time, level-triggered.
+
+Owns when passes run and what the rest of the agent may know about them:
+
+- the worker waits for a trigger (a `Wakeup` reason) or its timer, then runs
+  one `Reconciler.run_pass()`; triggers that come during a pass are one more
+  pass; the timer is `core.schedule` (interval with jitter, backoff after a
+  failure, following the helper while it works);
+- while the helper has an operation under way it is followed closely: its
+  journal wakes the loop when watched, otherwise its `status` is polled and a
+  pass runs as soon as the operation moves (so this agent confirms a new
+  generation it runs in at once, and learns the verdict at once);
+- a config trigger reloads the machine config before the pass; a bad one is
+  kept out, logged and reported (`configError`), the old one stays;
+- changes to the agent's record asked for over the local API (suspend,
+  resume, retry) are applied between passes, never under one;
+- `wait_settled` lets a caller follow a pass it asked for to its end (the
+  helper's verdict included).
+
+Must not: decide anything about the machine (that is `core.decide`, inside the
+pass), or touch sockets other than the helper's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.controller.reconcile import PassResult, Reconciler
+from reconciler.controller.store import StateStore
+from reconciler.controller.triggers import Wakeup
+from reconciler.core import schedule
+from reconciler.core.status import Outcome
+from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.helper.config import (
+    ConfigError,
+    MachineConfig,
+    load_machine_config,
+    require_urls,
+)
+from reconciler.helper.durations import parse_duration
+
+log = logging.getLogger("pullnix.agent")
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """One finished pass, as the agent's status and `reconcile --wait` see it."""
+
+    number: int
+    reasons: tuple[str, ...]
+    started_at: str
+    seconds: float
+    result: PassResult
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to wait for: settled, or failed."""
+        return self.result.settled or self.result.error
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.result
+        return {"number": self.number, "reasons": list(self.reasons),
+                "startedAt": self.started_at, "seconds": round(self.seconds, 3),
+                "action": type(r.action).__name__ if r.action is not None else None,
+                "phase": r.outcome.phase, "reason": r.outcome.reason,
+                "message": r.outcome.message, "exitCode": r.exit_code, "error": r.error,
+                "settled": r.settled, "traceId": r.trace_id, "operationId": r.operation_id}
+
+
+class PassLoop:
+    def __init__(self, machine: MachineConfig, wake: Wakeup, *,
+                 reload: Callable[[], MachineConfig],
+                 on_config: Callable[[MachineConfig, MachineConfig], None] = lambda a, b: None,
+                 on_pass: Callable[[PassReport], None] = lambda r: None,
+                 journal_watched: Callable[[], bool] = lambda: False,
+                 backoff: schedule.BackoffPolicy | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.machine = machine
+        self.wake = wake
+        self.reload = reload
+        self.on_config = on_config
+        self.on_pass = on_pass
+        self.journal_watched = journal_watched
+        self.backoff = backoff or schedule.BackoffPolicy()
+        self.rand = rand
+        self.config_error: str | None = None
+        self.failures = 0
+        self.following = False
+        self.next_at = 0.0  # monotonic time of the timer
+        self._reconciler: Reconciler | None = None
+        self._cond = threading.Condition()
+        self._started = 0
+        self._running = False
+        self._stopping = False
+        self._last: PassReport | None = None
+        self._last_start: float | None = None
+        self._pending_changes: dict[str, Any] = {}
+
+    # -- what other threads may ask -------------------------------------------------
+
+    def request_pass(self, reason: str) -> int:
+        """Trigger a pass; the number of the first pass that will have seen the request."""
+        with self._cond:
+            target = self._started + 1
+        self.wake.fire(reason)
+        return target
+
+    def wait_settled(self, target: int, timeout: float) -> PassReport | None:
+        """The first report numbered `target` or later that is done; None on timeout or stop."""
+        def ready() -> bool:
+            last = self._last
+            return self._stopping or (last is not None and last.number >= target and last.done)
+
+        with self._cond:
+            if not self._cond.wait_for(ready, timeout) or self._stopping:
+                return None
+            return self._last
+
+    def change_record(self, **changes: Any) -> bool:
+        """Suspend/resume/retry: now if idle, else right after the pass; True if deferred."""
+        with self._cond:
+            deferred = self._running
+            if deferred:
+                self._pending_changes.update(changes)
+            else:
+                StateStore(self.machine.state_dir).update_record(**changes)
+        self.wake.fire("api")
+        return deferred
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._cond:
+            last = self._last
+            return {"passes": last.number if last else 0, "running": self._running,
+                    "following": self.following, "failures": self.failures,
+                    "nextPassIn": round(max(0.0, self.next_at - time.monotonic()), 3),
+                    "lastPass": last.to_json() if last else None,
+                    "configError": self.config_error,
+                    "journalWatched": self.journal_watched()}
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self.wake.fire("stop")
+
+    # -- the worker -------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker thread's body: until `stop` is set."""
+        self.wake.fire("start")
+        baseline: Any = None
+        while not stop.is_set():
+            reasons = self.wake.wait(max(0.0, self.next_at - time.monotonic()))
+            if stop.is_set():
+                break
+            if not reasons:
+                if time.monotonic() < self.next_at:
+                    continue
+                if self.following and not self._follow_due(baseline):
+                    self.next_at = time.monotonic() + schedule.next_delay(
+                        "following", 0, self._timing(), 0.0, self.journal_watched())
+                    continue
+                reasons = frozenset({"helper" if self.following else
+                                     "retry" if self.failures else "interval"})
+            reasons = self._wait_gap(reasons, stop)
+            if stop.is_set():
+                break
+            if "config" in reasons:
+                self._reload_config()
+            baseline = self._helper_fingerprint()
+            self._one_pass(reasons)
+
+    def _wait_gap(self, reasons: frozenset[str], stop: threading.Event) -> frozenset[str]:
+        """Hold back a pass from outside triggers until `min_gap` after the last one began."""
+        while not stop.is_set():
+            since = None if self._last_start is None else time.monotonic() - self._last_start
+            gap = schedule.start_delay(reasons, since, self._timing().min_gap)
+            if gap <= 0:
+                break
+            reasons |= self.wake.wait(gap)
+        return reasons
+
+    def _one_pass(self, reasons: frozenset[str]) -> None:
+        with self._cond:
+            self._started += 1
+            number = self._started
+            self._running = True
+        self._last_start = started = time.monotonic()
+        started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        log.info("pass %d starts (%s)", number, ", ".join(sorted(reasons)))
+        result = self._run_pass()
+        seconds = time.monotonic() - started
+        report = PassReport(number, tuple(sorted(reasons)), started_at, seconds, result)
+        kind = schedule.classify(error=result.error, settled=result.settled)
+        self.failures = self.failures + 1 if kind == "failed" else 0
+        self.following = kind == "following"
+        delay = schedule.next_delay(kind, self.failures, self._timing(), self.rand(),
+                                    self.journal_watched())
+        with self._cond:
+            if self._pending_changes:
+                StateStore(self.machine.state_dir).update_record(**self._pending_changes)
+                self._pending_changes.clear()
+                self.wake.fire("api")
+            self.next_at = time.monotonic() + delay
+            self._running = False
+            self._last = report
+            self._cond.notify_all()
+        log.info("pass %d done in %.2fs: %s %s: %s (exit %d); next in %.1fs", number, seconds,
+                 result.outcome.phase, result.outcome.reason, result.outcome.message,
+                 result.exit_code, delay)
+        self.on_pass(report)
+
+    def _run_pass(self) -> PassResult:
+        try:
+            if self._reconciler is None:
+                self._reconciler = Reconciler(self.machine)
+            return self._reconciler.run_pass()
+        except Exception as exc:  # a bug or an unforeseen failure: back off, never die
+            log.exception("the pass failed unexpectedly")
+            return PassResult(None, Outcome("Failing", "InternalError", repr(exc)), 1, "",
+                              error=True)
+
+    def _reload_config(self) -> None:
+        try:
+            new = self.reload()
+        except ConfigError as exc:
+            if self.config_error != str(exc):
+                log.error("the changed machine config is refused, the old one stays: %s", exc)
+            self.config_error = str(exc)
+            return
+        self.config_error = None
+        old = self.machine
+        if new == old:
+            return
+        log.info("machine config reloaded")
+        self.machine = new
+        self._reconciler = None
+        self.on_config(old, new)
+
+    # -- timing and the helper ----------------------------------------------------------
+
+    def _timing(self) -> schedule.Timing:
+        triggers = self.machine.triggers
+        return schedule.Timing(
+            interval=schedule.effective_interval(triggers.interval, self._spec_interval()),
+            jitter=triggers.jitter, backoff=self.backoff)
+
+    def _spec_interval(self) -> float | None:
+        doc = StateStore(self.machine.state_dir).load_status()
+        raw = (doc.get("spec") or {}).get("interval")
+        try:
+            return parse_duration(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+
+    def _helper_fingerprint(self) -> Any:
+        """What about the helper's operation would make a pass worth running."""
+        try:
+            status = HelperClient(self.machine.helper.socket, timeout=5).status()
+        except (HelperUnavailable, HelperError, ValueError):
+            return "unavailable"
+        op = status.get("operation") or {}
+        return (bool(status.get("busy")), op.get("id"), op.get("state"),
+                op.get("confirmedAt") is not None)
+
+    def _follow_due(self, baseline: Any) -> bool:
+        """While following: has the operation moved (or has an interval passed regardless)?"""
+        since = time.monotonic() - (self._last_start or 0.0)
+        return since >= self._timing().interval or self._helper_fingerprint() != baseline
+
+
+def config_loader(path: Path, check: Callable[[MachineConfig], None]) -> Callable[
+        [], MachineConfig]:
+    """A reload function for `PassLoop`: load `path`, then `check` it (both raise ConfigError)."""
+    def load() -> MachineConfig:
+        machine = load_machine_config(path)
+        require_urls(machine, str(path))
+        check(machine)
+        return machine
+
+    return load
