@@ -115,7 +115,8 @@ class Container:
         if not self.running:
             return
         assert self._nspawn is not None
-        self.run(["systemctl", "poweroff"], check=False, timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.run(["systemctl", "poweroff"], check=False, timeout=10)
         try:
             self._nspawn.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -308,13 +309,15 @@ class Container:
                              f"{self.log_tail()}")
 
     def _kill(self) -> None:
-        """SIGKILL nspawn, then the container's init (which takes its PID namespace along)."""
-        if self._nspawn is not None and self._nspawn.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._nspawn.pid, signal.SIGKILL)
+        """SIGKILL the container's init, which takes its whole PID namespace along at once,
+        then nspawn, before it can tidy anything up."""
         if self._leader is not None and _in_other_pid_namespace(self._leader):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._leader, signal.SIGKILL)
+        if self._nspawn is not None and self._nspawn.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._nspawn.pid, signal.SIGKILL)
+        if self._leader is not None:
             _wait_gone(self._leader, 10.0)
         if self._nspawn is not None:
             self._nspawn.wait(10)
