@@ -15,6 +15,10 @@ operation is archived, before the journal is cleared) or a step name
 `restore-profile`, `reactivate`, `restore-boot`: right after the step is
 done, before its outcome is journaled). Never set it in production.
 
+After a commit, and before the operation is archived, the old generations
+of the system profile are pruned as `[system] keep_generations` says (see
+`retention`); the operation's message says which were deleted.
+
 Must not: decide policy (that is `machine.py`) or speak the wire protocol.
 """
 
@@ -43,6 +47,7 @@ from reconciler.helper.protocol import (
 )
 from reconciler.helper.records import CommittedGeneration, append_committed, read_committed
 from reconciler.helper.records import revision_of as recorded_revision
+from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
 
@@ -151,6 +156,10 @@ class Operator:
                 if m.needs_journal(before, self._op):
                     self.journal.write(self._op)
                 self._cond.notify_all()
+        if op.state is m.State.SUCCEEDED and m.commits(op.request):
+            op = self._prune(op)  # still ours: no apply or rollback can move the profile now
+            with self._cond:
+                self._op = op
         log_at = log.error if op.state is m.State.FAILED else log.info
         log_at("operation %s: %s: %s", op.id, op.state, op.message)
         with self._cond:
@@ -200,6 +209,36 @@ class Operator:
             return  # already recorded before a restart
         append_committed(state_dir, CommittedGeneration(
             effect.generation, effect.store_path, effect.revision, m.iso(self.clock())))
+
+    def _prune(self, op: m.Operation) -> m.Operation:
+        """Retention after a commit (see `retention`): the operation, its message noting it.
+
+        Runs before the operation is archived, so a restart in between commits
+        again (a no-op) and prunes again; a failure never undoes the commit."""
+        cfg = self.config.system
+        profile = cfg.profile
+        numbers = system.generations(profile)
+        plan = plan_retention(
+            [(n, path) for n in numbers if (path := system.generation_path(profile, n))],
+            cfg.keep_generations,
+            current=system.profile_state(profile).generation,
+            booted=system.resolve(cfg.booted_system),
+            running=system.resolve(cfg.current_system),
+            pinned=() if op.generation is None else (op.generation,))
+        if not plan.delete:
+            return op
+        shown = ", ".join(map(str, plan.delete))
+        try:
+            system.delete_generations(profile, plan.delete, self.journal.log_path(op.id))
+        except system.StepFailed as exc:
+            log.error("operation %s: deleting old generations %s failed: %s", op.id, shown, exc)
+            note = f"deleting old generations {shown} failed: {exc}"
+        else:
+            kept = ", ".join(f"{n} ({why})" for n, why in plan.protected)
+            note = (f"deleted old generations {shown} (keep_generations = "
+                    f"{cfg.keep_generations}" + (f"; also kept {kept})" if kept else ")"))
+            log.info("operation %s: %s", op.id, note)
+        return replace(op, message=f"{op.message}; {note}")
 
     # -- requests from other threads ----------------------------------------------------
 

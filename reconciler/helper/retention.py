@@ -1,11 +1,22 @@
-"""Which system generations to delete: the retention policy, as a pure function.
+"""Which system generations to delete after a commit: the retention policy, as a pure function.
 
-Owns the rule: keep the newest `keep` generations of the system profile, and
-never delete the profile's current generation, the generation of the booted
-system, the generation of the running system, or a pinned one (protected
-generations are kept on top of the `keep` newest). Takes values, returns
-values; the shell (`reconciler.nix.retention`) observes the profile and runs
-`nix-env --delete-generations`. Must not: touch the file system or run Nix.
+Owns the rule: keep the newest `keep` (`[system] keep_generations`)
+generations of the system profile, and never delete the profile's current
+generation, the generation of the booted system, the generation of the
+running system, or a pinned one (protected generations are kept on top of
+the `keep` newest). Takes values, returns values; standard library only.
+
+Why it lives in the helper: the system profile belongs to root (on NixOS
+`/nix/var/nix/profiles` is root's, mode 0755), so the agent, which runs
+unprivileged where it can, cannot delete `system-<N>-link`s; the helper,
+which runs as root and is the only process that moves the profile, can. It
+prunes right after it commits a generation (`operator.py`), before it
+reports the operation over, so pruning never races a profile move, and a
+failure to prune is noted in the operation's message but never undoes the
+commit. At that moment the generation just committed is current and holds
+the agent's lastAppliedRevision (also when `spec.revision` pins an older
+commit: the pin is what was just applied), so it is the pinned one.
+Must not: touch the file system or run Nix (`system.delete_generations` does).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the helper does to the machine: activation, the system profile, store paths.
 
 Owns the subprocesses that change the system (`switch-to-configuration`,
-`nix-env -p PROFILE --set|--switch-generation`) and the reading of the links
+`nix-env -p PROFILE --set|--switch-generation|--delete-generations`) and the reading of the links
 that say what is running (`current_system`, the profile). Every function is
 idempotent where a restart could repeat it: setting a profile to where it
 already points is a no-op.
@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -113,6 +114,13 @@ def set_profile(profile: Path, store_path: str, generation: int | None,
         raise StepFailed(f"{profile} points at {after.path} after nix-env, "
                            f"not {store_path}")
     return after.generation
+
+
+def delete_generations(profile: Path, numbers: Sequence[int], log: Path) -> None:
+    """`nix-env -p PROFILE --delete-generations N...`; deleting an absent one is harmless."""
+    if numbers:
+        run(["nix-env", "-p", str(profile), "--delete-generations", *map(str, numbers)],
+            log, 300)
 
 
 def run(argv: list[str], log: Path, timeout: float) -> None:

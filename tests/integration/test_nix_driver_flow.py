@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.helper.config import SystemConfig
+from reconciler.helper.retention import plan_retention
 from reconciler.nix.build import BuildSettings, build_flake, held_roots, release
 from reconciler.nix.facts import gather_facts
 from reconciler.nix.observe import observe_system
-from reconciler.nix.retention import apply_retention
 from tests.support.nixfixture import (
     commit_fleet,
     init_fleet_repo,
@@ -54,5 +54,9 @@ def test_one_deploy_end_to_end_with_an_inhibited_switch(tmp_path: Path) -> None:
     assert after.current_generation == 2
     assert after.current_system == first.store_path  # boot does not activate
     assert [c["action"] for c in read_calls(sandbox)] == ["boot"]
-    assert apply_retention(system).delete == ()  # 1 is booted and running, 2 is current
+    plan = plan_retention([(g.number, g.store_path) for g in after.generations], 1,
+                          current=after.current_generation, booted=after.booted_system,
+                          running=after.current_system)
+    assert plan.delete == ()  # the helper prunes nothing here: 1 is booted and running, 2 current
+    assert plan.protected == ((1, "booted"),)
     assert held_roots(settings) == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.core.retention import plan_retention
+from reconciler.helper.retention import plan_retention
 
 
 def gens(*numbers: int) -> list[tuple[int, str]]:
