@@ -1,63 +1,10 @@
-"""The real-Nix fixture: a FAKE NixOS system that every integration test builds and activates.
+"""The real-Nix fixture as the tests use it: the fake NixOS system in fleet repositories.
 
-Owns the Python side of `tests/fixtures/system/flake.nix`: the sandbox layout,
-the knobs, and helpers to put the fixture flake into a git repository. It is
-not NixOS and says so in every name it builds (`nixos-system-<host>-<version>`
-built by `/bin/sh`, no nixpkgs, no inputs). Must not: touch the real machine
-(`/run`, `/boot`, `/nix/var/nix/profiles`); everything acts under a sandbox root.
-
-## The sandbox (`make_sandbox(tmp)`)
-
-| property         | path                    | what                                          |
-|------------------|-------------------------|-----------------------------------------------|
-| `current_system` | root/run/current-system | symlink, set by activation (`switch`, `test`) |
-| `booted_system`  | root/run/booted-system  | symlink, set by tests (`install_system`)      |
-| `profile`        | root/profiles/system    | a real Nix profile (`nix-env -p ... --set`)   |
-| `boot_default`   | root/boot/default       | fake bootloader entry (`switch`, `boot`)      |
-| `calls`          | root/switch-calls.jsonl | one JSON line per switch-to-configuration run |
-| `health_dir`     | root/health/            | activation writes `status` (`ok`/`broken`)    |
-| `gcroots`        | root/gcroots/           | for GC roots of builds under test             |
-
-The sandbox root is baked into each build (fixture.json carries it), so a
-toplevel built for one sandbox only ever acts on that sandbox.
-
-## The toplevel
-
-`nixos-version` (the version knob), `kernel`, `initrd` (symlinks to store
-files), `kernel-modules` (symlink to a store dir holding `lib/modules/version`)
-- each its own store path depending only on its knob, so equal knobs resolve
-to equal targets as on NixOS - `init`, `activate`, `bin/switch-to-configuration`,
-`switch-inhibitors` (only when the knob is not null), `configuration-revision`
-(only when the knob is not null).
-
-`bin/switch-to-configuration ACTION`:
-
-- every valid action first appends `{"action", "toplevel", "time"}` (time:
-  float seconds since the epoch) to `calls`;
-- `dry-activate`: records, changes nothing, exits 0;
-- `boot`: points `boot_default` at the toplevel, exits 0 (no activation);
-- `switch`: points `boot_default` at the toplevel (as NixOS's switch also makes
-  the boot default), then activates like `test`;
-- `test`: runs `activate` (points `current_system` at the toplevel, writes
-  `health_dir/status` with the health knob), then SIGTERMs the pid in
-  `killPidfile` if set and readable, then per `activation`: `ok` exits 0,
-  `fail` exits 4 (current_system already moved, as when NixOS units fail to
-  start), `hang` execs `sleep hangSeconds` (same pid; kill it to end it);
-- anything else (or nothing): usage on stderr, exit 1.
-
-## Knobs (fixture.json `defaults`, overridable per host under `hosts.<host>`)
-
-`version` ("1"), `failBuild` (false; the build prints 80 log lines then
-"pullnix-fixture: build failed on purpose (knob failBuild=true)" and fails),
-`buildSeconds` (0; the build sleeps this long first, for timeouts),
-`notASystem` (false; true leaves out bin/switch-to-configuration),
-`evalError` (null; a string makes evaluation `throw` with
-"pullnix-fixture: evaluation error on purpose: <string>"), `activation`
-("ok" | "fail" | "hang"), `hangSeconds` (600), `killPidfile` (null or a path),
-`health` ("ok" | "broken"), `kernel`, `initrd`, `modules` (strings),
-`inhibitors` (null or the switch-inhibitors content), `revision` (null or the
-configuration-revision content). Python callers may spell knobs in
-snake_case (`fail_build=True`) or camelCase; unknown knobs are a TypeError.
+The fake system itself (the flake, the sandbox layout, the knobs and what its
+`switch-to-configuration` does) is `reconciler/demo/fakenixos`, shared with
+`pullnix demo`; read its docstring for the contract. This module adds what only
+tests need: git repositories made with the `git` command, plain `nix build`,
+and readers of what activation left. Must not: touch the real machine.
 
 ## Helpers
 
@@ -84,78 +31,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "system"
-FLAKE_FILE = "flake.nix"
-KNOBS_FILE = "fixture.json"
-SYSTEM = "x86_64-linux"
+from reconciler.demo.fakenixos import (
+    DEFAULT_KNOBS,
+    FLAKE_FILE,
+    FLAKE_SOURCE,
+    KNOBS_FILE,
+    OFFLINE_NIX_CONFIG,
+    Sandbox,
+    install_system,
+    knobs_document,
+    make_sandbox,
+    nix_system,
+    render_knobs,
+    set_profile,
+    symlink,
+    toplevel_attr,
+    with_knobs,
+)
+
+__all__ = ["BUILD_FAILURE_TEXT", "DEFAULT_KNOBS", "EVAL_ERROR_TEXT", "OFFLINE_NIX_CONFIG",
+           "SYSTEM", "FleetRepo", "Sandbox", "boot_into", "build_toplevel", "commit_fleet",
+           "init_fleet_repo", "install_system", "make_sandbox", "read_calls", "read_health",
+           "set_profile", "write_fleet"]
+
 BUILD_FAILURE_TEXT = "pullnix-fixture: build failed on purpose (knob failBuild=true)"
 EVAL_ERROR_TEXT = "pullnix-fixture: evaluation error on purpose"
-#: Debian's nix-bin as root with a local store, offline: no sandbox, no build users (a
-#: fresh machine has no nixbld group; root builds as itself without one), no substituters.
-OFFLINE_NIX_CONFIG = ("sandbox = false\nbuild-users-group =\nsubstituters =\n"
-                      "experimental-features = nix-command flakes\nwarn-dirty = false\n")
-
-DEFAULT_KNOBS: dict[str, Any] = {
-    "version": "1",
-    "failBuild": False,
-    "buildSeconds": 0,
-    "notASystem": False,
-    "evalError": None,
-    "activation": "ok",
-    "hangSeconds": 600,
-    "killPidfile": None,
-    "health": "ok",
-    "kernel": "6.1.0-fixture",
-    "initrd": "initrd-1",
-    "modules": "modules-1",
-    "inhibitors": None,
-    "revision": None,
-}
-_SNAKE = {
-    "fail_build": "failBuild",
-    "build_seconds": "buildSeconds",
-    "not_a_system": "notASystem",
-    "eval_error": "evalError",
-    "hang_seconds": "hangSeconds",
-    "kill_pidfile": "killPidfile",
-}
-_ACTIVATIONS = ("ok", "fail", "hang")
-_HEALTHS = ("ok", "broken")
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """A fake machine's root: where the fixture's activation acts."""
-
-    root: Path
-
-    @property
-    def current_system(self) -> Path:
-        return self.root / "run" / "current-system"
-
-    @property
-    def booted_system(self) -> Path:
-        return self.root / "run" / "booted-system"
-
-    @property
-    def profile(self) -> Path:
-        return self.root / "profiles" / "system"
-
-    @property
-    def boot_default(self) -> Path:
-        return self.root / "boot" / "default"
-
-    @property
-    def calls(self) -> Path:
-        return self.root / "switch-calls.jsonl"
-
-    @property
-    def health_dir(self) -> Path:
-        return self.root / "health"
-
-    @property
-    def gcroots(self) -> Path:
-        return self.root / "gcroots"
+SYSTEM = nix_system()
 
 
 @dataclass(frozen=True)
@@ -172,32 +73,6 @@ class FleetRepo:
         return f"git+file://{self.bare}?ref={self.branch}&rev={sha or self.sha}"
 
 
-def make_sandbox(tmp: Path) -> Sandbox:
-    """Create an empty sandbox under `tmp`: directories, no systems yet."""
-    sandbox = Sandbox(tmp.resolve() / "machine")
-    for directory in (sandbox.root / "run", sandbox.root / "profiles", sandbox.root / "boot",
-                      sandbox.health_dir, sandbox.gcroots):
-        directory.mkdir(parents=True, exist_ok=True)
-    return sandbox
-
-
-def normalise_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
-    """Knobs in fixture.json spelling; unknown names and bad values are a TypeError/ValueError."""
-    out: dict[str, Any] = {}
-    for key, value in knobs.items():
-        name = _SNAKE.get(key, key)
-        if name not in DEFAULT_KNOBS:
-            raise TypeError(f"unknown fixture knob {key!r} (known: {', '.join(DEFAULT_KNOBS)})")
-        if isinstance(value, Path):
-            value = str(value)
-        out[name] = value
-    if out.get("activation", "ok") not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {_ACTIVATIONS}, not {out['activation']!r}")
-    if out.get("health", "ok") not in _HEALTHS:
-        raise ValueError(f"health must be one of {_HEALTHS}, not {out['health']!r}")
-    return out
-
-
 def write_fleet(
     worktree: Path,
     sandbox: Sandbox,
@@ -206,19 +81,14 @@ def write_fleet(
     version: str = "1",
     **knobs: Any,
 ) -> None:
-    """Write the fixture's `flake.nix` and `fixture.json` into `worktree`; the caller commits.
+    """Write the fake system's `flake.nix` and `fixture.json` into `worktree`; the caller commits.
 
     `hosts` is a list of host names, or a mapping host -> per-host knob overrides.
     """
     worktree.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(FIXTURE_DIR / FLAKE_FILE, worktree / FLAKE_FILE)
-    per_host = {h: {} for h in hosts} if not isinstance(hosts, Mapping) else hosts
-    doc = {
-        "sandbox": str(sandbox.root),
-        "defaults": {**DEFAULT_KNOBS, **normalise_knobs({"version": version, **knobs})},
-        "hosts": {h: normalise_knobs(o) for h, o in per_host.items()},
-    }
-    (worktree / KNOBS_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(FLAKE_SOURCE, worktree / FLAKE_FILE)
+    doc = knobs_document(sandbox, hosts=hosts, version=version, **knobs)
+    (worktree / KNOBS_FILE).write_text(render_knobs(doc))
 
 
 def init_fleet_repo(
@@ -257,16 +127,9 @@ def commit_fleet(
     Knobs not named keep their committed values, so successive commits accumulate.
     """
     doc = json.loads((repo.worktree / KNOBS_FILE).read_text())
-    doc.setdefault("defaults", {}).update(normalise_knobs(knobs))
-    for host, overrides in (hosts or {}).items():
-        doc.setdefault("hosts", {}).setdefault(host, {}).update(normalise_knobs(overrides))
-    (repo.worktree / KNOBS_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    (repo.worktree / KNOBS_FILE).write_text(render_knobs(with_knobs(doc, hosts=hosts, **knobs)))
     _write_files(repo.worktree, files)
     return _commit_and_push(repo.worktree, message or f"fleet: {sorted(knobs) or 'files'}")
-
-
-def toplevel_attr(host: str) -> str:
-    return f"nixosConfigurations.{host}.config.system.build.toplevel"
 
 
 def build_toplevel(flake_ref: str, host: str) -> str:
@@ -280,25 +143,11 @@ def build_toplevel(flake_ref: str, host: str) -> str:
     return str(json.loads(result.stdout)[0]["outputs"]["out"])
 
 
-def set_profile(sandbox: Sandbox, store_path: str) -> None:
-    """Make `store_path` a new generation of the sandbox's system profile (as nixos-rebuild)."""
-    subprocess.run(["nix-env", "-p", str(sandbox.profile), "--set", store_path],
-                   check=True, capture_output=True, timeout=120)
-
-
-def install_system(sandbox: Sandbox, store_path: str) -> None:
-    """Pretend the fake machine was installed with and booted into `store_path`:
-    a profile generation, the boot default, the current and the booted system."""
-    set_profile(sandbox, store_path)
-    for link in (sandbox.boot_default, sandbox.current_system, sandbox.booted_system):
-        _symlink(link, store_path)
-
-
 def boot_into(sandbox: Sandbox, store_path: str | None = None) -> None:
     """Simulate a reboot: booted and current system become the boot default (or `store_path`)."""
     target = store_path or os.readlink(sandbox.boot_default)
     for link in (sandbox.current_system, sandbox.booted_system):
-        _symlink(link, target)
+        symlink(link, target)
 
 
 def read_calls(sandbox: Sandbox) -> list[dict[str, Any]]:
@@ -316,14 +165,6 @@ def read_health(sandbox: Sandbox) -> str | None:
         return (sandbox.health_dir / "status").read_text().strip()
     except FileNotFoundError:
         return None
-
-
-def _symlink(link: Path, target: str) -> None:
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    tmp.replace(link)
 
 
 def _write_files(worktree: Path, files: Mapping[str, str] | None) -> None:
