@@ -8,7 +8,7 @@ column and field path). `for_host` selects one machine's spec.
 
 from reconciler.api.convert import deployment_to_data, spec_to_data
 from reconciler.api.issues import Issue, SpecError, format_path
-from reconciler.api.schema import schema_json, status_schema
+from reconciler.api.schema import schema_json, status_schema, status_validator
 from reconciler.api.spec import for_host, load_spec_file, load_spec_text, merge
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "schema_json",
     "spec_to_data",
     "status_schema",
+    "status_validator",
 ]

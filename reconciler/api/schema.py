@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -75,10 +77,10 @@ def to_json_schema(node: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = [to_json_schema(sub) for sub in value]
         else:
             out[key] = copy.deepcopy(value)
-    if node.get("nullable") and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
     if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]  # after the object check: a nullable object too
     return out
 
 
@@ -162,6 +164,33 @@ def document_validator() -> Any:
 @functools.cache
 def spec_validator() -> Any:
     return Validator(_document_schema()["properties"]["spec"])
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def is_date_time(value: object) -> bool:
+    """RFC 3339 `format: date-time`, which the API server checks (jsonschema alone does not)."""
+    if not isinstance(value, str):
+        return True  # formats constrain strings only
+    if _RFC3339.fullmatch(value) is None:
+        return False
+    try:
+        datetime.fromisoformat(value.upper())
+    except ValueError:  # a 13th month, a 25th hour
+        return False
+    return True
+
+
+STATUS_FORMATS = jsonschema.FormatChecker(formats=())
+STATUS_FORMATS.checks("date-time")(is_date_time)
+
+
+@functools.cache
+def status_validator() -> Any:
+    """A validator of `status`: conditions' types unique and times RFC 3339, as the API
+    server checks them."""
+    return Validator(status_schema(), format_checker=STATUS_FORMATS)
 
 
 def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
