@@ -13,7 +13,9 @@ if it has anything to do; `Succeeded`, `RolledBack`, `Failed`: after the
 operation is archived, before the journal is cleared) or a step name
 (`activate`, `check`, `confirm`, `set-profile`, `install-boot`, `record`,
 `restore-profile`, `reactivate`, `restore-boot`: right after the step is
-done, before its outcome is journaled). Never set it in production.
+done, before its outcome is journaled). `CRASH_POINTS` lists every name, derived
+from the states and the effects' steps, so the crash tests can check they
+cover each one. Never set it in production.
 
 After a commit, and before the operation is archived, the old generations
 of the system profile are pruned as `[system] keep_generations` says (see
@@ -28,6 +30,7 @@ import os
 import signal
 import threading
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -50,6 +53,11 @@ from reconciler.helper.records import revision_of as recorded_revision
 from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
+# Every name `_drive` passes to `crash_point`: each state (as entered, or as the end of
+# an operation) and each effect's step (`Proceed` acts on nothing, so it has none).
+CRASH_POINTS: tuple[str, ...] = (
+    *(str(state) for state in m.State),
+    *(effect.step for effect in typing.get_args(m.Effect) if effect is not m.Proceed))
 
 
 def crash_point(name: str) -> None:
