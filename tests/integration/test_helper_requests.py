@@ -1,4 +1,5 @@
-"""Every bad request gets a clear error from the real helper and changes nothing; peers checked."""
+"""Every bad request gets a clear error from the real helper and changes nothing; peers checked;
+two applies sent at the same moment: one runs, the other is told the helper is busy."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import contextlib
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.helper.client import HelperClient
+from reconciler.helper.records import read_committed
 from tests.support.helperproc import (
     FakeMachine,
     HelperProcess,
@@ -30,7 +33,8 @@ NOBODY = 65534
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
     tmp = tmp_path_factory.mktemp("helper-requests")
-    built = build_machine(tmp, {"old": {"version": "1"}, "new": {"version": "2"}})
+    built = build_machine(tmp, {"old": {"version": "1"}, "new": {"version": "2"},
+                                "newer": {"version": "3"}})
     escape = tmp / "nixos-system-escape"
     escape.symlink_to("/etc")
     return FakeMachine(built.sandbox, built.repo,
@@ -200,3 +204,62 @@ def test_socket_is_group_only_and_a_stale_one_is_replaced(machine: FakeMachine,
     finally:
         second.stop()
         cleanup_socket_dir(paths)
+
+
+def race(sock: Path, messages: dict[str, bytes]) -> dict[str, dict[str, object]]:
+    """Send each message on its own connection, all at the same moment; the answers."""
+    barrier = threading.Barrier(len(messages))
+    answers: dict[str, dict[str, object]] = {}
+
+    def send(name: str) -> None:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(10)
+            conn.connect(str(sock))  # connected (and accepted) before anyone sends
+            barrier.wait(timeout=10)
+            conn.sendall(messages[name])
+            with conn.makefile("rb") as reader:
+                answers[name] = json.loads(reader.readline())
+
+    threads = [threading.Thread(target=send, args=(name,)) for name in messages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert sorted(answers) == sorted(messages), answers
+    return answers
+
+
+def test_two_applies_at_the_same_moment_one_runs_the_other_is_busy(
+        machine: FakeMachine, helper: HelperProcess) -> None:
+    contenders = ("new", "newer")
+    for round_ in range(3):
+        machine.reset()
+        before = [e.store_path for e in read_committed(helper.paths.state_dir)]
+        # requireConfirm holds the winner in Verifying until we confirm: no timing involved
+        answers = race(helper.paths.socket, {name: apply(
+            storePath=machine.systems[name], revision=machine.revisions[name], trial=False,
+            requireConfirm=True, confirmTimeout=60) for name in contenders})
+        winners = [name for name in contenders if answers[name]["ok"]]
+        assert len(winners) == 1, answers
+        winner, loser = winners[0], next(n for n in contenders if n != winners[0])
+        op_id = answers[winner]["operationId"]
+        refused = answers[loser]
+        assert refused["error"] == "busy", refused
+        in_progress = refused["operation"]
+        assert isinstance(in_progress, dict)
+        assert (in_progress["id"], in_progress["storePath"]) == (op_id,
+                                                                 machine.systems[winner])
+        assert f"operation {op_id} is in progress" in str(refused["message"])
+
+        helper.client.confirm(operation_id=str(op_id))
+        result = helper.client.wait(str(op_id), timeout=30, poll=0.01)
+        assert result["state"] == "Succeeded", result["message"]
+        recent = helper.client.status()["recent"]
+        assert [r["id"] for r in recent][:1] == [op_id]
+        assert len(recent) == round_ + 1  # the refused apply left no operation behind
+        touched = {machine.name_of(c["toplevel"]) for c in read_calls(machine.sandbox)}
+        assert touched == {winner}
+        assert (machine.current(), machine.profile(), machine.boot_default()) == (
+            machine.systems[winner],) * 3
+        committed = [e.store_path for e in read_committed(helper.paths.state_dir)]
+        assert committed == [*before, machine.systems[winner]]  # and only the winner
