@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,8 @@ from reconciler.helper.config import (
 from reconciler.helper.durations import parse_duration
 
 log = logging.getLogger("pullnix.agent")
+#: How many finished passes the agent's status lists (newest first).
+RECENT_PASSES = 20
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class PassLoop:
         self._running = False
         self._stopping = False
         self._last: PassReport | None = None
+        self._recent: deque[PassReport] = deque(maxlen=RECENT_PASSES)
         self._last_start: float | None = None
         self._pending_changes: dict[str, Any] = {}
 
@@ -142,6 +146,7 @@ class PassLoop:
                     "following": self.following, "failures": self.failures,
                     "nextPassIn": round(max(0.0, self.next_at - time.monotonic()), 3),
                     "lastPass": last.to_json() if last else None,
+                    "recentPasses": [r.to_json() for r in self._recent],
                     "configError": self.config_error,
                     "journalWatched": self.journal_watched()}
 
@@ -212,6 +217,7 @@ class PassLoop:
             self.next_at = time.monotonic() + delay
             self._running = False
             self._last = report
+            self._recent.appendleft(report)
             self._cond.notify_all()
         log.info("pass %d done in %.2fs: %s %s: %s (exit %d); next in %.1fs", number, seconds,
                  result.outcome.phase, result.outcome.reason, result.outcome.message,

@@ -1,0 +1,33 @@
+"""`pullnix demo`: the command; the story itself is `reconciler.demo.story`.
+
+Must not: hold any of the demo's logic.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.demo.progress import Progress
+from reconciler.demo.story import run
+
+
+@click.command()
+@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Build the sandbox here and keep it (default: a temporary directory).")
+@click.option("--keep", is_flag=True, help="Keep the temporary sandbox (logs, status, repo).")
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal.")
+def demo(workdir: Path | None, keep: bool, plain: bool) -> None:
+    """The whole story in a sandbox: a push converges, a broken push rolls back by itself.
+
+    Needs Nix (Debian's nix-bin) and root, nothing else: no NixOS, no network. It
+    builds a small fake NixOS system with real Nix and runs the real agent and helper.
+    """
+    progress = Progress(live=False if plain else None)
+    sys.exit(run(workdir, keep, progress))
+
+
+COMMANDS: list[Any] = [demo]
