@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from reconciler.telemetry import metrics
-from reconciler.telemetry.settings import ExportSettings
+from reconciler.telemetry.settings import DEFAULT_MAX_EXPORT_BATCH_SIZE, ExportSettings
 
 
 def otlp_exporter(settings: ExportSettings) -> SpanExporter:
@@ -38,15 +38,19 @@ def otlp_exporter(settings: ExportSettings) -> SpanExporter:
 class CountingProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor that knows how many spans wait in its queue, to count drops.
 
-    A span is waiting from `on_end` until the exporter is handed its batch. The
-    SDK drops a span when the queue is at its bound; so does this count.
+    A span is waiting from `on_end` until the exporter is handed its batch, so
+    the count is never below the SDK queue's length. A span that finds the
+    count at the bound is dropped (the newest, not the oldest the SDK would
+    evict) and counted; so every span is counted exactly once when none arrives.
     """
 
-    def __init__(self, exporter: SpanExporter, max_queue_size: int) -> None:
+    def __init__(self, exporter: SpanExporter, max_queue_size: int,
+                 max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE) -> None:
         self._max = max_queue_size
         self._waiting = 0
         self._lock = threading.Lock()
-        super().__init__(_CountingExporter(exporter, self._handed), max_queue_size=max_queue_size)
+        super().__init__(_CountingExporter(exporter, self._handed), max_queue_size=max_queue_size,
+                         max_export_batch_size=min(max_export_batch_size, max_queue_size))
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is None or not span.context.trace_flags.sampled:
@@ -55,8 +59,9 @@ class CountingProcessor(BatchSpanProcessor):
             full = self._waiting >= self._max
             if not full:
                 self._waiting += 1
-        if full:
+        if full:  # dropped here, so the SDK's queue never overflows and evicts uncounted
             metrics.record_spans_dropped(1, "queue_full")
+            return
         super().on_end(span)
 
     def _handed(self, count: int) -> None:
@@ -88,4 +93,4 @@ class _CountingExporter(SpanExporter):
 
 
 def counting_processor(exporter: SpanExporter, settings: ExportSettings) -> CountingProcessor:
-    return CountingProcessor(exporter, settings.max_queue_size)
+    return CountingProcessor(exporter, settings.max_queue_size, settings.max_export_batch_size)

@@ -22,6 +22,9 @@ DEFAULT_EXPORT_TIMEOUT = 2.0
 #: OTEL_BSP_MAX_QUEUE_SIZE's default in the SDK: spans waiting beyond this are dropped.
 DEFAULT_MAX_QUEUE_SIZE = 2048
 
+#: OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default in the SDK.
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+
 
 class TelemetrySettingsError(ValueError):
     """An OTEL_* variable this agent cannot honour; the message says which and why."""
@@ -32,6 +35,9 @@ class ExportSettings:
     protocol: str  # one of PROTOCOLS
     timeout: float | None  # None: the SDK reads OTEL_EXPORTER_OTLP_*TIMEOUT itself
     max_queue_size: int
+    #: never more than max_queue_size: the SDK refuses a batch bigger than its queue, and
+    #: OTEL_BSP_MAX_QUEUE_SIZE alone (say 100) must not stop tracing, let alone a pass
+    max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE
 
 
 def export_settings(env: Mapping[str, str]) -> ExportSettings | None:
@@ -63,10 +69,11 @@ def export_settings(env: Mapping[str, str]) -> ExportSettings | None:
             f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use one of {', '.join(PROTOCOLS)}")
     explicit = (_get(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                 or _get(env, "OTEL_EXPORTER_OTLP_TIMEOUT"))
+    queue = _positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
+    batch = _positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE)
     return ExportSettings(protocol=protocol,
                           timeout=None if explicit else DEFAULT_EXPORT_TIMEOUT,
-                          max_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE",
-                                                       DEFAULT_MAX_QUEUE_SIZE))
+                          max_queue_size=queue, max_export_batch_size=min(batch, queue))
 
 
 def _get(env: Mapping[str, str], key: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
-from reconciler.telemetry.settings import DEFAULT_EXPORT_TIMEOUT
+from reconciler.telemetry import metrics
+from reconciler.telemetry.export import counting_processor, otlp_exporter
+from reconciler.telemetry.settings import DEFAULT_EXPORT_TIMEOUT, export_settings
 from tests.support.helperproc import (
     HelperPaths,
     HelperProcess,
@@ -267,3 +271,38 @@ def test_a_collector_that_is_down_neither_fails_nor_holds_up_a_pass(machine: Mac
     assert traced - untraced < DEFAULT_EXPORT_TIMEOUT + 1.0, (traced, untraced)
     grpc_down = timed({**down, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
     assert grpc_down - untraced < DEFAULT_EXPORT_TIMEOUT + 1.0, (grpc_down, untraced)
+
+
+def dropped(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("pullnix_trace_spans_dropped_total",
+                                             {"reason": reason}) or 0.0
+
+
+def test_every_span_a_hung_collector_never_gets_is_counted_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's processor and real exporter, in this process, against a collector that
+    takes connections and never answers, then goes away; the queue holds 4
+    (OTEL_BSP_MAX_QUEUE_SIZE alone, below the SDK's export batch size of 512)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel accepts; nobody reads or answers
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
+               "OTEL_BSP_MAX_QUEUE_SIZE": "4"}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = export_settings(env)
+        assert settings is not None
+        assert (settings.max_queue_size, settings.max_export_batch_size) == (4, 4)
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(counting_processor(otlp_exporter(settings), settings))
+        before = {reason: dropped(reason) for reason in ("queue_full", "export_failed")}
+        tracer = provider.get_tracer("test")
+        for n in range(20):
+            tracer.start_span(f"span-{n}").end()
+        # no export can have finished: at most a batch in flight and a full queue
+        assert dropped("queue_full") - before["queue_full"] >= 20 - 4 - 4
+    provider.shutdown()  # the collector is gone now: what is queued fails too
+    full = dropped("queue_full") - before["queue_full"]
+    failed = dropped("export_failed") - before["export_failed"]
+    assert full + failed == 20
+    assert failed >= 4
