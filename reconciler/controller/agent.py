@@ -87,7 +87,7 @@ class Agent:
             if worker.is_alive():
                 telemetry.notify_watchdog()
         log.info("stopping")
-        telemetry.notify_status("stopping")
+        telemetry.notify_stopping("stopping")
         self.loop.stop()
         self.api.stop()
         self._stop_triggers()

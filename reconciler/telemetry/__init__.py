@@ -20,6 +20,7 @@ from reconciler.telemetry.metrics import observe_pass, start_metrics_server
 from reconciler.telemetry.sdnotify import (
     notify_ready,
     notify_status,
+    notify_stopping,
     notify_watchdog,
     watchdog_interval,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "init_tracing",
     "notify_ready",
     "notify_status",
+    "notify_stopping",
     "notify_watchdog",
     "observe_pass",
     "shutdown_tracing",

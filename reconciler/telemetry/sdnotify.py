@@ -48,6 +48,10 @@ def notify_status(status: str) -> None:
     notify(_status(status))
 
 
+def notify_stopping(status: str) -> None:
+    notify("STOPPING=1", _status(status))
+
+
 def notify_watchdog() -> None:
     """WATCHDOG=1, only when systemd watches this process (WATCHDOG_USEC set for us)."""
     if watchdog_interval() is not None:
