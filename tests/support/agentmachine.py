@@ -119,8 +119,10 @@ class Machine:
 
     def configure(self, *, urls: list[str] | None = None, interval: str = "1h",
                   jitter: str = "0s", webhook_listen: str = "",
-                  webhook_secret: str | None = None) -> None:
-        """Write agent.toml: the helper's config plus [agent] and [triggers]."""
+                  webhook_secret: str | None = None, metrics_listen: str = "",
+                  log_format: str = "") -> None:
+        """Write agent.toml: the helper's config plus [agent], [triggers] and, when
+        `metrics_listen` or `log_format` is given, [telemetry]."""
         urls = urls or [f"file://{self.repo.bare}"]
         base = re.sub(r"(?m)^urls = .*$", "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]",
                       self.base_config)
@@ -131,6 +133,10 @@ class Machine:
             secret_file.write_text((webhook_secret or "") + "\n")
             lines += [f'webhook_listen = "{webhook_listen}"',
                       f'webhook_secret_file = "{secret_file}"']
+        if metrics_listen or log_format:
+            lines += ["", "[telemetry]"]
+            lines += [f'metrics_listen = "{metrics_listen}"'] if metrics_listen else []
+            lines += [f'log_format = "{log_format}"'] if log_format else []
         self.paths.config.write_text(base + "\n" + "\n".join(lines) + "\n")
 
     def reconcile(self) -> subprocess.CompletedProcess[str]:
