@@ -4,7 +4,7 @@
   # There is no flake.lock in the repository: it was written on a machine with
   # no network, where none can be generated. Your first `nix flake lock` (or
   # any `nix build`) pins nixpkgs; in a fleet repository, make pullnix follow
-  # your own nixpkgs (docs/deploy-nixos.md).
+  # your own nixpkgs (README.md, "Deploy on NixOS").
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 
   outputs = { self, nixpkgs }:
