@@ -2,9 +2,13 @@
 
 Owns the act half of a Deploy decision: `nix build` from the mirror at the
 exact commit (flake or classic), the facts about the result (closure diff,
-switch inhibitors turning a switch into a boot), the gates, and the `apply`
-request to the helper with the spec's health checks in the helper's wire
-form. Also the GC roots of built systems, released once the helper is done.
+switch inhibitors turning a switch into a boot: then no live trial and no
+confirmation, see `core.activation`), the gates, and the `apply` request to
+the helper with the spec's health checks in the helper's wire form. Also the
+GC roots of built systems: released once the helper is done, and at once
+when the deploy is abandoned after the build (a gate refuses, the helper
+refuses or is busy); and what the activation facts mean afterwards (a system
+installed with `boot` that waits for a reboot, history entries saying why).
 
 Must not: decide whether to deploy (that is `core.decide`), wait for the
 helper's verdict, or activate anything itself.
@@ -12,16 +16,23 @@ helper's verdict, or activate anything itself.
 
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.controller.gates import run_gates
-from reconciler.core.activation import boot_components_changed
-from reconciler.core.decide import HelperView
+from reconciler.core.activation import (
+    ActivationPlan,
+    boot_components_changed,
+    installed_for_next_boot,
+    plan_activation,
+)
+from reconciler.core.decide import AgentRecord, HelperView
 from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.history import HistoryEntry
 from reconciler.core.model import (
     Command,
     DeploymentSpec,
@@ -32,12 +43,20 @@ from reconciler.core.model import (
 )
 from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.helper.config import MachineConfig
-from reconciler.nix.build import BuildSettings, build_classic, build_flake, held_roots
-from reconciler.nix.facts import boot_files, gather_facts
+from reconciler.nix.build import (
+    BuildSettings,
+    BuiltSystem,
+    build_classic,
+    build_flake,
+    held_roots,
+    release,
+)
+from reconciler.nix.facts import boot_files, gather_facts, read_inhibitors
 from reconciler.nix.observe import SystemObservation
 from reconciler.source import AcceptedRevision, GitSource
 from reconciler.telemetry.tracing import step
 
+log = logging.getLogger("pullnix.deploy")
 
 @dataclass(frozen=True)
 class Started:
@@ -45,6 +64,7 @@ class Started:
     store_path: str
     action: str
     closure_diff: str | None
+    plan: ActivationPlan
 
 
 class Deployer:
@@ -59,29 +79,38 @@ class Deployer:
     def deploy(self, spec: DeploymentSpec, target: AcceptedRevision,
                system: SystemObservation, traceparent: str) -> Started:
         sha = target.target.sha
+        built: BuiltSystem | None = None
         try:
             with step("nix.build", {"vcs.ref.head.revision": sha}) as span:
-                store_path = self._build(spec, target)
+                built = self._build(spec, target)
+                store_path = built.store_path
                 span.set_attribute("nix.store_path", store_path)
             facts = gather_facts(store_path, system.current_system, system.booted_system)
             plan = facts.activation(spec.strategy.action)
+            if plan.changed:
+                log.warning("revision %s: %s", sha[:12], plan.message)
             if spec.gates:
                 with tempfile.TemporaryDirectory(prefix="pullnix-gates-") as tmp:
                     checkout = self.source.export_tree(sha, Path(tmp) / "tree")
                     for gate in spec.gates:  # one span each; the first refusal stops them
                         with step(f"gate.{gate.name}", {"nix.store_path": store_path}):
                             run_gates([gate], store_path, system.current_system, checkout)
+            trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
+            op_id = self._apply(spec, store_path, sha, plan.action, traceparent,
+                                trial=trial, require_confirm=confirm)
         except PullnixError as exc:
+            if built is not None:  # abandoned: nothing will commit it, so nothing holds it
+                release(built)
             exc.revision = sha
             raise
         diff = facts.closure_diff.text if facts.closure_diff else None
-        op_id = self._apply(spec, store_path, sha, plan.action, traceparent)
-        return Started(op_id, store_path, plan.action, diff)
+        return Started(op_id, store_path, plan.action, diff, plan)
 
     def apply_existing(self, spec: DeploymentSpec, revision: str, store_path: str,
                        traceparent: str) -> str:
         """Re-apply a system already built (reverting drift)."""
-        return self._apply(spec, store_path, revision, spec.strategy.action, traceparent)
+        return self._apply(spec, store_path, revision, spec.strategy.action, traceparent,
+                           trial=spec.strategy.trial, require_confirm=spec.rollback.automatic)
 
     def reboot_needed(self, system: SystemObservation) -> bool:
         if not system.current_system or not system.booted_system:
@@ -89,32 +118,65 @@ class Deployer:
         return bool(boot_components_changed(boot_files(system.booted_system),
                                             boot_files(system.current_system)))
 
+    def waiting_for_reboot(self, helper_status: Mapping[str, Any], record: AgentRecord,
+                           system: SystemObservation, requested: str) -> ActivationPlan | None:
+        """How the last applied system was activated, if it was installed with `boot` and
+        waits for a reboot (not drift); None otherwise."""
+        recent = helper_status.get("recent") or []
+        applied = record.last_applied_store_path
+        if not installed_for_next_boot(recent[0] if recent else None, applied=applied,
+                                       profile=system.profile_system,
+                                       running=system.current_system):
+            return None
+        return plan_activation(requested, read_inhibitors(system.current_system),
+                               read_inhibitors(applied))
+
+    def explain_boots(self, entries: Sequence[HistoryEntry], helper_status: Mapping[str, Any],
+                      requested: str) -> list[HistoryEntry]:
+        """Entries of operations that installed a system with `boot` because the switch
+        inhibitors differ, their message saying so."""
+        ops = {op.get("id"): op for op in helper_status.get("recent") or []}
+        out = []
+        for entry in entries:
+            op = ops.get(entry.operation_id) or {}
+            request = op.get("request") or {}
+            if entry.result == "Succeeded" and request.get("action") == "boot" \
+                    and not request.get("trial", True):
+                running = (op.get("previous") or {}).get("currentSystem")
+                plan = plan_activation(requested, read_inhibitors(running),
+                                       read_inhibitors(entry.store_path))
+                if plan.changed:
+                    entry = replace(entry, message=f"{plan.reason}: {plan.message}; "
+                                    f"{entry.message}")
+            out.append(entry)
+        return out
+
     def release_roots(self, keep: str | None) -> None:
         """Drop the GC roots of builds the helper is done with (committed or abandoned)."""
         for link, path in held_roots(self.build_settings).items():
             if path != keep:
                 link.unlink(missing_ok=True)
 
-    def _build(self, spec: DeploymentSpec, target: AcceptedRevision) -> str:
+    def _build(self, spec: DeploymentSpec, target: AcceptedRevision) -> BuiltSystem:
         sha, host = target.target.sha, self.machine.host
         config = spec.configuration
         if config.flake is not None:
             return build_flake(self.source.mirror_path, target.ref, sha, config.flake, host,
-                               self.build_settings, on_line=self.on_build_line).store_path
+                               self.build_settings, on_line=self.on_build_line)
         assert config.classic is not None
         with tempfile.TemporaryDirectory(prefix="pullnix-classic-") as tmp:
             exported = self.source.export_tree(sha, Path(tmp) / "tree")
             return build_classic(exported, config.classic, host, self.build_settings,
-                                 revision=sha, on_line=self.on_build_line).store_path
+                                 revision=sha, on_line=self.on_build_line)
 
     def _apply(self, spec: DeploymentSpec, store_path: str, revision: str, action: str,
-               traceparent: str) -> str:
+               traceparent: str, *, trial: bool, require_confirm: bool) -> str:
         try:
             return self.helper.apply(
-                store_path, revision=revision, action=action, trial=spec.strategy.trial,
+                store_path, revision=revision, action=action, trial=trial,
                 health_checks=[check_to_wire(c) for c in spec.health_checks],
                 confirm_timeout=spec.rollback.confirm_timeout,
-                require_confirm=spec.rollback.automatic, traceparent=traceparent)
+                require_confirm=require_confirm, traceparent=traceparent)
         except HelperUnavailable as exc:
             raise TransientError(f"the helper does not answer: {exc}",
                                  reason="HelperUnavailable") from None

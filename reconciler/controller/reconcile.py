@@ -26,6 +26,7 @@ from reconciler.controller.deploy import Deployer, apply_request_view
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
 from reconciler.core import decide as d
+from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
 from reconciler.core.model import NixOSDeployment
@@ -94,6 +95,7 @@ class Reconciler:
         new_entries: list[HistoryEntry] = []
         attempted: str | None = None
         reboot: bool | None = None
+        activation: ActivationPlan | None = None  # a switch turned into a boot, or waiting for one
         error = False
         try:
             helper_status = self._helper_status()
@@ -113,13 +115,20 @@ class Reconciler:
                 target = self.source.accept_pin(tip, deployment.spec.revision)
                 span.set_attribute("pullnix.spec.target", target.target.sha)
             stored = _bump_generation(stored, deployment)
+            requested = deployment.spec.strategy.action
+            new_entries = self.deployer.explain_boots(new_entries, helper_status, requested)
             self._run_hooks(deployment, new_entries)
             with step("system.observe") as span:
                 system = observe_system(self.machine.system)
                 reboot = self.deployer.reboot_needed(system)
+                # Installed with `boot` and not booted yet: applied, and a reboot is needed.
+                activation = self.deployer.waiting_for_reboot(helper_status, stored.record,
+                                                              system, requested)
+                reboot = reboot or activation is not None
                 observed = d.Observed(
                     revision=target.target.sha,
-                    current_system=system.current_system,
+                    current_system=(stored.record.last_applied_store_path if activation
+                                    else system.current_system),
                     helper=_helper_view(helper_status),
                     reboot_needed=reboot,
                     local_time=time.localtime()[3:5],
@@ -133,10 +142,11 @@ class Reconciler:
             pass_trace.set({"pullnix.action": type(action).__name__,
                             "vcs.ref.head.revision": target.target.sha})
             log.info("decided %s", type(action).__name__)
-            stored, op_id = self._act(action, deployment, target, system, stored, traceparent)
+            stored, op_id, started = self._act(action, deployment, target, system, stored,
+                                               traceparent)
             if isinstance(action, d.Deploy | d.RevertDrift):
                 attempted = action.revision
-            outcome = _outcome(action, stored, healthy)
+            outcome = _outcome(action, stored, healthy, started or activation)
         except TerminalError as exc:
             outcome = Outcome("Stalled", exc.reason, exc.message, healthy)
             stored = self._remember_failure(stored, exc)
@@ -194,7 +204,8 @@ class Reconciler:
             metrics.record_operation(entry.result, entry.kind, entry.health_checks)
             log.info("operation %s ended %s for %s", entry.operation_id, entry.result,
                      entry.revision[:12])
-        if new_entries:
+        if new_entries or not helper_status.get("busy"):
+            # Builds the helper is done with, or that nothing is applying (an abandoned pass).
             busy_path = (helper_status.get("operation") or {}).get("storePath")
             self.deployer.release_roots(keep=busy_path)
         return stored, new_entries
@@ -210,20 +221,22 @@ class Reconciler:
 
     def _act(self, action: d.Action, deployment: NixOSDeployment, target: Any,
              system: SystemObservation, stored: StoredRecord, traceparent: str
-             ) -> tuple[StoredRecord, str | None]:
+             ) -> tuple[StoredRecord, str | None, ActivationPlan | None]:
+        """Carry `action` out: the record after it, the helper's operation, and for a
+        deploy how it is activated."""
         spec = deployment.spec
         if isinstance(action, d.Confirm):
             self.helper.confirm(operation_id=action.operation_id)
-            return stored, action.operation_id
+            return stored, action.operation_id, None
         if isinstance(action, d.Deploy):
             started = self.deployer.deploy(spec, target, system, traceparent)
             diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
-            return replace(stored, closure_diffs=diffs), started.operation_id
+            return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
         if isinstance(action, d.RevertDrift):
             op_id = self.deployer.apply_existing(spec, action.revision, action.store_path,
                                                  traceparent)
-            return stored, op_id
-        return stored, None
+            return stored, op_id, None
+        return stored, None, None
 
     def _remember_failure(self, stored: StoredRecord, exc: TerminalError) -> StoredRecord:
         """A build or gate failure is tied to its commit, so decide() does not rebuild it."""
@@ -291,8 +304,18 @@ def _report(pass_trace: PassTrace, outcome: Outcome, stored: StoredRecord,
                          reboot_required=reboot, suspended=stored.record.suspended)
 
 
-def _outcome(action: d.Action, stored: StoredRecord, healthy: bool | None) -> Outcome:
+def _outcome(action: d.Action, stored: StoredRecord, healthy: bool | None,
+             activation: ActivationPlan | None = None) -> Outcome:
     match action:
+        case d.Converged(revision=r) if activation is not None:
+            return Outcome("Ready", activation.reason or "RebootRequired",
+                           f"applied revision {_short(r)} for the next boot: " + (
+                               activation.message if activation.changed else
+                               "strategy.action is 'boot', so it takes effect at the next "
+                               "reboot"), healthy)
+        case d.Deploy(revision=r) if activation is not None and activation.changed:
+            return Outcome("Progressing", activation.reason or "Progressing",
+                           f"deploying revision {_short(r)}: {activation.message}", healthy)
         case d.Converged(revision=r, reboot_required=True):
             return Outcome("Ready", "RebootRequired",
                            f"applied revision {_short(r)}; a reboot is needed to boot its kernel "

@@ -1,19 +1,25 @@
 """How a requested activation is carried out, given facts about the new system: pure policy.
 
-Owns two rules. First, switch inhibitors: when the `switch-inhibitors` file
-of the running system and of the new system differ (present in either), NixOS
-refuses to activate the new system live, so a requested `switch` or `test`
-becomes `boot` (the new system takes effect at the next reboot) and the
-result says so with the reason `SwitchInhibited`. Second, reboot facts: which
-boot components (kernel, initrd, kernel-modules) differ from the booted
-system. Takes values, returns values; reading the files is the shell's job
-(`reconciler.nix.facts`). Must not: touch the file system or run anything.
+Owns three rules. First, switch inhibitors: when the `switch-inhibitors`
+file of the running system and of the new system differ (present in either),
+NixOS refuses to activate the new system live, so a requested `switch` or
+`test` becomes `boot` (the new system takes effect at the next reboot) and
+the result says so with the reason `SwitchInhibited`; such a boot is applied
+without a live trial (that would be the refused activation) and without
+waiting for a confirmation (no agent runs in the new system before the
+reboot). Second, reboot facts: which boot components (kernel, initrd,
+kernel-modules) differ from the booted system. Third, a system installed
+with `boot` and not yet booted is not drift: it waits for a reboot
+(`installed_for_next_boot`). Takes values, returns values; reading the files
+is the shell's job (`reconciler.nix.facts`). Must not: touch the file system
+or run anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ACTIONS = ("switch", "boot", "test")
 BOOT_COMPONENTS = ("kernel", "initrd", "kernel-modules")
@@ -31,6 +37,12 @@ class ActivationPlan:
     @property
     def changed(self) -> bool:
         return self.action != self.requested
+
+    def helper_request(self, trial: bool, require_confirm: bool) -> tuple[bool, bool]:
+        """(trial, requireConfirm) for the helper: neither when inhibitors forced a boot."""
+        if self.changed:
+            return False, False
+        return trial, require_confirm
 
 
 def normalise_inhibitors(text: str | None) -> tuple[str, ...] | None:
@@ -69,6 +81,30 @@ def boot_components_changed(
     A component absent from both is unchanged; absent from one only is a change.
     """
     return tuple(c for c in BOOT_COMPONENTS if booted.get(c) != new.get(c))
+
+
+def installed_for_next_boot(
+    last_operation: Mapping[str, Any] | None,
+    *,
+    applied: str | None,
+    profile: str | None,
+    running: str | None,
+) -> bool:
+    """Whether the last applied system waits for a reboot rather than having drifted away.
+
+    True when the helper's newest finished operation (its JSON form) applied
+    `applied` with `boot` and no trial (nothing activated live), the profile
+    still points at it, and the machine still runs what it ran before that
+    operation: nothing was changed by hand since.
+    """
+    if not last_operation or applied is None or running is None or running == applied:
+        return False
+    request = last_operation.get("request") or {}
+    previous = last_operation.get("previous") or {}
+    return (last_operation.get("kind") == "apply" and last_operation.get("state") == "Succeeded"
+            and request.get("action") == "boot" and not request.get("trial", True)
+            and last_operation.get("storePath") == applied and profile == applied
+            and previous.get("currentSystem") == running)
 
 
 def _show(inhibitors: tuple[str, ...] | None) -> str:

@@ -99,8 +99,8 @@ def gather_facts(
                                    search_path=search_path) if running_system else None),
         reboot_components=(boot_components_changed(booted_files, boot_files(new_system))
                            if booted_system else ()),
-        running_inhibitors=_read(running_system, INHIBITORS_FILE) if running_system else None,
-        new_inhibitors=_read(new_system, INHIBITORS_FILE),
+        running_inhibitors=read_inhibitors(running_system),
+        new_inhibitors=read_inhibitors(new_system),
         version=_read(new_system, "nixos-version"),
         revision=_read(new_system, "configuration-revision"),
     )
@@ -137,6 +137,11 @@ def parse_diff_closures(text: str) -> tuple[ClosureChange, ...]:
         changes.append(ClosureChange(name.strip(), _versions(before) if arrow else (),
                                      _versions(after) if arrow else (), size))
     return tuple(changes)
+
+
+def read_inhibitors(system: str | None) -> str | None:
+    """A system's `switch-inhibitors` file, or None when it has none (or there is no system)."""
+    return _read(system, INHIBITORS_FILE) if system else None
 
 
 def boot_files(system: str) -> dict[str, str | None]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from reconciler.core.activation import (
     boot_components_changed,
+    installed_for_next_boot,
     normalise_inhibitors,
     plan_activation,
 )
@@ -74,3 +77,63 @@ def test_boot_components_that_differ_need_a_reboot(
     booted: dict[str, str | None], new: dict[str, str | None], changed: tuple[str, ...]
 ) -> None:
     assert boot_components_changed(booted, new) == changed
+
+
+@pytest.mark.parametrize(
+    ("requested", "running", "new", "trial", "confirm", "expected"),
+    [
+        ("switch", None, None, True, True, (True, True)),  # unchanged: as the spec says
+        ("switch", None, None, False, True, (False, True)),
+        ("boot", None, None, True, True, (True, True)),  # a boot asked for: untouched
+        # forced to boot: a live trial is what the inhibitors forbid, and no agent runs
+        # in the new system to confirm it before the reboot
+        ("switch", "dbus", "dbus-broker", True, True, (False, False)),
+        ("test", None, "dbus", True, False, (False, False)),
+    ],
+)
+def test_a_forced_boot_asks_the_helper_for_no_trial_and_no_confirmation(
+    requested: str, running: str | None, new: str | None, trial: bool, confirm: bool,
+    expected: tuple[bool, bool],
+) -> None:
+    assert plan_activation(requested, running, new).helper_request(trial, confirm) == expected
+
+
+OLD, NEW, OTHER = ("/nix/store/" + c * 32 + "-nixos-system" for c in "abc")
+
+
+def boot_op(**changes: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"kind": "apply", "state": "Succeeded", "storePath": NEW,
+                          "request": {"action": "boot", "trial": False},
+                          "previous": {"currentSystem": OLD}}
+    for key, value in changes.items():
+        if key in ("action", "trial"):
+            op["request"] = {**op["request"], key: value}
+        else:
+            op[key] = value
+    return op
+
+
+@pytest.mark.parametrize(
+    ("why", "op", "applied", "profile", "running", "waits"),
+    [
+        ("installed with boot, not rebooted yet", boot_op(), NEW, NEW, OLD, True),
+        ("rebooted into it", boot_op(), NEW, NEW, NEW, False),
+        ("no operation", None, NEW, NEW, OLD, False),
+        ("nothing applied", boot_op(), None, NEW, OLD, False),
+        ("a switch that did not stick is drift", boot_op(action="switch"), NEW, NEW, OLD, False),
+        ("a trial ran it live", boot_op(trial=True), NEW, NEW, OLD, False),
+        ("the trial default is on", boot_op(request={"action": "boot"}), NEW, NEW, OLD, False),
+        ("rolled back", boot_op(state="RolledBack"), NEW, NEW, OLD, False),
+        ("a manual rollback", boot_op(kind="rollback"), NEW, NEW, OLD, False),
+        ("another system was applied since", boot_op(storePath=OTHER), NEW, NEW, OLD, False),
+        ("the profile moved by hand", boot_op(), NEW, OTHER, OLD, False),
+        ("another system activated by hand", boot_op(), NEW, NEW, OTHER, False),
+        ("nothing runs", boot_op(), NEW, NEW, None, False),
+    ],
+)
+def test_a_system_installed_for_the_next_boot_is_not_drift(
+    why: str, op: dict[str, Any] | None, applied: str | None, profile: str | None,
+    running: str | None, waits: bool,
+) -> None:
+    assert installed_for_next_boot(op, applied=applied, profile=profile,
+                                   running=running) is waits, why
