@@ -217,3 +217,57 @@ def test_host_names_with_dots_build(tmp_path: Path, sandbox: Sandbox) -> None:
 
 def test_nix_is_on_path_here() -> None:
     assert shutil.which("nix") is not None, "these tests need real Nix (Debian: nix-bin)"
+
+
+# A FAKE `<nixpkgs/nixos>`, not NixOS: it evaluates `<nixos-config>` (a function of `{ ... }`
+# returning `{ name; version; salt; }`) and builds, with /bin/sh, a toplevel that has just a
+# `bin/switch-to-configuration`. Enough to show the classic path end to end without nixpkgs.
+# The salt makes each run build afresh, so Nix's build log is there to stream.
+FAKE_NIXOS = r"""
+{ configuration ? import <nixos-config> }:
+let config = configuration { }; in
+{
+  system = derivation {
+    name = "FAKE-nixos-system-${config.name}-${config.version}";
+    system = "x86_64-linux";
+    inherit (config) salt;
+    builder = "/bin/sh";
+    args = [ "-c" ''
+      echo "FAKE nixos: building ${config.name}"
+      /bin/mkdir -p $out/bin
+      printf '#!/bin/sh\necho "FAKE switch-to-configuration $1"\n' \
+        > $out/bin/switch-to-configuration
+      /bin/chmod +x $out/bin/switch-to-configuration
+      echo ${config.version} > $out/nixos-version
+    '' ];
+  };
+}
+"""
+
+
+def test_a_classic_configuration_builds_with_nixpkgs_nixos_from_nix_path(
+    settings: BuildSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_nixpkgs = tmp_path / "fake-nixpkgs"
+    (fake_nixpkgs / "nixos").mkdir(parents=True)
+    (fake_nixpkgs / "nixos" / "default.nix").write_text(FAKE_NIXOS)
+    exported = tmp_path / "export"
+    for host, version in (("edge-01", "7"), ("edge-02", "8")):
+        (exported / "hosts" / host).mkdir(parents=True)
+        (exported / "hosts" / host / "configuration.nix").write_text(
+            f'{{ ... }}: {{ name = "{host}"; version = "{version}"; '
+            f'salt = "{os.urandom(8).hex()}"; }}\n')
+    monkeypatch.setenv("NIX_PATH", f"nixpkgs={fake_nixpkgs}")
+    lines: list[str] = []
+    built = build_classic(exported, "hosts/{host}/configuration.nix", "edge-02", settings,
+                          revision="c" * 40, on_line=lines.append)
+    assert built.store_path.startswith("/nix/store/")
+    assert built.store_path.endswith("-FAKE-nixos-system-edge-02-8")
+    assert Path(built.store_path, "nixos-version").read_text() == "8\n"
+    assert built.revision == "c" * 40
+    assert built.installable == (
+        f"nixos-config={(exported / 'hosts/edge-02/configuration.nix').resolve()}")
+    assert held_roots(settings) == {built.gc_root: built.store_path}
+    assert any("FAKE nixos: building edge-02" in line for line in lines), lines
+    release(built)
+    assert held_roots(settings) == {}
