@@ -50,6 +50,11 @@ def check_agent_config(machine: MachineConfig) -> None:
     if machine.triggers.webhook_listen:
         parse_listen(machine.triggers.webhook_listen)
         read_secret(machine)
+    if machine.telemetry.metrics_listen:
+        try:
+            telemetry.parse_metrics_listen(machine.telemetry.metrics_listen)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 class Agent:
@@ -118,7 +123,8 @@ class Agent:
             self.webhook = None
 
     def _config_changed(self, old: MachineConfig, new: MachineConfig) -> None:
-        """From the worker, between passes: the triggers follow the new config."""
+        """From the worker, between passes: the triggers, the log format and the metrics
+        listener follow the new config."""
         self.machine = new
         self._stop_triggers()
         try:
@@ -129,6 +135,15 @@ class Agent:
         if old.agent.socket != new.agent.socket:
             log.warning("agent.socket changed to %s: takes effect when the agent restarts",
                         new.agent.socket)
+        if old.telemetry.log_format != new.telemetry.log_format:
+            telemetry.configure_logging(new.telemetry.log_format)
+            log.info("log format is now %s", new.telemetry.log_format)
+        if old.telemetry.metrics_listen != new.telemetry.metrics_listen:
+            telemetry.stop_metrics_servers()  # the counts live on: only the listener moves
+            try:
+                telemetry.start_metrics_server(new.telemetry.metrics_listen)
+            except OSError as exc:  # e.g. the port is taken
+                log.error("telemetry.metrics_listen %s: %s", new.telemetry.metrics_listen, exc)
 
     def _journal_watched(self) -> bool:
         return self.watcher is not None and self.watcher.journal_watched

@@ -16,7 +16,12 @@ The seam the controller and CLI call is the names below.
 from __future__ import annotations
 
 from reconciler.telemetry.logs import configure_logging
-from reconciler.telemetry.metrics import observe_pass, start_metrics_server
+from reconciler.telemetry.metrics import (
+    observe_pass,
+    start_metrics_server,
+    stop_metrics_servers,
+)
+from reconciler.telemetry.metrics import parse_listen as parse_metrics_listen
 from reconciler.telemetry.sdnotify import (
     notify_ready,
     notify_status,
@@ -34,7 +39,9 @@ __all__ = [
     "notify_stopping",
     "notify_watchdog",
     "observe_pass",
+    "parse_metrics_listen",
     "shutdown_tracing",
     "start_metrics_server",
+    "stop_metrics_servers",
     "watchdog_interval",
 ]

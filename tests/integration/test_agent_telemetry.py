@@ -297,3 +297,41 @@ def test_spans_a_down_collector_never_gets_are_counted_and_the_pass_succeeds(
                  >= 5 * agent["passes"], 60, "the failed exports to be counted")
         assert Scrape(port).value("pullnix_trace_spans_dropped_total",
                                   reason="queue_full") is None
+
+
+def answers(port: int) -> bool:
+    try:
+        Scrape(port)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_config_reload_moves_the_metrics_listener_and_switches_the_log_format(
+        tmp_path: Path) -> None:
+    first, second = free_port(), free_port()
+    with fake_machine(tmp_path, metrics_listen=f"127.0.0.1:{first}") as machine:
+        agent = machine.start_agent()
+        passes = machine.wait_idle()["passes"]
+        assert answers(first)
+        machine.configure(metrics_listen=f"127.0.0.1:{second}", log_format="json")
+        wait_for(lambda: answers(second), 30, "/metrics on the new port")
+        assert not answers(first)
+        # the counts carried over to the new listener
+        assert sum(Scrape(second).by("pullnix_reconcile_passes_total", "result").values()) > passes
+        assert agent.stop() == 0
+        lines = agent.log_text().splitlines()
+
+    switched = next(i for i, line in enumerate(lines) if "log format is now json" in line)
+    assert all(parse_logfmt(line)["time"] for line in lines[:switched])
+    after = [json.loads(line) for line in lines[switched:]]
+    assert after[0]["msg"] == "log format is now json"
+    assert any(r["msg"] == "stopping" for r in after)
+
+
+def test_a_metrics_listen_that_is_not_host_port_stops_the_agent_at_start(
+        tmp_path: Path) -> None:
+    with fake_machine(tmp_path, metrics_listen="9171") as machine:
+        agent = machine.start_agent(wait=False)
+        assert agent.proc.wait(timeout=60) == 1
+    assert "telemetry.metrics_listen: '9171' is not host:port" in agent.log_text()
