@@ -16,6 +16,8 @@ Owns when passes run and what the rest of the agent may know about them:
   resume, retry) are applied between passes, never under one;
 - `wait_settled` lets a caller follow a pass it asked for to its end (the
   helper's verdict included).
+- after each pass, `helper_upgrade` asks an idle helper once to upgrade to
+  the helper this generation carries, when its profile runs another.
 
 Must not: decide anything about the machine (that is `core.decide`, inside the
 pass), or touch sockets other than the helper's.
@@ -34,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.controller.helper_upgrade import HelperUpgrade, wanted_helper_link
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import Wakeup
@@ -107,6 +110,9 @@ class PassLoop:
         self._recent: deque[PassReport] = deque(maxlen=RECENT_PASSES)
         self._last_start: float | None = None
         self._pending_changes: dict[str, Any] = {}
+        config_path = reload.path if isinstance(reload, ConfigLoader) else None
+        self.helper_upgrade = HelperUpgrade(
+            None if config_path is None else wanted_helper_link(config_path))
 
     # -- what other threads may ask -------------------------------------------------
 
@@ -223,6 +229,7 @@ class PassLoop:
                  result.outcome.phase, result.outcome.reason, result.outcome.message,
                  result.exit_code, delay)
         self.on_pass(report)
+        self.helper_upgrade.check(self.machine)
 
     def _run_pass(self) -> PassResult:
         try:
@@ -283,13 +290,20 @@ class PassLoop:
         return since >= self._timing().interval or self._helper_fingerprint() != baseline
 
 
-def config_loader(path: Path, check: Callable[[MachineConfig], None]) -> Callable[
-        [], MachineConfig]:
-    """A reload function for `PassLoop`: load `path`, then `check` it (both raise ConfigError)."""
-    def load() -> MachineConfig:
-        machine = load_machine_config(path)
-        require_urls(machine, str(path))
-        check(machine)
+class ConfigLoader:
+    """A reload function for `PassLoop`: load `path`, then `check` it (both raise
+    ConfigError). The loop also finds the wanted helper beside `path`."""
+
+    def __init__(self, path: Path, check: Callable[[MachineConfig], None]) -> None:
+        self.path = path
+        self.check = check
+
+    def __call__(self) -> MachineConfig:
+        machine = load_machine_config(self.path)
+        require_urls(machine, str(self.path))
+        self.check(machine)
         return machine
 
-    return load
+
+def config_loader(path: Path, check: Callable[[MachineConfig], None]) -> ConfigLoader:
+    return ConfigLoader(path, check)
