@@ -15,8 +15,8 @@ Owns the demo's run, act by act:
    where the traces went.
 
 Everything it prints comes from what the agent and the helper report over
-their sockets (the agent's local API and the helper's `status`), never from
-its own guesses. Exit 0 when the story went as told, 1 otherwise (with the
+their sockets (the agent's local API and the helper's `status`; `watch.py`
+follows them), never from its own guesses; `stage.py` runs the processes. Exit 0 when the story went as told, 1 otherwise (with the
 logs' tails).
 
 Must not: act on the real machine (every path is under the sandbox), or talk
@@ -25,21 +25,14 @@ to the network.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.controller.apiclient import AgentClient, AgentUnavailable
 from reconciler.demo.fakenixos import (
     OFFLINE_NIX_CONFIG,
     Sandbox,
@@ -49,10 +42,10 @@ from reconciler.demo.fakenixos import (
 )
 from reconciler.demo.fleet import DemoFleet
 from reconciler.demo.progress import Progress
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.demo.stage import DemoFailed, Stage, answers, cli, program, start, stop, tail, wait
+from reconciler.demo.watch import follow
 
 HOST = "edge-01"
-ACT_TIMEOUT = 300.0
 
 #: The example fleet's desired state (examples/fleet/pullnix.yaml), cut down to what a
 #: sandbox can check: the remote still answers, and the fake system's health file says ok.
@@ -89,38 +82,6 @@ spec:
 """
 
 
-class DemoFailed(Exception):
-    """The story did not go as told; the message says where."""
-
-
-@dataclass
-class Stage:
-    """Everything the demo set up, and the processes it started."""
-
-    root: Path
-    sandbox: Sandbox
-    fleet: DemoFleet
-    config: Path
-    sockets: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    passes_shown: set[int] = field(default_factory=set)
-
-    @property
-    def agent(self) -> AgentClient:
-        return AgentClient(self.sockets / "agent.sock", timeout=30)
-
-    @property
-    def helper(self) -> HelperClient:
-        return HelperClient(self.sockets / "helper.sock", timeout=10)
-
-    @property
-    def hooks_log(self) -> Path:
-        return self.root / "post-deploy.log"
-
-    def log(self, name: str) -> Path:
-        return self.root / f"{name}.log"
-
-
 def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
     """The whole demo; its exit status."""
     problem = _preflight()
@@ -142,11 +103,11 @@ def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
         if stage is not None:
             for name in ("agent", "helper"):
                 progress.say(f"\n-- the last lines of {stage.log(name)}:")
-                progress.say(_tail(stage.log(name), 25))
+                progress.say(tail(stage.log(name), 25))
         return 1
     finally:
         if stage is not None:
-            _stop(stage)
+            stop(stage)
         shutil.rmtree(sockets, ignore_errors=True)
         if keep or workdir is not None:
             progress.say(f"\nThe sandbox is kept in {root} (logs, status, the fleet repository).")
@@ -162,7 +123,7 @@ def _preflight() -> str:
         return ("cannot write to /nix/store: run the demo as root (Debian's nix-bin has no "
                 "daemon, so only root can build)")
     for name in ("pullnix", "pullnix-helper"):
-        if _program(name) is None:
+        if program(name) is None:
             return f"cannot find the `{name}` program next to this one or on PATH"
     return ""
 
@@ -188,16 +149,16 @@ def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     config = root / "agent.toml"
     config.write_text(_agent_toml(root, sockets, sandbox, fleet))
     stage = Stage(root, sandbox, fleet, config, sockets)
-    stage.processes["helper"] = _start(stage, "helper", ["pullnix-helper", "--config", str(config)])
-    _wait(progress, "the helper to listen", lambda: _answers(stage.helper.ping))
+    stage.processes["helper"] = start(stage, "helper", ["pullnix-helper", "--config", str(config)])
+    wait(progress, "the helper to listen", lambda: answers(stage.helper.ping))
     progress.event("helper", f"pullnix-helper listening on {sockets / 'helper.sock'} "
                    f"(pid {stage.processes['helper'].pid})")
-    stage.processes["agent"] = _start(stage, "agent",
+    stage.processes["agent"] = start(stage, "agent",
                                       ["pullnix", "--config", str(config), "agent"])
-    _wait(progress, "the agent's local API", lambda: _answers(stage.agent.ping))
+    wait(progress, "the agent's local API", lambda: answers(stage.agent.ping))
     progress.event("agent", f"pullnix agent running (pid {stage.processes['agent'].pid}), "
                    f"watching {fleet.url}")
-    _follow(stage, progress, f"the agent to adopt {sha[:12]}",
+    follow(stage, progress, f"the agent to adopt {sha[:12]}",
             lambda s: s.get("lastAppliedRevision") == sha)
     return stage
 
@@ -241,7 +202,7 @@ def _tell(stage: Stage, progress: Progress) -> None:
     progress.act("Act 1: a change is pushed; the machine converges by itself")
     good = fleet.commit("fleet: version 2", version="2")
     progress.event("git", f"pushed {good[:12]} (fake NixOS version 2)")
-    _follow(stage, progress, f"the machine to converge on {good[:12]}",
+    follow(stage, progress, f"the machine to converge on {good[:12]}",
             lambda s: s.get("lastAppliedRevision") == good)
     running = os.readlink(stage.sandbox.current_system)
     progress.event("demo", f"running {running}", "ok")
@@ -249,7 +210,7 @@ def _tell(stage: Stage, progress: Progress) -> None:
     progress.act("Act 2: a change that breaks the machine's health is pushed")
     bad = fleet.commit("fleet: version 3 (its health check fails)", version="3", health="broken")
     progress.event("git", f"pushed {bad[:12]} (fake NixOS version 3, health broken)")
-    entry = _follow(stage, progress, f"the helper's verdict on {bad[:12]}",
+    entry = follow(stage, progress, f"the helper's verdict on {bad[:12]}",
                     lambda s: _history_has(s, bad, "RolledBack"))
     now = os.readlink(stage.sandbox.current_system)
     if now != running:
@@ -262,10 +223,10 @@ def _tell(stage: Stage, progress: Progress) -> None:
     progress.act("Act 3: what an operator sees")
     for command in (["status"], ["history"]):
         progress.say(f"$ pullnix {' '.join(command)}")
-        progress.say(_cli(stage, *command).rstrip())
+        progress.say(cli(stage, *command).rstrip())
         progress.say()
     progress.say("The post-deploy hook ran for each deploy:")
-    progress.say(_tail(stage.hooks_log, 10))
+    progress.say(tail(stage.hooks_log, 10))
     _explain_traces(stage, progress)
 
 
@@ -287,74 +248,6 @@ def _explain_traces(stage: Stage, progress: Progress) -> None:
         progress.say(f"  {trace_id}")
 
 
-# -- following the agent and the helper ---------------------------------------------------
-
-
-def _follow(stage: Stage, progress: Progress, what: str,
-            done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    """Print what the agent and the helper report until `done(status)` and the agent is idle;
-    the newest history entry then (or {})."""
-    seen_steps: dict[str, int] = {}
-    known_ops = {op["id"] for op in _helper_ops(stage)}
-    deadline = time.monotonic() + ACT_TIMEOUT
-    while time.monotonic() < deadline:
-        _check_alive(stage)
-        answer = stage.agent.request("status")
-        agent, status = answer["agent"], answer["status"].get("status", {})
-        for op in reversed(_helper_ops(stage)):
-            if op["id"] not in known_ops:
-                _report_operation(op, seen_steps, progress)
-        for report in reversed(agent.get("recentPasses") or []):
-            if report["number"] not in stage.passes_shown:
-                stage.passes_shown.add(report["number"])
-                _report_pass(report, progress)
-        last = agent.get("lastPass")
-        idle = bool(last and last["settled"] and not agent["running"] and not agent["following"])
-        if idle and done(status):
-            progress.done_waiting()
-            history = status.get("history") or [{}]
-            return dict(history[0])
-        progress.waiting(f"waiting for {what}")
-        time.sleep(0.1)
-    raise DemoFailed(f"timed out after {ACT_TIMEOUT:.0f}s waiting for {what}")
-
-
-def _report_pass(report: dict[str, Any], progress: Progress) -> None:
-    mood = "ok" if report["phase"] == "Ready" else "bad" if report["error"] else ""
-    verdict = report["phase"] if report["phase"] == report["reason"] else \
-        f"{report['phase']} ({report['reason']})"
-    progress.event("agent", f"pass {report['number']} ({', '.join(report['reasons'])}): "
-                   f"{verdict}: {report['message']}", mood)
-
-
-def _report_operation(op: dict[str, Any], seen: dict[str, int], progress: Progress) -> None:
-    """New steps of a helper operation: its state transitions and each check's result."""
-    steps = [("state", t) for t in op.get("transitions", [])]
-    steps += [("check", c) for c in op.get("checks", []) if c.get("finishedAt")]
-    steps.sort(key=lambda s: str(s[1].get("at") or s[1].get("finishedAt") or ""))
-    for kind, step in steps[seen.get(op["id"], 0):]:
-        if kind == "state":
-            state = step["state"]
-            mood = {"Succeeded": "ok", "RolledBack": "bad", "Failed": "bad"}.get(state, "")
-            detail = f": {step['message']}" if step.get("message") else ""
-            progress.event("helper", f"{op['kind']} {op['id'][-6:]}: {state}{detail}", mood)
-        else:
-            verdict = "passed" if step.get("ok") else f"failed: {step.get('message', '')}"
-            progress.event("helper", f"health check {step['name']} ({step['kind']}) {verdict}",
-                           "ok" if step.get("ok") else "bad")
-    seen[op["id"]] = len(steps)
-
-
-def _helper_ops(stage: Stage) -> list[dict[str, Any]]:
-    """The helper's operation in progress and its recent ones, newest first."""
-    try:
-        answer = stage.helper.status()
-    except (HelperUnavailable, HelperError):
-        return []
-    ops = [answer["operation"]] if answer.get("operation") else []
-    return ops + [op for op in answer.get("recent", []) if op not in ops]
-
-
 def _history_has(status: dict[str, Any], revision: str, result: str) -> bool:
     history = status.get("history") or []
     return bool(history) and history[0].get("revision") == revision and \
@@ -362,57 +255,8 @@ def _history_has(status: dict[str, Any], revision: str, result: str) -> bool:
 
 
 def _status(stage: Stage) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(_cli(stage, "status", "--json", check=False))
+    doc: dict[str, Any] = json.loads(cli(stage, "status", "--json", check=False))
     return dict(doc.get("status", {}))
-
-
-# -- processes -------------------------------------------------------------------------
-
-
-def _program(name: str) -> str | None:
-    """`name` beside the running program (a venv's or a Nix wrapper's bin/), else on PATH."""
-    for directory in (Path(sys.argv[0]).resolve().parent, Path(sys.executable).parent):
-        candidate = directory / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return shutil.which(name)
-
-
-def _start(stage: Stage, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    program = _program(argv[0])
-    assert program is not None  # _preflight checked
-    with stage.log(name).open("ab") as log:
-        return subprocess.Popen([program, *argv[1:]], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log, start_new_session=True)
-
-
-def _stop(stage: Stage) -> None:
-    for name in ("agent", "helper"):
-        proc = stage.processes.get(name)
-        if proc is None or proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _check_alive(stage: Stage) -> None:
-    for name, proc in stage.processes.items():
-        if proc.poll() is not None:
-            raise DemoFailed(f"the {name} exited with status {proc.returncode}")
-
-
-def _cli(stage: Stage, *args: str, check: bool = False) -> str:
-    program = _program("pullnix")
-    assert program is not None
-    done = subprocess.run([program, "--config", str(stage.config), *args], capture_output=True,
-                          text=True, timeout=60, check=False)
-    if check and done.returncode != 0:
-        raise DemoFailed(f"pullnix {' '.join(args)} exited {done.returncode}: {done.stderr}")
-    return done.stdout or done.stderr
 
 
 def _nix_build(flake_ref: str) -> str:
@@ -424,26 +268,3 @@ def _nix_build(flake_ref: str) -> str:
     return str(json.loads(done.stdout)[0]["outputs"]["out"])
 
 
-def _wait(progress: Progress, what: str, ready: Callable[[], bool],
-          timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        progress.waiting(f"waiting for {what}")
-        time.sleep(0.05)
-    progress.done_waiting()
-
-
-def _answers(ping: Callable[[], object]) -> bool:
-    with contextlib.suppress(AgentUnavailable, HelperUnavailable, HelperError, OSError):
-        ping()
-        return True
-    return False
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(none)"
