@@ -205,5 +205,11 @@ in
     "d ${paths.runtimeDir} 2750 root ${group} - -"
     # nix-env cannot create the profile's parent directory itself.
     "d ${paths.helperProfileDir} 0755 root root - -"
+    # The helper's state (journal, finished operations, the records of
+    # committed generations): root writes, the agent's group only reads, for
+    # its journal watch and its downgrade check. setgid gives the helper's
+    # files (0640) that group. The helper keeps the mode at 0750 plus setgid
+    # and refuses a state dir it does not own.
+    "d ${paths.helperStateDir} 2750 root ${group} - -"
   ] ++ (if stateUnderVarLib then [ ] else [ "d ${stateDir} 0750 ${user} ${group} - -" ]);
 }

@@ -4,10 +4,11 @@ Owns the files under `[helper] state_dir` that make an operation survive a
 crash: `journal.json` (the operation in progress, rewritten atomically before
 each step is acted on; `{"v": 1, "operation": null}` when idle) and
 `operations/<id>.json` (a finished operation, the newest `KEEP` kept, so the
-agent can read an outcome after its own restart). Also the JSON form of an
-operation, which is what `status` answers with and what the agent rebuilds
-trace spans from (`phases[]`: name, startedAt, finishedAt, ok, message;
-`checks[]`: name, kind, ok, message, attempts, startedAt, finishedAt).
+agent can read an outcome after its own restart), both mode 0640: the agent,
+in the state dir's group, watches and reads them but cannot write. Also the
+JSON form of an operation, which is what `status` answers with and what the
+agent rebuilds trace spans from (`phases[]`: name, startedAt, finishedAt, ok,
+message; `checks[]`: name, kind, ok, message, attempts, startedAt, finishedAt).
 
 Must not: decide anything (that is `machine.py`) or run anything.
 """
@@ -36,6 +37,8 @@ OPERATIONS_DIR = "operations"
 LOGS_DIR = "ops"
 KEEP = 50
 FORMAT = 1
+#: Readable by the state dir's group (the agent's, under the NixOS module); root writes.
+FILE_MODE = 0o640
 
 
 class JournalError(Exception):
@@ -121,11 +124,11 @@ class Journal:
     def write(self, op: Operation | None) -> None:
         write_json_atomic(self.path, {"v": FORMAT,
                                       "operation": None if op is None else to_json(op)},
-                          mode=0o600)
+                          mode=FILE_MODE)
 
     def finish(self, op: Operation, between: Callable[[], None] = lambda: None) -> None:
         """Archive a finished operation, then clear the journal (both idempotent)."""
-        write_json_atomic(self.archive / f"{op.id}.json", to_json(op), mode=0o644)
+        write_json_atomic(self.archive / f"{op.id}.json", to_json(op), mode=FILE_MODE)
         between()
         self.write(None)
         self._prune()

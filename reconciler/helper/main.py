@@ -2,8 +2,12 @@
 
 Owns the process: reading the machine config (`--config`, else
 `PULLNIX_CONFIG`, else /etc/pullnix/agent.toml), logging to stderr (journald
-keeps it), binding the socket, resuming a journaled operation, SIGTERM, and
-re-executing itself from `[helper] profile` after a self-upgrade.
+keeps it), its state dir (owned by it, mode 0750, setgid kept when given:
+the directory's group, the agent's under the NixOS module, may read the
+journal and the records of committed generations, never write them), binding
+the socket, resuming a
+journaled operation, SIGTERM, and re-executing itself from `[helper] profile`
+after a self-upgrade.
 
 Must not: hold any policy; it wires `server`, `operator` and `journal`.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -23,6 +28,9 @@ from reconciler.helper.log import log
 from reconciler.helper.server import Server, SocketInUse, bind
 
 VERSION = "0.1.0"
+#: The state dir: ours to write; its group (set by whoever made it, e.g. tmpfiles) reads.
+#: A setgid bit given to it is kept, so the files in it get that group too.
+STATE_DIR_MODE = 0o750
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pullnix-helper: {exc}", file=sys.stderr)
         return 2
     state_dir = config.helper.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        prepare_state_dir(state_dir)
+    except (StateDirError, OSError) as exc:
+        print(f"pullnix-helper: {exc}", file=sys.stderr)
+        return 2
     try:
         listener = bind(config.helper.socket)
     except (SocketInUse, OSError) as exc:
@@ -90,6 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     while not stopping.wait(3600):
         pass
     return 0
+
+
+class StateDirError(Exception):
+    """The state dir is not one the helper can trust."""
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Make `path` (if need be) and hold it to mode 0750 (plus setgid if it has it),
+    refusing one that is not a directory owned by this process's user: whoever could write
+    there could forge the journal the helper acts on after a restart."""
+    path.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"{path}: the state dir is not a directory (a symlink?); "
+                            "make it a directory owned by the helper's user")
+    if info.st_uid != os.geteuid():
+        raise StateDirError(f"{path}: the state dir belongs to uid {info.st_uid}, not to "
+                            f"the helper (uid {os.geteuid()}); chown it to the helper's user")
+    wanted = STATE_DIR_MODE | (info.st_mode & stat.S_ISGID)
+    if stat.S_IMODE(info.st_mode) != wanted:
+        os.chmod(path, wanted)
 
 
 USAGE = f"""usage: pullnix-helper [--config FILE] [--version]

@@ -4,7 +4,8 @@ The helper appends an entry each time it commits a generation; the agent's
 source layer reads it for downgrade protection, so the check survives the loss
 of the agent's own state dir. File: `<[helper] state_dir>/generations.json`,
 `{"version": 1, "generations": [{"generation", "storePath", "revision",
-"committedAt"}, ...]}`, oldest first. Standard library only.
+"committedAt"}, ...]}`, oldest first, mode 0640 (the agent reads it through the
+state dir's group; only root writes it). Standard library only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from reconciler.helper.atomic import write_json_atomic
 
 RECORDS_FILE = "generations.json"
 _MAX_ENTRIES = 1000
+_MODE = 0o640
 
 
 @dataclass(frozen=True)
@@ -69,4 +71,5 @@ def append_committed(state_dir: Path, entry: CommittedGeneration) -> None:
                 for e in entries
             ],
         },
+        mode=_MODE,
     )

@@ -66,7 +66,7 @@ def test_operation_round_trips_through_json(tmp_path: Path) -> None:
     journal.write(op)
     assert journal.load() == op
     assert from_json(json.loads(json.dumps(to_json(op)))) == op
-    assert oct(os.stat(tmp_path / "journal.json").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "journal.json").st_mode & 0o777) == "0o640"
     journal.finish(op)
     assert journal.load() is None
     assert journal.find("op-1") == to_json(op)

@@ -319,6 +319,13 @@ def test_helper_socket_directory_gives_sockets_the_agents_group() -> None:
     assert "d /run/pullnix 2750 root pullnix - -" in units()["tmpfiles"]
 
 
+def test_helper_state_dir_is_readable_by_the_agents_group_only() -> None:
+    # The agent watches the journal and reads the committed generations; root alone writes.
+    rendered = tomllib.loads(render(option_values(host="edge-01")))
+    rule = f"d {rendered['helper']['state_dir']} 2750 root pullnix - -"
+    assert rule in units()["tmpfiles"]
+
+
 def test_agent_unit_is_a_sandboxed_notify_service_restarted_by_activation() -> None:
     agent = units(otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf",
                         "serviceName": "edge-01"})["agent"]
