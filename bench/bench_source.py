@@ -11,7 +11,8 @@ Two questions:
    tests/support/gitserve.py in front of git http-backend), median of N each,
    alternating. Target: ratio <= 1.0.
 2. Big histories. A repository of 1k and 10k commits (100k with --big) made
-   with `git fast-import`, served by git daemon: first fetch into an empty
+   with `git fast-import`, and one of 5k commits each with a tag (--tags N),
+   served by git daemon: first fetch into an empty
    mirror (against `git clone --bare`) and an incremental fetch of 10 new
    commits (against `git fetch` in that clone), wall time and peak RSS. Each
    measurement runs in a fresh child process (this file with --child); peak RSS
@@ -22,6 +23,9 @@ Two questions:
    has the interpreter and pygit2 loaded anyway, so the memory target applies
    to the peak above that baseline; the raw peak is shown for context.
    Targets: time ratio <= 1.5, memory (above baseline) ratio <= 3.0.
+   pullnix mirrors the branch only, so for the tagged repository git is asked
+   for the same (`clone --single-branch --no-tags`, `fetch --no-tags`), and
+   the no-op check is measured there too (every tag is in the advertisement).
 
 Run: `python -m bench.bench_source [--runs N] [--big]`; `rows()` is the entry
 point for a combined runner. Not a test.
@@ -43,7 +47,7 @@ from typing import Any
 
 from reconciler.helper.config import SourceConfig
 from reconciler.source import GitSource, RetryPolicy
-from tests.support.gitrepo import Upstream
+from tests.support.gitrepo import Upstream, git
 from tests.support.gitserve import GitDaemon, HttpGitServer
 
 TOKEN = "bench-token"  # noqa: S105 -- a test server's token, not a secret
@@ -116,29 +120,61 @@ def _child(args: list[str]) -> dict[str, Any]:
     return result
 
 
-def history_rows(root: Path, commits: int, runs: int, baseline_mib: float,
+def _tag_every_commit(up: Upstream, tags: int) -> None:
+    """Lightweight tags v0..v{tags-1} on the newest `tags` commits, in one update-ref."""
+    shas = up.git("rev-list", f"--max-count={tags}", up.branch).split()
+    if len(shas) < tags:
+        raise ValueError(f"{tags} tags need {tags} commits, the branch has {len(shas)}")
+    lines = "".join(f"create refs/tags/v{i} {sha}\n" for i, sha in enumerate(shas))
+    git(f"--git-dir={up.git_dir}", "update-ref", "--stdin", input=lines.encode())
+
+
+def history_rows(root: Path, commits: int, runs: int, baseline_mib: float, tags: int = 0,
                  ) -> list[dict[str, Any]]:
-    up = Upstream.create(root / f"hist-{commits}")
+    """First and incremental fetch of a generated history; with `tags`, that many tags too.
+
+    pullnix mirrors the branch only, so with tags git is asked for the same
+    (`--single-branch --no-tags`) and the no-op check (ref advertisement with
+    every tag) is measured as well."""
+    name = f"hist-{commits}-{tags}"
+    up = Upstream.create(root / name)
     started = time.perf_counter()
     up.generate(commits)
+    if tags:
+        _tag_every_commit(up, tags)
     generated = time.perf_counter() - started
-    label = f"{commits // 1000}k commits"
+    label = f"{commits // 1000}k commits" + (f" + {tags // 1000}k tags" if tags else "")
+    clone_args = ["--single-branch", "--no-tags", "-b", up.branch] if tags else []
     out: list[dict[str, Any]] = []
     with GitDaemon.serving(up.root) as daemon:
         url = daemon.url("fleet.git")
         first_ours, first_theirs = [], []
         for i in range(runs):
-            state, clone = root / f"s-{commits}-{i}", root / f"c-{commits}-{i}"
+            state, clone = root / f"s-{name}-{i}", root / f"c-{name}-{i}"
             first_ours.append(_child(["pullnix", url, str(state)]))
-            first_theirs.append(_child(["git", *QUIET_GIT, "clone", "--bare", "-q", url,
-                                        str(clone)]))
+            first_theirs.append(_child(["git", *QUIET_GIT, "clone", "--bare", "-q", *clone_args,
+                                        url, str(clone)]))
+        if tags:
+            source = _source((url,), root / f"s-{name}-0")
+
+            def ours() -> None:
+                if source.sync().fetched:
+                    raise AssertionError("the no-op check fetched a pack")
+
+            def theirs() -> None:
+                subprocess.run(["git", "-c", "protocol.version=0", "ls-remote", url,
+                                "refs/heads/main"], check=True, capture_output=True)
+
+            a, b = _median_alternating(ours, theirs, 15)
+            out.append(_row(f"no-op check, git://, {label}, median of 15", a, b, NOOP_TARGET,
+                            "s"))
         up.generate(10)
         inc_ours, inc_theirs = [], []
         for i in range(runs):
-            state, clone = root / f"s-{commits}-{i}", root / f"c-{commits}-{i}"
+            state, clone = root / f"s-{name}-{i}", root / f"c-{name}-{i}"
             inc_ours.append(_child(["pullnix", url, str(state)]))
-            inc_theirs.append(_child(["git", *QUIET_GIT, "-C", str(clone), "fetch", "-q", url,
-                                      "+refs/heads/main:refs/heads/main"]))
+            inc_theirs.append(_child(["git", *QUIET_GIT, "-C", str(clone), "fetch", "-q",
+                                      "--no-tags", url, "+refs/heads/main:refs/heads/main"]))
     for what, ours, theirs in (("first fetch", first_ours, first_theirs),
                                ("incremental fetch (+10)", inc_ours, inc_theirs)):
         out.append(_row(f"{what}, {label}", statistics.median(r["seconds"] for r in ours),
@@ -148,22 +184,29 @@ def history_rows(root: Path, commits: int, runs: int, baseline_mib: float,
         out.append(_row(f"{what}, {label}, peak RSS", peak_ours, peak_theirs, "context", "MiB"))
         out.append(_row(f"{what}, {label}, peak RSS above baseline",
                         max(peak_ours - baseline_mib, 0.0), peak_theirs, MEMORY_TARGET, "MiB"))
-    out.append({"metric": f"generate {label} with git fast-import (s)",
+    out.append({"metric": f"generate {label} (git fast-import, update-ref) (s)",
                 "pullnix": None, "reference": round(generated, 3), "ratio": None,
                 "target": "setup"})
     return out
 
 
-def rows(runs: int = 15, big: bool = False) -> list[dict[str, Any]]:
+def rows(runs: int = 15, big: bool = False, *, noop: bool = True, history: bool = True,
+         tags: int = 5_000) -> list[dict[str, Any]]:
+    """The no-op rows and the history rows (1k, 10k, with `big` 100k commits; and, unless
+    `tags` is 0, a history of `tags` commits each tagged)."""
     with tempfile.TemporaryDirectory(prefix="bench-source-") as tmp:
         root = Path(tmp)
-        out = noop_rows(root, runs)
+        out = noop_rows(root, runs) if noop else []
+        if not history:
+            return out
         baseline = _child(["baseline"])["maxrss_kb"] / 1024
         out.append({"metric": "process baseline: Python + pygit2, no fetch (MiB)",
                     "pullnix": round(baseline, 1), "reference": None, "ratio": None,
                     "target": "context"})
         for commits in (1_000, 10_000, *((100_000,) if big else ())):
             out += history_rows(root, commits, 1 if commits >= 100_000 else 3, baseline)
+        if tags:
+            out += history_rows(root, tags, 3, baseline, tags=tags)
         return out
 
 
@@ -200,9 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="runs per no-op median")
     parser.add_argument("--big", action="store_true", help="also 100k commits")
+    parser.add_argument("--tags", type=int, default=5_000,
+                        help="a history of this many commits, each tagged (0: none)")
     parser.add_argument("--json", action="store_true", help="print JSON rows")
     options = parser.parse_args(argv)
-    result = rows(options.runs, options.big)
+    result = rows(options.runs, options.big, tags=options.tags)
     if options.json:
         print(json.dumps(result, indent=2))
         return
