@@ -29,18 +29,17 @@ import json
 import logging
 import os
 import socket
-import stat
-import struct
 import threading
 from pathlib import Path
 from typing import Any, Protocol
+
+from reconciler.helper.server import bind, peer_credentials
 
 log = logging.getLogger("pullnix.api")
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024
 IDLE_TIMEOUT = 600.0
-_UCRED = struct.Struct("3i")
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {},
     "status": {},
@@ -100,7 +99,7 @@ class LocalApi:
         self.path = path
         self.allowed = frozenset({0, os.getuid(), *allowed_uids})
         self.control = control
-        self._listener = bind(path)
+        self._listener = bind(path, who="agent")
         self._thread = threading.Thread(target=self._serve, name="local-api", daemon=True)
 
     def start(self) -> None:
@@ -125,8 +124,7 @@ class LocalApi:
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:
-            pid, uid, _gid = _UCRED.unpack(
-                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+            pid, uid, _gid = peer_credentials(conn)
             conn.settimeout(IDLE_TIMEOUT)
             with conn.makefile("rb") as reader:
                 if uid not in self.allowed:
@@ -179,30 +177,6 @@ class LocalApi:
                 return c.retry()
             case _:
                 return c.rollback(wait, timeout)
-
-
-def bind(path: Path) -> socket.socket:
-    """Listen on `path`: mode 0660, a stale socket replaced, a live one refused (OSError)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise OSError(f"{path} exists and is not a socket; refusing to replace it")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()  # stale: nobody listens
-            else:
-                raise OSError(f"another agent is listening on {path}")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o660)
-    listener.listen(64)
-    return listener
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ Owns the demo's run, act by act:
 
 Everything it prints comes from what the agent and the helper report over
 their sockets (the agent's local API and the helper's `status`; `watch.py`
-follows them), never from its own guesses; `stage.py` runs the processes. Exit 0 when the story went as told, 1 otherwise (with the
-logs' tails).
+follows them), never from its own guesses; `stage.py` runs the processes.
+Exit 0 when the story went as told, 1 otherwise (with the logs' tails).
 
 Must not: act on the real machine (every path is under the sandbox), or talk
 to the network.

@@ -34,11 +34,13 @@ IDLE_TIMEOUT = 600.0
 STARTUP_WAIT = 60.0  # how long a request waits for the operator to be attached
 
 
-class SocketInUse(Exception):
-    """Another helper already answers on the socket."""
+class SocketInUse(OSError):
+    """Another process already answers on the socket, or the path is not a socket."""
 
 
-def bind(path: Path) -> socket.socket:
+def bind(path: Path, who: str = "helper") -> socket.socket:
+    """Listen on `path`: mode 0660, a stale socket replaced, a live one refused (SocketInUse,
+    naming `who` listens there). The agent's local API binds its socket the same way."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
@@ -49,7 +51,7 @@ def bind(path: Path) -> socket.socket:
         except OSError:
             path.unlink()  # stale: nobody listens
         else:
-            raise SocketInUse(f"another helper is listening on {path}")
+            raise SocketInUse(f"another {who} is listening on {path}")
         finally:
             probe.close()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
