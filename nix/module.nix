@@ -257,7 +257,9 @@ in
     warnings =
       optional (config.system.configurationRevision == null) ''
         services.pullnix: system.configurationRevision is not set, so the running
-        system does not record the commit it was built from. In the fleet flake set
+        system does not record the commit it was built from (pullnix writes it to
+        the toplevel's configuration-revision for its downgrade check). In the
+        fleet flake set
           system.configurationRevision = self.rev or self.dirtyRev or "dirty";
       ''
       ++ optional (lib.hasInfix "/nix/store/" helperUnitText) ''
@@ -274,6 +276,11 @@ in
       description = "pullnix agent";
     };
     users.groups.pullnix = { };
+
+    # The commit this system was built from, as a file of the toplevel
+    # (NixOS keeps it only in nixos-version): the downgrade check reads it
+    # from the running system when the helper has no record of its commit.
+    system.systemBuilderCommands = import ./revision.nix config.system.configurationRevision;
 
     environment.etc."pullnix/agent.toml".source = configFile;
     # The helper this generation wants; see helperPackage.

@@ -206,6 +206,11 @@ pkgs.testers.runNixOSTest {
           assert link("/nix/var/nix/profiles/system") == good_system, "not committed"
           revision = agent.succeed("nixos-version --configuration-revision").strip()
           assert revision == good_revision, f"the system records {revision}"
+          # The same commit as a file of the toplevel, for the downgrade check.
+          agent.succeed(f"test \"$(cat /run/current-system/configuration-revision)\" = {good_revision}")
+          # The helper's state: root's, readable by the agent's group only.
+          agent.succeed("test \"$(stat -c '%a %U %G' /nix/var/pullnix/helper)\" = '2750 root pullnix'")
+          agent.succeed("runuser -u pullnix -- cat /nix/var/pullnix/helper/generations.json")
           agent.wait_for_unit("pullnix-agent.service")
           assert main_pid("pullnix-helper.service") == helper_pid, "activation restarted the helper"
 

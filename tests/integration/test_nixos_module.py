@@ -120,7 +120,8 @@ MINIMAL: dict[str, Any] = {
 
 def test_every_nix_file_parses() -> None:
     files = sorted([*NIX.rglob("*.nix"), ROOT / "flake.nix"])
-    for name in ("package.nix", "module.nix", "render-config.nix", "units.nix", "tests/vm.nix"):
+    for name in ("package.nix", "module.nix", "render-config.nix", "units.nix", "revision.nix",
+                 "tests/vm.nix"):
         assert NIX / name in files, name
     for path in files:
         done = subprocess.run(["nix-instantiate", "--parse", str(path)],
@@ -317,6 +318,32 @@ def test_helper_profile_is_installed_only_when_absent() -> None:
 def test_helper_socket_directory_gives_sockets_the_agents_group() -> None:
     # The helper makes its socket 0660 as root; setgid on the directory lets the agent in.
     assert "d /run/pullnix 2750 root pullnix - -" in units()["tmpfiles"]
+
+
+@pytest.mark.parametrize("revision", [
+    "0123456789abcdef0123456789abcdef01234567", "dirty", "it's $(rm -rf /) `x` \\ \"q\""])
+def test_configuration_revision_is_written_into_the_toplevel(tmp_path: Path,
+                                                              revision: str) -> None:
+    commands = nix_eval("import ./nix/revision.nix a.revision", revision=revision)
+    out = tmp_path / "toplevel"
+    out.mkdir()
+    # The toplevel's builder runs these lines with $out set, as NixOS does.
+    subprocess.run(["sh", "-eu", "-c", commands], env={"out": str(out), "PATH": "/usr/bin:/bin"},
+                   check=True, timeout=30)
+    assert [p.name for p in out.iterdir()] == ["configuration-revision"]
+    # What the agent's downgrade check reads from the running system.
+    assert (out / "configuration-revision").read_text() == revision + "\n"
+
+
+def test_configuration_revision_unset_writes_nothing() -> None:
+    assert nix_eval("import ./nix/revision.nix null") == ""
+
+
+def test_module_records_the_configuration_revision_in_the_toplevel() -> None:
+    # NixOS's top-level.nix runs system.systemBuilderCommands in the toplevel's builder.
+    module = (NIX / "module.nix").read_text()
+    assert ("system.systemBuilderCommands = import ./revision.nix "
+            "config.system.configurationRevision;") in module
 
 
 def test_helper_state_dir_is_readable_by_the_agents_group_only() -> None:
