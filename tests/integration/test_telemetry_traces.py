@@ -10,17 +10,13 @@ started the deploy, even across an agent that was killed mid-deploy.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -28,22 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from reconciler.telemetry import metrics
 from reconciler.telemetry.export import counting_processor, otlp_exporter
 from reconciler.telemetry.settings import DEFAULT_EXPORT_TIMEOUT, export_settings
-from tests.support.helperproc import (
-    HelperPaths,
-    HelperProcess,
-    cleanup_socket_dir,
-    start_helper,
-    write_helper_config,
-)
-from tests.support.nixfixture import (
-    FleetRepo,
-    Sandbox,
-    build_toplevel,
-    commit_fleet,
-    init_fleet_repo,
-    install_system,
-    make_sandbox,
-)
+from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.nixfixture import commit_fleet
 from tests.support.otlp import (
     STATUS_ERROR,
     GrpcReceiver,
@@ -55,53 +37,7 @@ from tests.support.otlp import (
 )
 
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
-PULLNIX = Path(sys.executable).with_name("pullnix")
 GATE = "  gates:\n    - name: closure-policy\n      command: {argv: [\"/bin/true\"]}\n"
-
-
-def spec_yaml(sandbox: Sandbox, *, check_argv: str | None = None, gates: str = "") -> str:
-    argv = check_argv or f'["/bin/grep", "-qx", "ok", "{sandbox.health_dir}/status"]'
-    return f"""\
-apiVersion: pullnix.dev/v1alpha1
-kind: NixOSDeployment
-metadata:
-  name: fleet
-spec:
-  configuration:
-    flake: "nixosConfigurations.{{host}}"
-  healthChecks:
-    - name: health-file
-      command: {{argv: {argv}}}
-      timeout: 10s
-      retries: 0
-      interval: 100ms
-  rollback:
-    confirmTimeout: 60s
-{gates}"""
-
-
-@dataclass
-class Machine:
-    sandbox: Sandbox
-    repo: FleetRepo
-    paths: HelperPaths
-    helper: HelperProcess
-
-    def argv(self) -> list[str]:
-        return [str(PULLNIX), "--config", str(self.paths.config), "reconcile", "--once",
-                "--timeout", "120"]
-
-    def reconcile(self, otel: Mapping[str, str] | None = None
-                  ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(), env=agent_env(otel), capture_output=True, text=True,
-                              timeout=180, check=False)
-
-    def history(self) -> list[dict[str, Any]]:
-        done = subprocess.run([str(PULLNIX), "--config", str(self.paths.config), "history",
-                               "--json"], capture_output=True, text=True, timeout=60,
-                              check=True)
-        entries: list[dict[str, Any]] = json.loads(done.stdout)
-        return entries
 
 
 def agent_env(otel: Mapping[str, str] | None) -> dict[str, str]:
@@ -118,19 +54,9 @@ def http_env(receiver: HttpReceiver | GrpcReceiver, **more: str) -> dict[str, st
 
 @pytest.fixture
 def machine(tmp_path: Path) -> Iterator[Machine]:
-    sandbox = make_sandbox(tmp_path)
-    repo = init_fleet_repo(tmp_path, sandbox, version="1",
-                           files={"pullnix.yaml": spec_yaml(sandbox)})
-    install_system(sandbox, build_toplevel(repo.flake_ref(), "edge-01"))
-    paths = write_helper_config(tmp_path, sandbox, urls=[f"file://{repo.bare}"])
-    helper = start_helper(paths)
-    try:
-        first = Machine(sandbox, repo, paths, helper)
-        assert first.reconcile().returncode == 0  # converged on the first commit, untraced
+    with fake_machine(tmp_path) as first:
+        assert first.reconcile(agent_env(None)).returncode == 0  # converged, untraced
         yield first
-    finally:
-        helper.stop()
-        cleanup_socket_dir(paths)
 
 
 def deploy_root(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
@@ -148,7 +74,7 @@ def test_a_deploy_is_one_trace_with_every_step_and_the_helpers_phases(machine: M
     sha = commit_fleet(machine.repo, version="2",
                        files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=GATE)})
     with HttpReceiver() as receiver:
-        done = machine.reconcile(http_env(receiver))
+        done = machine.reconcile(agent_env(http_env(receiver)))
         assert done.returncode == 0, done.stderr
         spans = receiver.wait_for(lambda s: tree_done(s, "helper.commit"))
     root = deploy_root(spans)
@@ -195,7 +121,7 @@ def test_a_deploy_is_one_trace_with_every_step_and_the_helpers_phases(machine: M
 def test_a_rollback_shows_the_failed_check_and_the_rollback_as_errors(machine: Machine) -> None:
     commit_fleet(machine.repo, version="2", health="broken")
     with HttpReceiver() as receiver:
-        done = machine.reconcile(http_env(receiver))
+        done = machine.reconcile(agent_env(http_env(receiver)))
         assert done.returncode == 3, done.stderr
         spans = receiver.wait_for(lambda s: tree_done(s, "helper.rollback"))
     root = deploy_root(spans)
@@ -223,7 +149,7 @@ def test_a_deploy_across_an_agent_restart_stays_one_trace(machine: Machine) -> N
                  files={"pullnix.yaml": spec_yaml(machine.sandbox, check_argv=slow)})
     with HttpReceiver() as receiver:
         env = agent_env(http_env(receiver))
-        first = subprocess.Popen(machine.argv(), env=env, stdout=subprocess.DEVNULL,
+        first = subprocess.Popen(machine.reconcile_argv(), env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         try:
             spans = receiver.wait_for(lambda s: deploy_root(s) is not None, timeout=120)
@@ -235,7 +161,7 @@ def test_a_deploy_across_an_agent_restart_stays_one_trace(machine: Machine) -> N
         root = deploy_root(spans)
         assert root is not None
 
-        second = machine.reconcile(http_env(receiver))
+        second = machine.reconcile(agent_env(http_env(receiver)))
         assert second.returncode == 0, second.stderr
         spans = receiver.wait_for(lambda s: tree_done(s, "helper.commit"))
     helper_spans = [s for s in spans if s.name.startswith("helper.")]
@@ -249,7 +175,8 @@ def test_a_deploy_across_an_agent_restart_stays_one_trace(machine: Machine) -> N
 
 def test_traces_reach_a_grpc_collector(machine: Machine) -> None:
     with GrpcReceiver() as receiver:
-        done = machine.reconcile(http_env(receiver, OTEL_EXPORTER_OTLP_PROTOCOL="grpc"))
+        grpc = http_env(receiver, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        done = machine.reconcile(agent_env(grpc))
         assert done.returncode == 0, done.stderr
         spans = receiver.wait_for(lambda s: bool(by_name(s, "pullnix.reconcile")))
     root = by_name(spans, "pullnix.reconcile")[0]
@@ -261,7 +188,7 @@ def test_traces_reach_a_grpc_collector(machine: Machine) -> None:
 def test_a_collector_that_is_down_neither_fails_nor_holds_up_a_pass(machine: Machine) -> None:
     def timed(otel: Mapping[str, str] | None) -> float:
         started = time.monotonic()
-        done = machine.reconcile(otel)
+        done = machine.reconcile(agent_env(otel))
         assert done.returncode == 0, done.stderr
         return time.monotonic() - started
 

@@ -46,7 +46,10 @@ PULLNIX = Path(sys.executable).with_name("pullnix")
 
 
 def spec_yaml(sandbox: Sandbox, *, gates: str = "", hook: str = "",
-              confirm_timeout: str = "60s") -> str:
+              confirm_timeout: str = "60s", check_argv: str | None = None) -> str:
+    """pullnix.yaml for the fake machine: one health check (by default, that the fake
+    system's health file says ok; `check_argv` a YAML list to run instead)."""
+    argv = check_argv or f'["/bin/grep", "-qx", "ok", "{sandbox.health_dir}/status"]'
     return f"""\
 apiVersion: pullnix.dev/v1alpha1
 kind: NixOSDeployment
@@ -57,7 +60,7 @@ spec:
     flake: "nixosConfigurations.{{host}}"
   healthChecks:
     - name: health-file
-      command: {{argv: ["/bin/grep", "-qx", "ok", "{sandbox.health_dir}/status"]}}
+      command: {{argv: {argv}}}
       timeout: 5s
       retries: 0
       interval: 100ms
@@ -139,12 +142,26 @@ class Machine:
             lines += [f'log_format = "{log_format}"'] if log_format else []
         self.paths.config.write_text(base + "\n" + "\n".join(lines) + "\n")
 
-    def reconcile(self) -> subprocess.CompletedProcess[str]:
-        return self.cli("reconcile", "--once", "--timeout", "120", timeout=180)
+    def reconcile_argv(self) -> list[str]:
+        return self.argv("reconcile", "--once", "--timeout", "120")
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(PULLNIX), "--config", str(self.paths.config), *args],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+    def reconcile(self, env: Mapping[str, str] | None = None
+                  ) -> subprocess.CompletedProcess[str]:
+        """`reconcile --once`; `env` replaces this process's environment when given."""
+        return self.cli("reconcile", "--once", "--timeout", "120", timeout=180, env=env)
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(PULLNIX), "--config", str(self.paths.config), *args]
+
+    def cli(self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              timeout=timeout, check=False,
+                              env=None if env is None else dict(env))
+
+    def history(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = json.loads(self.cli("history", "--json").stdout)
+        return entries
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
