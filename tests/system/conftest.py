@@ -87,9 +87,10 @@ def container(system_root: CachedRoot, tmp_path: Path) -> Iterator[Container]:
 
 
 @pytest.fixture
-def installed(container: Container) -> Installed:
-    """pullnix in the container: the helper in its profile, generation 1's units running."""
-    return install_pullnix(container)
+def installed(container: Container, pullnix_wheel: Path) -> Installed:
+    """pullnix in the container: the helper in its profile, the fleet repository's first
+    commit built and switched to, its units (the helper, the git server, the agent) running."""
+    return install_pullnix(container, pullnix_wheel)
 
 
 @pytest.fixture(scope="session")

@@ -52,11 +52,13 @@ class Container:
     """One systemd-nspawn container over `root`; a context manager that boots and stops it.
 
     `disk` is "overlay" (instant; needs overlayfs over the cache and the workdir),
-    "copy" (`cp -a`, a few seconds), or "auto": overlay, else copy."""
+    "copy" (`cp -a`, a few seconds), or "auto": overlay, else copy. With
+    `private_network` (the default) it has a network namespace of its own, holding
+    only its loopback: what listens there never meets the host's ports."""
 
     def __init__(self, root: Path, workdir: Path, *,
                  bind_ro: dict[Path, str] | None = None, name: str | None = None,
-                 disk: str = "auto") -> None:
+                 disk: str = "auto", private_network: bool = True) -> None:
         self.lower = root
         self.workdir = workdir
         self.shared = workdir / "shared"
@@ -66,6 +68,7 @@ class Container:
         self.name = name or f"pullnix-{uuid.uuid4().hex[:8]}"
         self.root = workdir / "root"
         self.disk = disk  # "auto" until the first boot decides: "overlay" or "copy"
+        self.private_network = private_network  # its own loopback: ports never meet the host's
         self.boots = 0
         self.boot_seconds: list[float] = []
         self._nspawn: subprocess.Popen[bytes] | None = None
@@ -95,6 +98,8 @@ class Container:
                 "--register=no", "--keep-unit", f"--machine={self.name}",
                 "--console=read-only", f"--bind={self.shared}:{SHARED_IN_GUEST}"]
         argv += [f"--bind-ro={host}:{guest}" for host, guest in self.bind_ro.items()]
+        if self.private_network:
+            argv.append("--private-network")
         self._log = self.boot_log.open("ab")
         self._log.write(f"==== boot {self.boots}: {' '.join(argv)}\n".encode())
         self._log.flush()

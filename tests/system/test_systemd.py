@@ -1,44 +1,34 @@
-"""Real systemd in a container: the helper runs from its own profile, activation restarts
-the agent and never the helper, and a power cut leaves a machine that comes back."""
+"""Real systemd in a container: the helper runs from its own profile, a generation's switch
+restarts the agent and never the helper, and a power cut leaves a machine that comes back."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reconciler.helper.client import HelperClient
 from tests.system.container import Container
+from tests.system.guestcli import ready_at
 from tests.system.install import (
     AGENT_UNIT,
-    CONFIG_PATH,
+    GIT_UNIT,
     HELPER_PROFILE,
     HELPER_UNIT,
-    STANDIN_RECORD,
     Installed,
-    add_generation,
+    build_generation,
     install_agent_package,
 )
 
 pytestmark = pytest.mark.system
 
 
-def _standin_record(box: Container) -> dict[str, object]:
-    record: dict[str, object] = json.loads(box.read_text(STANDIN_RECORD))
-    return record
-
-
-def _wait_standin(box: Container, pid: int, timeout: float = 30.0) -> dict[str, object]:
-    """The stand-in agent's record once the process `pid` has written it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = box.run(["cat", STANDIN_RECORD], check=False)
-        if found.returncode == 0 and json.loads(found.stdout).get("pid") == pid:
-            return _standin_record(box)
-        time.sleep(0.1)
-    raise AssertionError(f"the stand-in agent (pid {pid}) wrote no record in {timeout}s:\n"
-                         f"{box.journal(AGENT_UNIT)}")
+def _ping(box: Container) -> dict[str, Any]:
+    """The helper's `ping`, with its own client, from the host through the container's root."""
+    return HelperClient(box.host_path("/run/pullnix/helper.sock"), timeout=10).request("ping")
 
 
 def _wait_journal(box: Container, unit: str, pid: int, timeout: float = 30.0) -> str:
@@ -71,35 +61,33 @@ def test_the_helper_starts_from_its_profile_and_answers_ping(
     profile = container.run(["readlink", "-f", HELPER_PROFILE]).stdout.strip()
     assert profile == installed.helper
 
-    answer = json.loads(container.run(
-        [f"{installed.first.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
-    ).stdout)
+    answer = _ping(container)
     assert answer["ok"] is True
     assert answer["pid"] == pid
 
 
-def test_activation_restarts_the_agent_and_leaves_the_helper_running(
+def test_a_generations_switch_restarts_the_agent_and_leaves_the_helper_running(
         container: Container, installed: Installed) -> None:
+    ready_at(container, installed.revision)  # the agent has adopted generation 1: no op runs
     helper_pid = container.wait_active(HELPER_UNIT)
     old_agent_pid = container.wait_active(AGENT_UNIT)
-    before = _wait_standin(container, old_agent_pid)
-    assert before["generation"] == "1"
-    assert before["helperPid"] == helper_pid
+    git_pid = container.wait_active(GIT_UNIT)
 
-    second = add_generation(container, 2)
-    switched = container.run([f"{second.system}/bin/switch-to-configuration", "test"])
+    revision = installed.fleet.commit("generation 2", version="2")
+    second = build_generation(container, installed.fleet, revision)
+    switched = container.run([f"{second}/bin/switch-to-configuration", "test"])
 
+    # Only the agent's unit text differs (it names the toplevel): the git server's and the
+    # helper's do not, and the helper's says X-RestartIfChanged=false besides.
     assert switched.stdout.splitlines() == [f"restarted: {AGENT_UNIT}"]
-    assert container.read_text(f"{second.system}/etc/systemd/system/{HELPER_UNIT}") == (
-        container.read_text(f"{installed.first.system}/etc/systemd/system/{HELPER_UNIT}"))
+    assert container.read_text(f"{second}/etc/systemd/system/{HELPER_UNIT}") == (
+        container.read_text(f"{installed.system}/etc/systemd/system/{HELPER_UNIT}"))
     new_agent_pid = container.wait_active(AGENT_UNIT)
     assert new_agent_pid != old_agent_pid
-    after = _wait_standin(container, new_agent_pid)
-    assert after["generation"] == "2"
-    assert after["storePath"] == second.agent
-    assert after["helperPid"] == helper_pid
+    assert f"{second}/sw/bin/pullnix" in container.unit_property(AGENT_UNIT, "ExecStart")
     assert container.main_pid(HELPER_UNIT) == helper_pid
     assert container.unit_property(HELPER_UNIT, "NRestarts") == "0"
+    assert container.main_pid(GIT_UNIT) == git_pid
 
 
 def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
@@ -115,10 +103,7 @@ def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
     assert container.read_text("/proc/sys/kernel/random/boot_id").strip() != boot_before
     new_pid = container.wait_active(HELPER_UNIT)
     assert container.run(["readlink", "-f", HELPER_PROFILE]).stdout.strip() == installed.helper
-    answer = json.loads(container.run(
-        [f"{installed.first.agent}/bin/pullnix-agent-standin", "ping", "--config", CONFIG_PATH],
-    ).stdout)
-    assert answer["pid"] == new_pid
+    assert _ping(container)["pid"] == new_pid
 
     boots = container.run(["journalctl", "--list-boots", "--no-pager"]).stdout
     assert len(boots.strip().splitlines()) >= 2, boots

@@ -1,0 +1,112 @@
+"""The fleet repository the system tier's agent follows: a bare git repository in the
+container's shared directory, served inside the container by `git daemon`.
+
+Owns `shared/git/fleet.git` (written from the host with pygit2, no work tree): each
+commit is a whole tree with the system tier's flake (`guest/flake.nix`), the files
+its toplevel is made of (`guest/switch-to-configuration`, `units/*.service`), the
+knobs that make one generation differ from another (`knobs.json`) and the desired
+state (`pullnix.yaml`). The machine builds each commit with its own Nix.
+
+Must not: build anything, or write inside the container's root.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from reconciler.demo.fakenixos import nix_system
+
+HERE = Path(__file__).resolve().parent
+BRANCH = "main"
+GIT_URL = "git://127.0.0.1:9418/fleet.git"  # as agent.toml names it
+SOURCES = {
+    "flake.nix": HERE / "guest" / "flake.nix",
+    "switch-to-configuration": HERE / "guest" / "switch-to-configuration",
+    "units/pullnix-helper.service": HERE / "units" / "pullnix-helper.service",
+    "units/pullnix-agent.service": HERE / "units" / "pullnix-agent.service",
+    "units/fleet-git-daemon.service": HERE / "units" / "fleet-git-daemon.service",
+}
+DEFAULT_KNOBS: dict[str, Any] = {
+    "version": "1",
+    "agent": "ok",             # "broken": the generation's agent exits 1 at start
+    "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
+}
+HEALTH_CHECKS = """\
+    - name: git
+      gitRemote: {}
+      retries: 2
+      interval: 1s
+    - name: agent
+      systemd: {units: ["pullnix-agent.service"]}
+"""
+# A check that holds the trial in Verifying until the test creates the file (or 10 min).
+HELD_CHECK = """\
+    - name: held
+      command: {argv: ["/bin/sh", "-c", "while [ ! -e /run/release-check ]; do sleep 0.1; done"]}
+      timeout: 10m
+      retries: 0
+"""
+_AUTHOR = pygit2.Signature("pullnix system tier", "system@pullnix.invalid")
+
+
+def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
+    return (
+        "apiVersion: pullnix.dev/v1alpha1\n"
+        "kind: NixOSDeployment\n"
+        "metadata:\n  name: fleet\n"
+        "spec:\n"
+        "  configuration:\n    flake: \"nixosConfigurations.{host}\"\n"
+        "  strategy: {action: switch, trial: true}\n"
+        "  healthChecks:\n" + HEALTH_CHECKS + (HELD_CHECK if held else "") +
+        f"  rollback: {{automatic: true, confirmTimeout: {confirm_timeout}}}\n"
+    )
+
+
+class Fleet:
+    """`shared/git/fleet.git` under a container's shared directory."""
+
+    def __init__(self, shared: Path, host: str) -> None:
+        self.bare = shared / "git" / "fleet.git"
+        self.bare.parent.mkdir(parents=True, exist_ok=True)
+        self.repo = pygit2.init_repository(str(self.bare), bare=True,
+                                           initial_head=f"refs/heads/{BRANCH}")
+        self.host = host
+        self.knobs: dict[str, Any] = {**DEFAULT_KNOBS, "host": host, "system": nix_system()}
+
+    def guest_url(self, guest_shared: str) -> str:
+        """The repository as a `git+file` flake reference inside the container."""
+        return f"git+file://{guest_shared}/git/fleet.git?ref={BRANCH}"
+
+    def commit(self, message: str, *, held: bool = False, **knobs: Any) -> str:
+        """A commit on main with `knobs` changed (they accumulate); its SHA."""
+        unknown = set(knobs) - set(DEFAULT_KNOBS)
+        if unknown:
+            raise TypeError(f"unknown knobs {sorted(unknown)}; known: {sorted(DEFAULT_KNOBS)}")
+        self.knobs.update(knobs)
+        files = {name: path.read_bytes() for name, path in SOURCES.items()}
+        files["knobs.json"] = (json.dumps(self.knobs, indent=2, sort_keys=True) + "\n").encode()
+        files["pullnix.yaml"] = spec_yaml(held=held).encode()
+        return self._commit(files, message)
+
+    def _commit(self, files: dict[str, bytes], message: str) -> str:
+        root = self.repo.TreeBuilder()
+        subtrees: dict[str, pygit2.TreeBuilder] = {}
+        for name, data in sorted(files.items()):
+            blob = self.repo.create_blob(data)
+            mode = pygit2.GIT_FILEMODE_BLOB_EXECUTABLE if name == "switch-to-configuration" \
+                else pygit2.GIT_FILEMODE_BLOB
+            directory, _, base = name.rpartition("/")
+            builder = root if not directory else subtrees.setdefault(
+                directory, self.repo.TreeBuilder())
+            builder.insert(base, blob, mode)
+        for directory, builder in subtrees.items():
+            root.insert(directory, builder.write(), pygit2.GIT_FILEMODE_TREE)
+        ref = f"refs/heads/{BRANCH}"
+        parents = [self.repo.references[ref].target] if ref in self.repo.references else []
+        oid = self.repo.create_commit(ref, _AUTHOR, _AUTHOR, message + "\n", root.write(),
+                                      parents)
+        return str(oid)
