@@ -73,6 +73,9 @@ def test_a_pushed_change_restarts_the_agent_by_its_own_activation_and_ends_ready
     assert new_pid != agent_pid
     assert new_restarts == agent_restarts
     assert f"{second}/sw/bin/pullnix" in container.unit_property(AGENT_UNIT, "ExecStart")
+    # Type=notify: the unit went active on the new agent's READY=1; its STATUS= follows
+    wait_for(lambda: revision[:12] in container.unit_property(AGENT_UNIT, "StatusText") or None,
+             30, "the agent's sd_notify status naming the revision", container)
     confirmed = f"confirmed operation {entry['operationId']}"
     assert confirmed in container.journal(AGENT_UNIT, pid=new_pid)
     assert confirmed not in container.journal(AGENT_UNIT, pid=agent_pid)
@@ -104,7 +107,8 @@ def test_a_generation_whose_agent_cannot_start_is_rolled_back_and_the_old_agent_
     assert doc["status"]["lastAppliedRevision"] == installed.revision
     assert doc["status"]["lastAttemptedRevision"] == revision
     assert doc["status"]["currentSystem"] == installed.system
-    assert condition(doc, "Ready")["status"] == "False", doc
+    ready = condition(doc, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RolledBack"), doc
     assert [e["result"] for e in history(container)] == ["RolledBack", "Succeeded"]
     assert restarts(container, HELPER_UNIT) == helper_before
 
@@ -132,7 +136,8 @@ def test_a_generation_that_cuts_the_machine_off_its_git_server_fails_git_remote_
                                                                           "ExecStart")
     doc = status(container)
     assert doc["status"]["lastAppliedRevision"] == installed.revision
-    assert condition(doc, "Ready")["status"] == "False", doc
+    ready = condition(doc, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "RolledBack"), doc
     assert restarts(container, HELPER_UNIT) == helper_before
 
 
