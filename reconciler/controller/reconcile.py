@@ -103,7 +103,9 @@ class Reconciler:
             healthy = _verdict(new_entries)
             fetch = self._fetch()
             with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
-                tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision)
+                tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision,
+                                             applied_source=stored.applied_source,
+                                             pin_of=self._pin_of)
                 span.set_attribute("pullnix.signer", tip.signer or "")
             spec_path = self.machine.source.spec_path
             with step("spec.load", {"pullnix.spec.path": spec_path,
@@ -139,6 +141,8 @@ class Reconciler:
                 span.set_attributes({"nix.store_path": system.current_system or "",
                                      "nixos.generation": system.current_generation or 0})
             action = d.decide(deployment.spec, observed, stored.record)
+            if isinstance(action, d.Converged):
+                stored = stored.converged(target.target.sha, tip.sha)
             pass_trace.set({"pullnix.action": type(action).__name__,
                             "vcs.ref.head.revision": target.target.sha})
             log.info("decided %s", type(action).__name__)
@@ -184,6 +188,12 @@ class Reconciler:
                                  "pullnix.fetch.attempts": fetch.attempts})
         return fetch
 
+    def _pin_of(self, sha: str) -> str:
+        """The spec.revision the desired state in commit `sha` pins for this host."""
+        path = self.machine.source.spec_path
+        spec = load_spec_text(self.source.read_file(sha, path), origin=f"{path}@{sha[:12]}")
+        return for_host(spec, self.machine.host).spec.revision
+
     def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any],
                 pass_trace: PassTrace) -> tuple[StoredRecord, list[HistoryEntry]]:
         """Fold the helper's finished operations this agent has not seen yet into the record.
@@ -197,7 +207,8 @@ class Reconciler:
                 continue
             entry = entry_from_operation(op, stored.closure_diffs.get(op["id"]))
             stored = replace(stored, record=ingest(stored.record, entry),
-                             seen_operations=(*stored.seen_operations, op["id"]))
+                             seen_operations=(*stored.seen_operations, op["id"])
+                             ).finished(entry)
             new_entries.append(entry)
             emit_operation(op)
             pass_trace.link(op.get("traceparent"))
@@ -231,6 +242,7 @@ class Reconciler:
         if isinstance(action, d.Deploy):
             started = self.deployer.deploy(spec, target, system, traceparent)
             diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
+            stored = stored.deploying(started.operation_id, target.tip.sha)
             return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
         if isinstance(action, d.RevertDrift):
             op_id = self.deployer.apply_existing(spec, action.revision, action.store_path,

@@ -4,8 +4,11 @@ Owns two files under `state_dir`, both written atomically:
 
 - `record.json`: the `AgentRecord` that `decide` reads (last applied revision
   and store path, failed revisions, a pending retry, suspension), the helper
-  operations already folded in, and per operation what only the agent knew
-  when it started it (the closure diff);
+  operations already folded in, per operation what only the agent knew when it
+  started it (the closure diff, the branch tip that carried the revision), and
+  the branch tip that carried the last applied revision
+  (`lastAppliedSourceRevision`: what downgrade protection checks a new tip
+  against, since a `spec.revision` pin may deploy a commit off the branch);
 - `status.json`: the Kubernetes-style document `pullnix status --json` prints
   (`apiVersion`, `kind`, `metadata`, `spec`, `status` with conditions,
   revisions, generation, history).
@@ -45,6 +48,27 @@ class StoredRecord:
     closure_diffs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     spec_digest: str | None = None
     generation: int = 0  # bumped when the desired state's content changes (metadata.generation)
+    applied_source: str | None = None  # the branch tip that carried last_applied_revision
+    deploy_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def deploying(self, operation_id: str, source: str) -> StoredRecord:
+        """Remember that `operation_id` deploys what the branch tip `source` asked for."""
+        return replace(self, deploy_sources=MappingProxyType(
+            {**self.deploy_sources, operation_id: source}))
+
+    def finished(self, entry: HistoryEntry) -> StoredRecord:
+        """After `entry` was ingested: a successful apply makes its tip the applied source
+        (unknown, so None, for an apply this agent did not start)."""
+        if entry.kind != "apply" or entry.result != "Succeeded":
+            return self
+        return replace(self, applied_source=self.deploy_sources.get(entry.operation_id))
+
+    def converged(self, revision: str, source: str) -> StoredRecord:
+        """The branch tip `source` asks for `revision`, which is the applied one: from now on
+        that tip is what carried it (heals records kept before the source was)."""
+        if revision != self.record.last_applied_revision or source == self.applied_source:
+            return self
+        return replace(self, applied_source=source)
 
 
 class StateStore:
@@ -86,6 +110,8 @@ class StateStore:
             closure_diffs=MappingProxyType(dict(doc.get("closureDiffs") or {})),
             spec_digest=doc.get("specDigest"),
             generation=int(doc.get("generation") or 0),
+            applied_source=doc.get("lastAppliedSourceRevision"),
+            deploy_sources=MappingProxyType(dict(doc.get("deploySources") or {})),
         )
 
     def save_record(self, stored: StoredRecord) -> None:
@@ -103,6 +129,9 @@ class StateStore:
                              if k not in stored.seen_operations},
             "specDigest": stored.spec_digest,
             "generation": stored.generation,
+            "lastAppliedSourceRevision": stored.applied_source,
+            "deploySources": {k: v for k, v in stored.deploy_sources.items()
+                              if k not in stored.seen_operations},
         })
 
     def update_record(self, **changes: Any) -> StoredRecord:

@@ -5,8 +5,13 @@ Owns the rules the git source layer applies to what it fetched:
 - which signature a commit carries and whether this machine's trust roots can
   judge it (`signature_kind`, `signature_precheck`), and what gpg's status
   output means (`gpg_verdict`);
-- whether a new tip is a downgrade: it must descend from every revision this
-  machine is known to have applied (`downgrade_refusal`);
+- whether a new tip is a downgrade (`downgrade_baselines`, `downgrade_refusal`).
+  The rule is about the branch tip that CARRIED the desired state, not the
+  commit a `spec.revision` pin pointed it at: a new tip must descend from the
+  last applied source tip. A pinned commit may sit off the branch (a hotfix
+  tag), so the revision a system was built from is only a baseline when the
+  tip that carried it is not known, and then a tip that pins exactly that
+  revision again is not a downgrade either (it asks for what runs);
 - how a `spec.revision` pin is looked up (`pin_lookups`).
 
 Must not: run git, gpg or ssh-keygen, read files, or decide anything from what
@@ -101,35 +106,80 @@ def gpg_verdict(status: str) -> SignatureCheck:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A revision this machine is known to have applied, and where that is recorded."""
+    """A commit this machine is known to have trusted, and where that is recorded.
+
+    deployed: False for a branch tip that carried an applied desired state (a new tip
+    must descend from it); True for a revision a system was built from when the tip
+    that carried it is unknown: it may have been a pin, so a tip that pins it again
+    is accepted too.
+    """
 
     revision: str
     origin: str
+    deployed: bool = False
+
+
+def downgrade_baselines(applied_revision: str | None, applied_source: str | None,
+                        running: Baseline | None) -> list[Baseline]:
+    """The baselines a new tip is checked against.
+
+    `applied_revision` and `applied_source` are the agent's record (what was built,
+    and the branch tip that carried it); `running` is what the records that survive
+    the agent's state dir say about the running system. A running revision equal to
+    the applied one is covered by the applied source tip when that is known.
+    """
+    baselines: list[Baseline] = []
+    revision = _clean(applied_revision)
+    source = _clean(applied_source)
+    if source is not None:
+        where = f"lastAppliedRevision {revision[:12]}" if revision else "the applied revision"
+        baselines.append(Baseline(source, f"the branch tip that carried {where}"))
+    elif revision is not None:
+        baselines.append(Baseline(revision, "lastAppliedRevision", deployed=True))
+    if running is None or any(b.revision == running.revision for b in baselines):
+        return baselines
+    if running.deployed and source is not None and running.revision == revision:
+        return baselines
+    return [*baselines, running]
 
 
 def downgrade_refusal(tip: str, checks: Sequence[tuple[Baseline, bool]],
-                      allow_downgrade: bool) -> str | None:
+                      allow_downgrade: bool, pinned: str | None = None) -> str | None:
     """None when `tip` may be applied; else why it is a downgrade.
 
     `checks` pairs each known baseline with "tip is that baseline or descends from
     it". A baseline the mirror does not have cannot be an ancestor of the tip, so
-    the shell reports it as False. With `allow_downgrade` nothing is refused.
+    the shell reports it as False. `pinned` is the commit the tip's spec.revision
+    names, if the shell looked: it satisfies a `deployed` baseline equal to it.
+    With `allow_downgrade` nothing is refused.
     """
     if allow_downgrade:
         return None
     for baseline, descends in checks:
-        if tip != baseline.revision and not descends:
-            return (f"commit {tip} does not descend from {baseline.revision} "
-                    f"({baseline.origin}): the branch was force-pushed to older or unrelated "
-                    "history. Push a commit on top of the applied one, pin an older revision "
-                    "deliberately with spec.revision, or set allow_downgrade = true in "
-                    "[source] of the machine config")
+        if tip == baseline.revision or descends:
+            continue
+        if baseline.deployed and pinned == baseline.revision:
+            continue
+        return (f"commit {tip} does not descend from {baseline.revision} "
+                f"({baseline.origin}): the branch was force-pushed to older or unrelated "
+                "history. Push a commit on top of the applied one, pin an older revision "
+                "deliberately with spec.revision, or set allow_downgrade = true in "
+                "[source] of the machine config")
     return None
+
+
+def needs_pin(tip: str, checks: Sequence[tuple[Baseline, bool]]) -> bool:
+    """Would knowing the tip's pin change the verdict (a failed `deployed` baseline)?"""
+    return any(b.deployed and not ok and tip != b.revision for b, ok in checks)
 
 
 def usable_baseline(revision: str | None) -> bool:
     """Only a full commit id can anchor the check (NixOS writes "dirty" and the like too)."""
     return revision is not None and is_full_sha(revision.strip().lower())
+
+
+def _clean(revision: str | None) -> str | None:
+    return revision.strip().lower() if usable_baseline(revision) and revision else None
 
 
 def pin_lookups(pin: str) -> list[str]:

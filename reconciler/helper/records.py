@@ -27,6 +27,7 @@ class CommittedGeneration:
     store_path: str
     revision: str
     committed_at: str
+    source_revision: str = ""
 
 
 def read_committed(state_dir: Path) -> list[CommittedGeneration]:
@@ -39,6 +40,7 @@ def read_committed(state_dir: Path) -> list[CommittedGeneration]:
                 store_path=str(e["storePath"]),
                 revision=str(e["revision"]),
                 committed_at=str(e.get("committedAt", "")),
+                source_revision=str(e.get("sourceRevision") or ""),
             )
             for e in doc["generations"]
         ]
@@ -48,10 +50,24 @@ def read_committed(state_dir: Path) -> list[CommittedGeneration]:
 
 def revision_of(state_dir: Path, store_path: str) -> str | None:
     """The revision the newest commit of `store_path` came from, if recorded."""
+    entry = committed_of(state_dir, store_path)
+    return entry.revision if entry is not None else None
+
+
+def committed_of(state_dir: Path, store_path: str) -> CommittedGeneration | None:
+    """The newest recorded commit of `store_path`, if any."""
     for entry in reversed(read_committed(state_dir)):
         if entry.store_path == store_path:
-            return entry.revision
+            return entry
     return None
+
+
+def _to_json(e: CommittedGeneration) -> dict[str, object]:
+    out: dict[str, object] = {"generation": e.generation, "storePath": e.store_path,
+                              "revision": e.revision, "committedAt": e.committed_at}
+    if e.source_revision:
+        out["sourceRevision"] = e.source_revision
+    return out
 
 
 def append_committed(state_dir: Path, entry: CommittedGeneration) -> None:
@@ -61,15 +77,7 @@ def append_committed(state_dir: Path, entry: CommittedGeneration) -> None:
         state_dir / RECORDS_FILE,
         {
             "version": 1,
-            "generations": [
-                {
-                    "generation": e.generation,
-                    "storePath": e.store_path,
-                    "revision": e.revision,
-                    "committedAt": e.committed_at,
-                }
-                for e in entries
-            ],
+            "generations": [_to_json(e) for e in entries],
         },
         mode=_MODE,
     )

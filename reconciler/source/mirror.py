@@ -22,6 +22,7 @@ import posixpath
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,12 @@ from reconciler.helper.config import SourceConfig
 from reconciler.source.downgrade import check_downgrade, running_baseline
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
-from reconciler.source.transport import SourceCallbacks, classify, set_network_timeouts
+from reconciler.source.transport import (
+    SourceCallbacks,
+    classify,
+    redact_url,
+    set_network_timeouts,
+)
 from reconciler.source.verify import verify_commit
 
 MIRROR_DIR = "mirror.git"
@@ -76,7 +82,7 @@ class GitSource:
             try:
                 return self._sync_url(url, tuple(skipped))
             except PullnixError as exc:
-                skipped.append(f"{url}: {exc.message}")
+                skipped.append(f"{redact_url(url)}: {exc.message}")
                 failures.append(exc)
         raise _combined(failures)
 
@@ -93,23 +99,23 @@ class GitSource:
         if tip is None:
             branches = sorted(n.removeprefix("refs/heads/") for n in advertised
                               if n.startswith("refs/heads/"))
-            raise TerminalError(f"{url} has no branch {self.config.branch!r} (it has: "
+            raise TerminalError(f"{redact_url(url)} has no branch {self.config.branch!r} (it has: "
                                 f"{', '.join(branches) or 'none'}); fix [source] branch",
                                 reason="BranchMissing")
         if tip in repo:  # unchanged, or moved (back) to a commit the mirror already has
             local = repo.references.get(self.ref)
             if local is None or str(local.target) != tip:
                 repo.references.create(self.ref, tip, force=True)
-            return FetchResult(url, self.config.branch, self.ref, tip, fetched=False,
-                               skipped=skipped)
+            return FetchResult(redact_url(url), self.config.branch, self.ref, tip,
+                               fetched=False, skipped=skipped)
         try:
             stats = remote.fetch([f"+{self.ref}:{self.ref}"], callbacks=callbacks,
                                  prune=pygit2.enums.FetchPrune.NO_PRUNE)
         except Exception as exc:
             raise classify(exc, url) from None
         fetched_tip = str(repo.references[self.ref].target)
-        return FetchResult(url, self.config.branch, self.ref, fetched_tip, fetched=True,
-                           received_objects=stats.received_objects,
+        return FetchResult(redact_url(url), self.config.branch, self.ref, fetched_tip,
+                           fetched=True, received_objects=stats.received_objects,
                            received_bytes=stats.received_bytes, skipped=skipped)
 
     def _fetch_refspecs(self, refspecs: list[str]) -> None:
@@ -163,17 +169,34 @@ class GitSource:
         """Check `sha`'s signature against the machine's trust roots (SignatureRefused)."""
         return verify_commit(self.repo(), str(self._commit(sha).id), self.config)
 
-    def check_downgrade(self, sha: str, last_applied: str | None) -> None:
-        """Refuse (DowngradeRefused) a `sha` that does not descend from what was applied:
-        `last_applied` and the revision recorded for the running system."""
-        check_downgrade(self.repo(), str(self._commit(sha).id), last_applied,
+    def check_downgrade(self, sha: str, last_applied: str | None, *,
+                        applied_source: str | None = None,
+                        pin_of: Callable[[str], str] | None = None) -> None:
+        """Refuse (DowngradeRefused) a `sha` that does not descend from what was trusted:
+        `applied_source` (the tip that carried `last_applied`; else `last_applied`) and
+        the records of the running system. `pin_of(sha)` returns the spec.revision the
+        tip carries; it is asked only when a deployed revision of unknown carrier fails."""
+        tip = str(self._commit(sha).id)
+        check_downgrade(self.repo(), tip, last_applied,
                         running_baseline(self.helper_state_dir, self.current_system),
-                        self.config.allow_downgrade)
+                        self.config.allow_downgrade, applied_source=applied_source,
+                        pinned=None if pin_of is None else lambda: self._pinned(tip, pin_of))
 
-    def accept_tip(self, tip_sha: str, last_applied: str | None) -> Verified:
+    def _pinned(self, tip: str, pin_of: Callable[[str], str]) -> str | None:
+        """The commit `tip`'s pin names; None when it has none or it cannot be read."""
+        try:
+            pin = pin_of(tip)
+            return self.resolve(tip, pin) if pin.strip() else None
+        except TerminalError:
+            return None
+
+    def accept_tip(self, tip_sha: str, last_applied: str | None, *,
+                   applied_source: str | None = None,
+                   pin_of: Callable[[str], str] | None = None) -> Verified:
         """The branch tip, once its signature and descent are checked (read the spec after)."""
         verified = self.verify(tip_sha)
-        self.check_downgrade(verified.sha, last_applied)
+        self.check_downgrade(verified.sha, last_applied, applied_source=applied_source,
+                             pin_of=pin_of)
         return verified
 
     def accept_pin(self, tip: Verified, pin: str) -> AcceptedRevision:
@@ -207,7 +230,8 @@ class GitSource:
                     break
         if found is None:
             raise TerminalError(f"spec.revision {pin!r} names no commit or tag in "
-                                f"{', '.join(self.config.urls)}; fix the pin in the spec",
+                                f"{', '.join(map(redact_url, self.config.urls))}; "
+                                "fix the pin in the spec",
                                 reason="RevisionMissing")
         return found
 

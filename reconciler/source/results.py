@@ -12,7 +12,8 @@ from dataclasses import dataclass
 class FetchResult:
     """What one `GitSource.sync()` found.
 
-    url: the remote that served (the first of `[source] urls` that answered).
+    url: the remote that served (the first of `[source] urls` that answered), with any
+    password in it shown as `***` (transport.redact_url): for display, not for fetching.
     tip_sha: the commit `refs/heads/<branch>` points at there (and now in the mirror).
     fetched: False when the remote's tip was already in the mirror (one round trip, no pack).
     skipped: "url: why" for every URL tried before `url`, in order.

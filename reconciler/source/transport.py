@@ -12,7 +12,18 @@ Owns what differs between file://, git://, smart HTTP(S) and SSH:
   exists) and the host key pinned in `known_hosts_file` (reconciler.source.hostkey).
 - Timeouts: libgit2's process-wide connect and read/write timeouts
   (GIT_OPT_SET_SERVER_CONNECT_TIMEOUT / GIT_OPT_SET_SERVER_TIMEOUT through
-  `pygit2.settings`), set by `set_network_timeouts`.
+  `pygit2.settings`), set by `set_network_timeouts`. With libgit2 1.9 they
+  bound every transport, SSH included: a server that accepts and never answers
+  (HTTP), never sends its SSH banner, or takes the login and then never starts
+  git-upload-pack fails with "timed out" (TransientError) after the read
+  timeout, as tests/integration/test_source_{fetch,ssh}.py show against real
+  listeners and a real sshd. So no worker thread or deadline wrapper is needed.
+  They bound each read, not a whole fetch: a server that trickles a byte per
+  read timeout keeps a fetch alive.
+- What a URL looks like in anything a user reads (`redact_url`): user info with
+  a password or token (`https://user:TOKEN@host/...`) becomes `user:***@`, in
+  messages, `FetchResult.url` and `skipped`, so it never reaches status.json or
+  a log. Prefer `token_file` to a token in the URL.
 - Turning a pygit2 failure into TransientError (retry: unreachable, timed out,
   cut off) or TerminalError (stop: authentication refused, host key or TLS
   certificate refused).
@@ -63,6 +74,28 @@ def endpoint(url: str) -> Endpoint:
     return Endpoint(scheme, parts.hostname or "", parts.port, parts.username)
 
 
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info replaced by `***` (for display)."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{path}"
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with `url` and its password (wherever they appear) redacted."""
+    shown = redact_url(url)
+    if shown == url:
+        return text
+    password = url.split("://", 1)[1].partition("/")[0].rpartition("@")[0].split(":", 1)[1]
+    text = text.replace(url, shown)
+    return text.replace(password, "***") if password else text
+
+
 def set_network_timeouts(connect_seconds: float, io_seconds: float) -> None:
     """Bound every connect and every read/write of libgit2 (process-wide settings)."""
     pygit2.settings.server_connect_timeout = int(connect_seconds * 1000)
@@ -74,7 +107,7 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
 
     def __init__(self, url: str, config: SourceConfig) -> None:
         super().__init__()
-        self.url = url
+        self.url = redact_url(url)  # for messages only
         self.config = config
         self.endpoint = endpoint(url)
         self.credential_requests = 0
@@ -156,7 +189,8 @@ def classify(exc: BaseException, url: str) -> PullnixError:
     """A pygit2 (or our own callback's) failure on `url` as a transient or terminal error."""
     if isinstance(exc, PullnixError):
         return exc
-    message = str(exc).strip() or type(exc).__name__
+    message = redact(str(exc).strip() or type(exc).__name__, url)
+    url = redact_url(url)
     if isinstance(exc, pygit2.errors.AuthError):
         return TerminalError(f"{url}: authentication refused: {message}",
                              reason="AuthenticationFailed")

@@ -242,6 +242,77 @@ def test_a_dirty_configuration_revision_does_not_anchor_anything(
     source.check_downgrade(source.sync().tip_sha, None)
 
 
+def _hotfix_pinned(tmp_path: Path, upstream: Upstream) -> tuple[str, str, str]:
+    """(base, hotfix tagged `hotfix-1` on a side branch, the tip on main that pins it)."""
+    base = upstream.head()
+    upstream.git("checkout", "-q", "-b", "hotfix")
+    hotfix = upstream.commit({"hotfix": "1"})
+    upstream.tag("hotfix-1", hotfix)
+    upstream.git("checkout", "-q", "main")
+    carrier = upstream.commit({"pullnix.yaml": "revision: hotfix-1\n"})
+    return base, hotfix, carrier
+
+
+def test_a_pin_off_the_branch_is_judged_by_the_tip_that_carried_it(
+        tmp_path: Path, upstream: Upstream) -> None:
+    base, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
+    source = make_source(tmp_path, upstream)
+    source.sync()
+    source.check_downgrade(carrier, hotfix, applied_source=carrier)  # the same tip again
+    on_top = upstream.commit({"pullnix.yaml": "v3\n"})  # the pin dropped
+    source.sync()
+    source.check_downgrade(on_top, hotfix, applied_source=carrier)
+    with pytest.raises(TerminalError) as err:  # the pinned commit alone is not an ancestor
+        source.check_downgrade(carrier, hotfix)
+    assert err.value.reason == "DowngradeRefused"
+    with pytest.raises(TerminalError):  # force-pushed back to before the carrier
+        source.check_downgrade(base, hotfix, applied_source=carrier)
+
+
+def test_a_tip_pinning_the_running_revision_is_no_downgrade_of_it(
+        tmp_path: Path, upstream: Upstream) -> None:
+    _, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
+    store_path = _running_system(tmp_path, "dddd-nixos-system")
+    append_committed(tmp_path / "helper", CommittedGeneration(3, str(store_path), hotfix,
+                                                              "2026-01-01T00:00:00Z"))
+    source = make_source(tmp_path, upstream, state="fresh-state")  # the agent's record lost
+    source.sync()
+    asked: list[str] = []
+
+    def pin_of(sha: str) -> str:
+        asked.append(sha)
+        return source.read_file(sha, "pullnix.yaml").decode().split(": ")[1].strip()
+
+    source.check_downgrade(carrier, None, pin_of=pin_of)
+    assert asked == [carrier]
+    with pytest.raises(TerminalError):  # pins nothing: still refused
+        source.check_downgrade(carrier, None, pin_of=lambda sha: "")
+    dropped = upstream.commit({"pullnix.yaml": "v3\n"})
+    source.sync()
+    with pytest.raises(TerminalError) as err:  # who carried the hotfix is unknown here
+        source.check_downgrade(dropped, None, pin_of=lambda sha: "")
+    assert "recorded by the helper" in err.value.message
+
+
+def test_the_helpers_record_of_the_source_tip_anchors_the_check(
+        tmp_path: Path, upstream: Upstream) -> None:
+    base, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
+    store_path = _running_system(tmp_path, "eeee-nixos-system")
+    append_committed(tmp_path / "helper", CommittedGeneration(
+        3, str(store_path), hotfix, "2026-01-01T00:00:00Z", source_revision=carrier))
+    recorded = json.loads((tmp_path / "helper" / "generations.json").read_text())
+    assert recorded["generations"][-1]["sourceRevision"] == carrier
+    dropped = upstream.commit({"pullnix.yaml": "v3\n"})
+    source = make_source(tmp_path, upstream, state="fresh-state")
+    source.sync()
+    source.check_downgrade(dropped, None)
+    upstream.reset_branch(base)
+    source.sync()
+    with pytest.raises(TerminalError) as err:
+        source.check_downgrade(base, None)
+    assert carrier in err.value.message
+
+
 # ------------------------------------------------------------------ pins
 
 

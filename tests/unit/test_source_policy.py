@@ -6,9 +6,11 @@ import pytest
 
 from reconciler.core.source_policy import (
     Baseline,
+    downgrade_baselines,
     downgrade_refusal,
     gpg_verdict,
     is_full_sha,
+    needs_pin,
     pin_lookups,
     signature_kind,
     signature_precheck,
@@ -17,6 +19,7 @@ from reconciler.core.source_policy import (
 
 A = "a" * 40
 B = "b" * 40
+C = "c" * 40
 
 
 @pytest.mark.parametrize(("signature", "kind"), [
@@ -100,6 +103,42 @@ def test_downgrade_refusal_names_the_baseline_and_the_ways_out() -> None:
     assert message is not None
     for part in (A, B, "helper record", "spec.revision", "allow_downgrade"):
         assert part in message
+
+
+def test_a_pin_satisfies_only_a_deployed_baseline_equal_to_it() -> None:
+    deployed = [(Baseline(B, "lastAppliedRevision", deployed=True), False)]
+    source = [(Baseline(B, "the branch tip that carried it"), False)]
+    assert downgrade_refusal(A, deployed, False, pinned=B) is None
+    assert downgrade_refusal(A, deployed, False, pinned=C) is not None
+    assert downgrade_refusal(A, deployed, False) is not None
+    assert downgrade_refusal(A, source, False, pinned=B) is not None  # a tip must descend
+    assert needs_pin(A, deployed)
+    assert not needs_pin(A, source)
+    assert not needs_pin(A, [(Baseline(B, "x", deployed=True), True)])
+
+
+@pytest.mark.parametrize(("revision", "source", "running", "expected"), [
+    (None, None, None, []),
+    # the applied source tip is the baseline, not the pinned revision it deployed
+    (B, A, None, [(A, False)]),
+    # a record kept before sources were: the revision, which a pin may explain
+    (B, None, None, [(B, True)]),
+    # the running system's revision is the applied one, whose carrying tip is known
+    (B, A, Baseline(B, "helper", deployed=True), [(A, False)]),
+    # ... but the agent's record is lost: the helper's record stands alone
+    (None, None, Baseline(B, "helper", deployed=True), [(B, True)]),
+    # the running system is something else (changed by hand, or another agent's)
+    (B, A, Baseline(C, "helper", deployed=True), [(A, False), (C, True)]),
+    # the helper recorded the source tip itself
+    (None, None, Baseline(A, "helper"), [(A, False)]),
+    (B, A, Baseline(A, "helper"), [(A, False)]),
+    (" " + B.upper(), "dirty", None, [(B, True)]),
+])
+def test_downgrade_baselines(revision: str | None, source: str | None,
+                             running: Baseline | None,
+                             expected: list[tuple[str, bool]]) -> None:
+    got = downgrade_baselines(revision, source, running)
+    assert [(b.revision, b.deployed) for b in got] == expected
 
 
 @pytest.mark.parametrize(("revision", "usable"), [

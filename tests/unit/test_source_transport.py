@@ -7,7 +7,7 @@ import pytest
 
 from reconciler.core.errors import TerminalError, TransientError
 from reconciler.source.retry import RetryPolicy, run_with_retries
-from reconciler.source.transport import Endpoint, classify, endpoint
+from reconciler.source.transport import Endpoint, classify, endpoint, redact, redact_url
 
 QUICK = RetryPolicy(attempts=4, initial=0.001, max_wait=0.002, jitter=0.001, deadline=5)
 
@@ -46,6 +46,28 @@ def test_classify(error: BaseException, kind: type, reason: str) -> None:
     assert type(classified) is kind
     assert classified.reason == reason
     assert "example.org" in classified.message or error is classified
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://deploy:t0ken@git.example.org/fleet.git", "https://deploy:***@git.example.org/fleet.git"),
+    ("https://oauth2:a:b@git.example.org:8443/x", "https://oauth2:***@git.example.org:8443/x"),
+    ("http://deploy:t0ken@127.0.0.1:9", "http://deploy:***@127.0.0.1:9"),
+    ("https://oauth2@gitlab.example.org/fleet.git", "https://oauth2@gitlab.example.org/fleet.git"),
+    ("ssh://git@git.example.org/fleet.git", "ssh://git@git.example.org/fleet.git"),
+    ("git@github.com:org/fleet.git", "git@github.com:org/fleet.git"),
+    ("file:///srv/fleet.git", "file:///srv/fleet.git"),
+])
+def test_redact_url_hides_the_password_and_keeps_the_rest(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_failure_never_repeats_the_password_of_its_url() -> None:
+    url = "https://deploy:t0ken@git.example.org/fleet.git"
+    error = pygit2.GitError(f"unexpected http status code: 500 for {url} (token t0ken)")
+    message = classify(error, url).message
+    assert "t0ken" not in message
+    assert message.startswith("https://deploy:***@git.example.org/fleet.git: ")
+    assert redact("nothing secret here", url) == "nothing secret here"
 
 
 def test_a_port_number_with_401_in_it_is_not_an_auth_failure() -> None:
