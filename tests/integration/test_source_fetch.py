@@ -14,7 +14,13 @@ from reconciler.core.errors import TerminalError, TransientError
 from reconciler.helper.config import SourceConfig
 from reconciler.source import FetchResult, GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
-from tests.support.gitserve import GitDaemon, HttpGitServer, free_port, self_signed_certificate
+from tests.support.gitserve import (
+    GitDaemon,
+    HttpGitServer,
+    free_port,
+    self_signed_certificate,
+    silent_listener,
+)
 
 FAST = RetryPolicy(attempts=4, initial=0.05, max_wait=0.2, jitter=0.05, deadline=30,
                    connect_timeout=2, io_timeout=5)
@@ -150,6 +156,26 @@ def test_a_silent_server_times_out_as_transient(tmp_path: Path) -> None:
             source.sync()
         assert time.monotonic() - started < 5
         assert url in err.value.message
+
+
+def test_a_stalled_http_server_times_out_as_transient_and_the_next_url_serves(
+        tmp_path: Path, upstream: Upstream) -> None:
+    with silent_listener() as port:
+        stalled = f"http://127.0.0.1:{port}/fleet.git"
+        source = GitSource(SourceConfig(urls=(stalled,)), tmp_path / "state", tmp_path,
+                           tmp_path, retry=replace(FAST, attempts=1, io_timeout=1))
+        started = time.monotonic()
+        with pytest.raises(TransientError) as err:
+            source.sync()
+        assert time.monotonic() - started < 10
+        assert (err.value.reason, stalled in err.value.message) == ("SourceUnavailable", True)
+        assert "timed out" in err.value.message
+
+        both = GitSource(SourceConfig(urls=(stalled, upstream.file_url)), tmp_path / "both",
+                         tmp_path, tmp_path, retry=replace(FAST, attempts=1, io_timeout=1))
+        result = both.sync()
+        assert (result.url, result.tip_sha) == (upstream.file_url, upstream.head())
+        assert result.skipped[0].startswith(f"{stalled}: ")
 
 
 def test_git_daemon_serves_and_an_unchanged_tip_is_not_fetched(tmp_path: Path,

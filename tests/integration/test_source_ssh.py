@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from reconciler.core.errors import TerminalError
+from reconciler.core.errors import TerminalError, TransientError
 from reconciler.helper.config import SourceConfig
 from reconciler.source import GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
-from tests.support.gitserve import SshGitServer, ssh_keygen
+from tests.support.gitserve import SshGitServer, silent_listener, ssh_keygen
 
 FAST = RetryPolicy(attempts=3, initial=0.05, max_wait=0.2, jitter=0.05, deadline=30,
                    connect_timeout=3, io_timeout=10)
@@ -93,3 +95,39 @@ def test_wrong_deploy_key_is_terminal_authentication_failure(
         source.sync()
     assert err.value.reason == "AuthenticationFailed"
     assert str(wrong) in err.value.message
+
+
+def test_an_ssh_server_that_never_sends_its_banner_times_out_as_transient(
+        tmp_path: Path, upstream: Upstream) -> None:
+    with silent_listener() as port:
+        url = f"ssh://git@127.0.0.1:{port}{upstream.git_dir}"
+        (tmp_path / "known_hosts").write_text("")
+        config = SourceConfig(urls=(url,), ssh_key_file=ssh_keygen(tmp_path / "key"),
+                              known_hosts_file=tmp_path / "known_hosts")
+        source = GitSource(config, tmp_path / "state", tmp_path, tmp_path,
+                           retry=replace(FAST, attempts=1, io_timeout=1))
+        started = time.monotonic()
+        with pytest.raises(TransientError) as err:
+            source.sync()
+        assert time.monotonic() - started < 10
+        assert err.value.reason == "SourceUnavailable"
+        assert url in err.value.message
+
+
+def test_an_ssh_session_that_stalls_after_login_times_out_as_transient(
+        tmp_path: Path, sshd: SshGitServer, upstream: Upstream) -> None:
+    """The server takes the key and the session, then never starts git-upload-pack:
+    libgit2's read timeout covers the SSH channel too, not only the connect."""
+    key = ssh_keygen(tmp_path / "stall_key")
+    sshd.authorize(key, command="sleep 600")
+    (tmp_path / "known_hosts").write_text(sshd.known_hosts_line())
+    config = SourceConfig(urls=(sshd.url(upstream.git_dir),), ssh_key_file=key,
+                          known_hosts_file=tmp_path / "known_hosts")
+    source = GitSource(config, tmp_path / "state", tmp_path, tmp_path,
+                       retry=replace(FAST, attempts=1, io_timeout=2))
+    started = time.monotonic()
+    with pytest.raises(TransientError) as err:
+        source.sync()
+    assert time.monotonic() - started < 30  # the session itself would sleep for 600 s
+    assert (err.value.reason, "timed out" in err.value.message.lower()) == (
+        "SourceUnavailable", True)

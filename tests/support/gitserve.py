@@ -11,6 +11,9 @@ pulls over, each as a context manager that yields a small handle:
     with SshGitServer.serving(tmp_path / "ssh") as ssh:         # sshd with a deploy key
         url = ssh.url(repo_path); ssh.deploy_key; ssh.known_hosts_line()
 
+    with silent_listener() as port: ...    # accepts connections and never says a word
+    ssh.authorize(key, command="sleep 600")  # a key whose session runs that instead of git
+
 Every handle has `stop()` and `start()` (same port again), so a test can take a
 server down and bring it back. Ports are free ports picked at start; every
 process is started with an argument list and stopped by its own pid.
@@ -301,6 +304,36 @@ def self_signed_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Pat
     return cert, key
 
 
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts every connection and never answers (a stalled
+    server: neither an HTTP response nor an SSH banner ever comes). Yields the port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
 # --------------------------------------------------------------------------- sshd
 
 
@@ -392,6 +425,13 @@ class SshGitServer:
             "PrintMotd no\n"
             "LogLevel VERBOSE\n"
         )
+
+    def authorize(self, key: Path, command: str | None = None) -> None:
+        """Let the key pair `key` (its .pub) log in too; with `command`, sshd runs that
+        instead of what the client asks for (read per login: no restart needed)."""
+        prefix = f'command="{command}",no-pty ' if command else ""
+        with (self.workdir / "authorized_keys").open("a") as keys:
+            keys.write(prefix + key.with_suffix(".pub").read_text())
 
     def start(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
