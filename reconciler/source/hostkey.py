@@ -12,8 +12,10 @@ and keeps libgit2's `git_cert *` to itself, and its cffi declaration of
 `git_cert_hostkey` is older than libgit2's struct. The pointer is read from
 pygit2's own callback frame, and the SHA-256 digest from the struct's fixed
 layout (cert_type, type, md5[16], sha1[20], sha256[32]); the flags word must
-say the digest is there. Anything unexpected refuses the connection: this
-fails closed, never open.
+say the digest is there. Anything unexpected (another pygit2 whose callback
+is named or shaped differently) refuses the connection with a HostKeyRefused
+error that names the pygit2 version found and the one this was written for
+(`WRITTEN_FOR`, the range pyproject.toml allows): this fails closed, never open.
 
 Limitation: libgit2 (libssh2) picks the host-key algorithm with the server and
 cannot be told which one is pinned, so pin every key type the server offers
@@ -40,6 +42,7 @@ from reconciler.core.known_hosts import (
 )
 
 REASON = "HostKeyRefused"
+WRITTEN_FOR = "pygit2 1.21 (libgit2 1.9)"
 _CERT_HOSTKEY_LIBSSH2 = 2   # git_cert_t GIT_CERT_HOSTKEY_LIBSSH2
 _CERT_SSH_SHA256 = 1 << 2   # git_cert_ssh_t GIT_CERT_SSH_SHA256
 _SHA256_OFFSET = 4 + 4 + 16 + 20
@@ -54,10 +57,13 @@ def presented_sha256(frame: FrameType | None) -> bytes | None:
 
     if frame is None or frame.f_code.co_name != "_certificate_check_cb":
         return None
-    cert = frame.f_locals["cert_i"]
-    if cert == ffi.NULL or cert.cert_type != _CERT_HOSTKEY_LIBSSH2:
+    try:
+        cert = frame.f_locals["cert_i"]
+        if cert == ffi.NULL or cert.cert_type != _CERT_HOSTKEY_LIBSSH2:
+            return None
+        raw = bytes(ffi.buffer(ffi.cast("unsigned char *", cert), _SHA256_OFFSET + 32))
+    except (KeyError, AttributeError, TypeError):  # not the pygit2 this was written for
         return None
-    raw = bytes(ffi.buffer(ffi.cast("unsigned char *", cert), _SHA256_OFFSET + 32))
     flags = int.from_bytes(raw[4:8], sys.byteorder)
     if not flags & _CERT_SSH_SHA256:
         return None
@@ -71,8 +77,9 @@ def check_host_key(known_hosts_file: Path | None, host: str, port: int | None,
     if digest is None:
         raise TerminalError(
             f"cannot read the host key {where} presented, so it cannot be checked against "
-            "known_hosts_file; refusing the connection (is pygit2 a version this module "
-            "was written for?)", reason=REASON)
+            f"known_hosts_file; refusing the connection. pygit2 {_pygit2_version()} is "
+            f"installed and the host-key check is written for {WRITTEN_FOR}: install "
+            "that version (pyproject.toml pins it)", reason=REASON)
     if known_hosts_file is None:
         raise TerminalError(
             f"SSH host {where} presented key {fingerprint(digest)}, but [source] "
@@ -95,3 +102,11 @@ def check_host_key(known_hosts_file: Path | None, host: str, port: int | None,
         f"SSH host key of {where} {what} {known_hosts_file} (presented {fingerprint(digest)}). "
         "If the server's key really changed, verify it out of band and update that file",
         reason=REASON)
+
+
+def _pygit2_version() -> str:
+    from importlib.metadata import version
+
+    import pygit2
+
+    return f"{version('pygit2')} (libgit2 {pygit2.LIBGIT2_VERSION})"

@@ -1,13 +1,20 @@
-"""Pinned host keys: the known_hosts rules, as a table of cases (no I/O)."""
+"""Pinned host keys: the known_hosts rules as a table of cases, and reading the key
+libgit2 was presented (which fails closed on a pygit2 of another shape)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
 
+import pygit2
 import pytest
 
+from reconciler.core.errors import TerminalError
 from reconciler.core.known_hosts import (
     HostKeyVerdict,
     fingerprint,
@@ -16,6 +23,7 @@ from reconciler.core.known_hosts import (
     matches_host,
     parse_known_hosts,
 )
+from reconciler.source.hostkey import WRITTEN_FOR, check_host_key, presented_sha256
 
 KEY_A = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519 key-a").decode()
 KEY_B = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519 key-b").decode()
@@ -84,3 +92,26 @@ def test_fingerprint_is_written_like_ssh_keygen() -> None:
 def test_parse_keeps_line_numbers_and_skips_junk() -> None:
     entries = parse_known_hosts(f"# c\n\nshort line\nh ssh-ed25519 {KEY_A} comment\n")
     assert [(e.patterns, e.key_type, e.line) for e in entries] == [(("h",), "ssh-ed25519", 4)]
+
+
+# ------------------------------------------------------------ reading the presented key
+
+
+def _certificate_check_cb() -> FrameType | None:
+    """A frame named like pygit2's callback but shaped like no pygit2's: no `cert_i`."""
+    return sys._getframe(0)
+
+
+def test_the_presented_key_is_not_read_from_a_frame_of_another_shape() -> None:
+    assert presented_sha256(None) is None
+    assert presented_sha256(sys._getframe(0)) is None  # not pygit2's callback at all
+    assert presented_sha256(_certificate_check_cb()) is None  # its name, not its locals
+
+
+def test_an_unreadable_host_key_refuses_the_connection_naming_pygit2s_version() -> None:
+    with pytest.raises(TerminalError) as err:
+        check_host_key(Path("/nonexistent/known_hosts"), "127.0.0.1", 2222, None)
+    assert err.value.reason == "HostKeyRefused"
+    assert f"pygit2 {version('pygit2')} (libgit2 {pygit2.LIBGIT2_VERSION})" in err.value.message
+    assert WRITTEN_FOR in err.value.message
+    assert "[127.0.0.1]:2222" in err.value.message
