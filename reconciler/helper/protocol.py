@@ -22,7 +22,11 @@ Requests (`"op"` names the request; any other key is an error):
   -> `{"v":1, "ok":true, "operationId", "state":"Pending"}`; only `storePath` is
   required; `action` is `switch|boot|test` (default `switch`), `trial` defaults to
   true, `confirmTimeout` (seconds) to 120, `requireConfirm` to false,
-  `activationTimeout` (seconds) to 900.
+  `activationTimeout` (seconds) to 900. `sourceRevision`? (optional; a helper
+  older than this field refuses it as unknown, so send it only when set) is
+  the branch tip whose desired state asked for `revision` (they differ under a
+  `spec.revision` pin); it is journaled with the request, for the record of
+  committed generations (`records.py`) that downgrade protection reads.
 - `{"v":1, "op":"confirm", "revision"? , "operationId"?}` (at least one) ->
   `{"v":1, "ok":true, "operationId", "state"}`
 - `{"v":1, "op":"rollback", "traceparent"?}` -> like apply: switch to the previous
@@ -118,6 +122,7 @@ class ApplyRequest:
     require_confirm: bool = False
     traceparent: str = ""
     activation_timeout: float = 900.0
+    source_revision: str = ""  # the branch tip that carried `revision` (a pin's carrier)
     generation: int | None = None  # set by `rollback`: move the profile to this generation
 
 
@@ -177,7 +182,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "status": frozenset({"operationId"}),
     "apply": frozenset({"storePath", "revision", "action", "trial", "healthChecks",
                         "confirmTimeout", "requireConfirm", "traceparent",
-                        "activationTimeout"}),
+                        "activationTimeout", "sourceRevision"}),
     "confirm": frozenset({"revision", "operationId"}),
     "rollback": frozenset({"traceparent"}),
     "upgrade": frozenset({"storePath"}),
@@ -233,6 +238,7 @@ def parse_apply(body: Mapping[str, Any]) -> ApplyRequest:
         require_confirm=_opt(body, "requireConfirm", bool, "true or false", False),
         traceparent=_traceparent(body),
         activation_timeout=_seconds(body, "activationTimeout", 900.0),
+        source_revision=_opt(body, "sourceRevision", str, "a string", ""),
     )
 
 
@@ -313,6 +319,8 @@ def apply_to_wire(req: ApplyRequest) -> dict[str, Any]:
         "confirmTimeout": req.confirm_timeout, "requireConfirm": req.require_confirm,
         "traceparent": req.traceparent, "activationTimeout": req.activation_timeout,
     }
+    if req.source_revision:  # only when set: a journal without it reads as before
+        wire["sourceRevision"] = req.source_revision
     if req.generation is not None:
         wire["generation"] = req.generation
     return wire
