@@ -5,9 +5,9 @@ Owns the process: reading the machine config (`--config`, else
 keeps it), its state dir (owned by it, mode 0750, setgid kept when given:
 the directory's group, the agent's under the NixOS module, may read the
 journal and the records of committed generations, never write them), binding
-the socket, resuming a
-journaled operation, SIGTERM, and re-executing itself from `[helper] profile`
-after a self-upgrade.
+the socket, resuming a journaled operation, SIGTERM (through a wake-up fd, see
+`stop_signals`), and re-executing itself from `[helper] profile` after a
+self-upgrade.
 
 Must not: hold any policy; it wires `server`, `operator` and `journal`.
 """
@@ -64,18 +64,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     server = Server(listener, config.helper.agent_uids, VERSION)
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # The journal is always consistent, so stopping mid-operation is a crash the
-        # next start recovers from; nothing to wait for.
-        log.info("signal %d: stopping", signum)
-        stopping.set()
-        listener.close()
-        config.helper.socket.unlink(missing_ok=True)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    wake = stop_signals()
     threading.Thread(target=server.serve_forever, name="accept", daemon=True).start()
     log.info("listening on %s (pid %d)", config.helper.socket, os.getpid())
 
@@ -99,9 +88,45 @@ def main(argv: list[str] | None = None) -> int:
         config.helper.socket.unlink(missing_ok=True)
         return 1
     server.attach(operator)
-    while not stopping.wait(3600):
-        pass
+    signum = wait_for_stop(wake)
+    # The journal is always consistent, so stopping mid-operation is a crash the next
+    # start recovers from; nothing to wait for.
+    log.info("signal %d: stopping", signum)
+    listener.close()
+    config.helper.socket.unlink(missing_ok=True)
     return 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_signals() -> int:
+    """Route SIGTERM and SIGINT to a pipe; its read end, for `wait_for_stop`.
+
+    The kernel hands a process's signal to whichever thread can take it, often a
+    connection thread busy answering a request, and then Python's handler runs only
+    when the main thread next runs Python code: a main thread blocked in a lock or an
+    `Event.wait` would sleep on through it. The wake-up fd is written by the C-level
+    handler in whatever thread the signal lands, so the main thread's `read` returns.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ignore)  # a Python handler, so the C one writes the fd
+    return read_end
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Nothing: the main thread acts on the wake-up fd, outside any handler."""
+
+
+def wait_for_stop(read_end: int) -> int:
+    """Block until a stop signal arrives (or arrived since `stop_signals`); its number."""
+    while True:
+        for signum in os.read(read_end, 64):
+            if signum in STOP_SIGNALS:
+                return signum
 
 
 class StateDirError(Exception):

@@ -4,8 +4,11 @@ two applies sent at the same moment: one runs, the other is told the helper is b
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -263,3 +266,32 @@ def test_two_applies_at_the_same_moment_one_runs_the_other_is_busy(
             machine.systems[winner],) * 3
         committed = [e.store_path for e in read_committed(helper.paths.state_dir)]
         assert committed == [*before, machine.systems[winner]]  # and only the winner
+
+
+def tgkill(pid: int, tid: int, signum: int) -> bool:
+    """Signal one thread of another process (glibc's tgkill); False if it is gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, signum) == 0:
+        return True
+    assert ctypes.get_errno() == errno.ESRCH, os.strerror(ctypes.get_errno())
+    return False
+
+
+def test_sigterm_landing_in_a_thread_other_than_main_stops_the_helper(
+        tmp_path: Path) -> None:
+    # The kernel gives a process's signal to any thread that can take it, e.g. one
+    # answering a request; Python runs the handler only in the main thread, so a main
+    # thread asleep in a lock would not notice. Aim the signal at the other threads.
+    paths = write_helper_config(tmp_path)
+    helper = start_helper(paths)
+    try:
+        helper.client.status()  # the operator is attached: the main thread waits for a stop
+        others = sorted(int(t) for t in os.listdir(f"/proc/{helper.pid}/task")
+                        if int(t) != helper.pid)
+        assert any(tgkill(helper.pid, tid, signal.SIGTERM) for tid in others), others
+        assert helper.wait_exit(timeout=10) == 0, helper.stderr_text()
+        assert f"signal {int(signal.SIGTERM)}: stopping" in helper.stderr_text()
+        assert not paths.socket.exists()
+    finally:
+        helper.kill()
+        cleanup_socket_dir(paths)
