@@ -32,7 +32,7 @@ SOURCES = {
 }
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
-    "agent": "ok",             # "broken": the generation's agent exits 1 at start
+    "agent": "ok",  # "broken": exits 1 at start; "walled-off": runs, cannot reach the helper
     "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
 }
 HEALTH_CHECKS = """\
@@ -81,7 +81,8 @@ class Fleet:
         """The repository as a `git+file` flake reference inside the container."""
         return f"git+file://{guest_shared}/git/fleet.git?ref={BRANCH}"
 
-    def commit(self, message: str, *, held: bool = False, **knobs: Any) -> str:
+    def commit(self, message: str, *, held: bool = False, confirm_timeout: str = "60s",
+               **knobs: Any) -> str:
         """A commit on main with `knobs` changed (they accumulate); its SHA."""
         unknown = set(knobs) - set(DEFAULT_KNOBS)
         if unknown:
@@ -89,7 +90,7 @@ class Fleet:
         self.knobs.update(knobs)
         files = {name: path.read_bytes() for name, path in SOURCES.items()}
         files["knobs.json"] = (json.dumps(self.knobs, indent=2, sort_keys=True) + "\n").encode()
-        files["pullnix.yaml"] = spec_yaml(held=held).encode()
+        files["pullnix.yaml"] = spec_yaml(held=held, confirm_timeout=confirm_timeout).encode()
         return self._commit(files, message)
 
     def _commit(self, files: dict[str, bytes], message: str) -> str:

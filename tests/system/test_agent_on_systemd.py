@@ -208,3 +208,29 @@ def test_a_second_apply_while_one_is_in_progress_is_refused_as_busy_and_changes_
     assert [(e["operationId"], e["result"]) for e in history(container)] == [
         (op["id"], "Succeeded"), (first_op, "Succeeded")]
     assert restarts(container, HELPER_UNIT) == helper_before
+
+
+def test_a_generation_whose_agent_runs_but_never_confirms_is_rolled_back_by_the_dead_man_switch(
+        container: Container, installed: Installed) -> None:
+    helper_before, _ = _converged(container, installed)
+
+    revision = installed.fleet.commit("generation 2: the agent walled off from the helper",
+                                      version="2", agent="walled-off", confirm_timeout="8s")
+    reconcile_now(container)
+    entry = finished_entry(container, revision)
+
+    assert entry["result"] == "RolledBack", entry
+    assert "did not confirm within 8s" in entry["message"], entry
+    # it started (Type=notify: READY=1 came) and its unit passed the health check
+    assert {c["name"]: c["ok"] for c in entry["healthChecks"]} == {"git": True, "agent": True}
+    walled = build_generation(container, installed.fleet, revision)
+    assert f"Started {AGENT_UNIT} - pullnix agent (generation 2)." in container.journal(
+        "init.scope")
+    for link in SYSTEM_LINKS:
+        assert resolve(container, link) == installed.system, link
+    assert f"{installed.system}/sw/bin/pullnix" in container.unit_property(AGENT_UNIT,
+                                                                          "ExecStart")
+    assert container.unit_property(AGENT_UNIT, "InaccessiblePaths") == ""
+    assert entry["storePath"] == walled
+    assert status(container)["status"]["lastAppliedRevision"] == installed.revision
+    assert restarts(container, HELPER_UNIT) == helper_before

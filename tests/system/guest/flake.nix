@@ -9,7 +9,9 @@
 #                                   server's (listening on the gitListen knob)
 #   sw/bin/pullnix                  execs the container's pullnix venv; with the knob
 #                                   agent = "broken" it exits 1 instead: an agent that
-#                                   cannot start
+#                                   cannot start; with agent = "walled-off" the agent's
+#                                   unit cannot reach the helper's socket: it starts but
+#                                   can never confirm
 #   nixos-version                   the version knob
 #
 # Knobs come from knobs.json in the same commit (tests/system/fleet.py writes them).
@@ -43,7 +45,12 @@
         switch = builtins.readFile ./switch-to-configuration;
         inherit pullnix;
         helperUnit = builtins.readFile ./units/pullnix-helper.service;
-        agentUnit = fill ./units/pullnix-agent.service { toplevel = out; version = knobs.version; };
+        agentUnit = fill ./units/pullnix-agent.service {
+          toplevel = out;
+          version = knobs.version;
+          sandboxing = if knobs.agent == "walled-off"
+            then "InaccessiblePaths=/run/pullnix/helper.sock" else "";
+        };
         gitUnit = fill ./units/fleet-git-daemon.service { listen = knobs.gitListen; };
         args = [ "-c" ''
           set -e
