@@ -3,7 +3,10 @@
 Measures, with the real `pullnix-helper` program and the real-Nix fixture:
 
 - idle RSS of a listening helper, against a bare `python3 -c 'import time;
-  time.sleep(60)'` (the interpreter's own floor); target <= 20 MB;
+  time.sleep(60)'` (the interpreter's own floor); target <= 20 MB. Twice: just
+  started (before any operation loaded the check machinery), and in steady
+  state, idle after an `apply` that ran an http health check (urllib, the
+  health module and the operation's threads have been loaded by then);
 - start to listening (process start until a ping is answered) and to ready
   (until `status` is: the operation machinery loads after the socket answers),
   against a bare `python3 -c pass` run to exit; target <= 150 ms;
@@ -26,13 +29,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from reconciler.helper.client import HelperClient, HelperUnavailable
 from tests.support.helperproc import (
     HELPER_BIN,
+    FakeMachine,
     build_machine,
     cleanup_socket_dir,
     start_helper,
@@ -65,6 +71,42 @@ def _idle_rss(tmp: Path) -> tuple[float, float]:
     return ours, reference
 
 
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _steady_rss(machine: FakeMachine, tmp: Path) -> float:
+    """Idle RSS after an apply whose http check ran: what a helper sits on for good."""
+    machine.reset()
+    paths = write_helper_config(tmp / "steady", machine.sandbox)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    check = {"name": "http", "timeout": 5,
+             "http": {"url": f"http://127.0.0.1:{server.server_address[1]}/",
+                      "bodyRegex": "^ok"}}
+    helper = start_helper(paths)
+    try:
+        result = helper.client.wait(helper.client.apply(
+            machine.systems["new"], trial=True, health_checks=[check]))
+        assert result["state"] == "Succeeded", result["message"]
+        assert [c["kind"] for c in result["checks"] if c["ok"]] == ["http"], result["checks"]
+        time.sleep(0.3)
+        return rss_mb(helper.pid)
+    finally:
+        helper.stop()
+        cleanup_socket_dir(paths)
+        server.shutdown()
+        server.server_close()
+
+
 def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
     """Process start until ping is answered, and until status is (the operator attached)."""
     paths = write_helper_config(tmp / "start")
@@ -93,8 +135,9 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
     return ours, ready, reference
 
 
-def _switch_overhead(tmp: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
-    machine = build_machine(tmp / "switch", {"old": {"version": "1"}, "new": {"version": "2"}})
+def _switch_overhead(machine: FakeMachine, tmp: Path, runs: int
+                     ) -> tuple[list[float], list[float], list[float]]:
+    machine.reset()
     profile = str(machine.sandbox.profile)
     paths = write_helper_config(tmp / "switch-helper", machine.sandbox)
     helper = start_helper(paths)
@@ -149,12 +192,18 @@ def rows(runs: int = 15) -> list[dict[str, Any]]:
     try:
         rss, rss_ref = _idle_rss(tmp)
         start, ready, start_ref = _start_to_listening(tmp, runs)
-        apply_, by_hand, switch_only = _switch_overhead(tmp, runs)
+        machine = build_machine(tmp / "machine", {"old": {"version": "1"},
+                                                  "new": {"version": "2"}})
+        steady = _steady_rss(machine, tmp)
+        apply_, by_hand, switch_only = _switch_overhead(machine, tmp, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ms = statistics.median
     return [
-        _row("helper idle RSS (MB) vs bare python sleeping", rss, rss_ref, "<= 20 MB"),
+        _row("helper idle RSS, just started (MB) vs bare python sleeping", rss, rss_ref,
+             "<= 20 MB"),
+        _row("helper idle RSS after an apply with an http check (MB) vs bare python",
+             steady, rss_ref, "<= 20 MB"),
         _row(f"helper start to listening (ms, median of {runs}) vs python -c pass",
              ms(start) * 1000, ms(start_ref) * 1000, "<= 150 ms"),
         _row(f"helper start to ready, status answered (ms, median of {runs}) vs python -c pass",
