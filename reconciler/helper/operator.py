@@ -13,9 +13,10 @@ if it has anything to do; `Succeeded`, `RolledBack`, `Failed`: after the
 operation is archived, before the journal is cleared) or a step name
 (`activate`, `check`, `confirm`, `set-profile`, `install-boot`, `record`,
 `restore-profile`, `reactivate`, `restore-boot`: right after the step is
-done, before its outcome is journaled). `CRASH_POINTS` lists every name, derived
-from the states and the effects' steps, so the crash tests can check they
-cover each one. Never set it in production.
+done, before its outcome is journaled; `prune`: after retention, before the
+operation is archived). `CRASH_POINTS` lists every name (the states and
+the effects' steps derived, the shell's own steps named), so the crash tests
+can check they cover each one. Never set it in production.
 
 After a commit, and before the operation is archived, the old generations
 of the system profile are pruned as `[system] keep_generations` says (see
@@ -53,11 +54,14 @@ from reconciler.helper.records import revision_of as recorded_revision
 from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
+PRUNE = "prune"  # retention after a commit: a step of the shell, not of the machine
 # Every name `_drive` passes to `crash_point`: each state (as entered, or as the end of
-# an operation) and each effect's step (`Proceed` acts on nothing, so it has none).
+# an operation), each effect's step (`Proceed` acts on nothing, so it has none), and the
+# shell's own steps.
 CRASH_POINTS: tuple[str, ...] = (
     *(str(state) for state in m.State),
-    *(effect.step for effect in typing.get_args(m.Effect) if effect is not m.Proceed))
+    *(effect.step for effect in typing.get_args(m.Effect) if effect is not m.Proceed),
+    PRUNE)
 
 
 def crash_point(name: str) -> None:
@@ -166,6 +170,7 @@ class Operator:
                 self._cond.notify_all()
         if op.state is m.State.SUCCEEDED and m.commits(op.request):
             op = self._prune(op)  # still ours: no apply or rollback can move the profile now
+            crash_point(PRUNE)
             with self._cond:
                 self._op = op
         log_at = log.error if op.state is m.State.FAILED else log.info

@@ -15,6 +15,7 @@ when a point (say, a new step) has no case.
 
 from __future__ import annotations
 
+import ast
 import json
 import signal
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ from typing import Any
 import pytest
 
 from reconciler.helper import machine as m
+from reconciler.helper import operator
 from reconciler.helper.client import HelperUnavailable
-from reconciler.helper.operator import CRASH_ENV, CRASH_POINTS
+from reconciler.helper.operator import CRASH_ENV, CRASH_POINTS, PRUNE
 from reconciler.helper.protocol import parse_apply
 from reconciler.helper.records import read_committed
 from tests.support.helperproc import (
@@ -92,8 +94,8 @@ for _kind in ("trial", "switch", "boot"):
     _done = BOOT_NEW if _kind == "boot" else AS_NEW
     CASES += [(f"{_kind}-ok", point, "RolledBack", AS_BEFORE)
               for point in ("Pending", "Activating", "activate", "Verifying", "check")]
-    CASES += [(f"{_kind}-ok", point, "Succeeded", _done)
-              for point in ("Committing", "set-profile", "install-boot", "record", "Succeeded")]
+    CASES += [(f"{_kind}-ok", point, "Succeeded", _done) for point in (
+        "Committing", "set-profile", "install-boot", "record", "prune", "Succeeded")]
     CASES += [(f"{_kind}-unconfirmed", "confirm", "RolledBack", AS_BEFORE)]
     CASES += [(f"{_kind}-check-fails", point, "RolledBack", AS_BEFORE) for point in (
         "RollingBack", "restore-boot" if _kind == "boot" else "reactivate", "RolledBack")]
@@ -111,7 +113,7 @@ def crash_points_passed(scenario: Scenario) -> list[str]:
     """The crash points the helper passes in `scenario`, in order, per its state machine.
 
     Mirrors `Operator._drive`: a state's point as it is entered (or ends the
-    operation), an effect's point after it is performed.
+    operation), an effect's point after it is performed, retention after a commit.
     """
     request = parse_apply({**scenario.apply_fields(), "storePath": NEW_PATH})
     op = m.begin("op", "apply", request, m.Previous(OLD_PATH, OLD_PATH, 1), 0)
@@ -132,7 +134,24 @@ def crash_points_passed(scenario: Scenario) -> list[str]:
         if not isinstance(effect, m.Proceed):
             passed.append(effect.step)
         op = m.advance(op, event, 1)
+    if op.state is m.State.SUCCEEDED and m.commits(request):
+        passed.append(PRUNE)
     return [*passed, str(op.state)]
+
+
+def test_every_crash_hook_in_the_operator_is_a_listed_point() -> None:
+    # Points derived from the machine cover its steps; a step the shell adds must be
+    # named in CRASH_POINTS (as a module constant), or this fails.
+    tree = ast.parse(Path(operator.__file__).read_text())
+    calls = [node.args[0] for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name) and node.func.id == "crash_point"]
+    assert len(calls) >= 3
+    for arg in calls:
+        shown = ast.unparse(arg)
+        if shown in ("str(op.state)", "effect.step"):
+            continue  # a state, an effect's step: derived
+        assert isinstance(arg, ast.Name), shown
+        assert getattr(operator, arg.id) in CRASH_POINTS, shown
 
 
 def test_cases_cover_every_crash_point_of_every_scenario() -> None:
