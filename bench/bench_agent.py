@@ -104,6 +104,7 @@ def _converged_reconciler(machine: Machine) -> Reconciler:
 
 def noop_pass_rows(root: Path, runs: int) -> list[Row]:
     _nix_env()
+    root.mkdir(parents=True, exist_ok=True)
     token_file = root / "token"
     token_file.write_text(TOKEN)
     header = ["-c", f"http.extraHeader=Authorization: Bearer {TOKEN}"]
