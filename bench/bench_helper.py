@@ -117,16 +117,27 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
             started = time.perf_counter()
             with subprocess.Popen([str(HELPER_BIN), "--config", str(paths.config)],
                                   stderr=subprocess.DEVNULL) as proc:
+                deadline = time.monotonic() + 10
                 while True:
                     try:
                         client.ping()
                         break
                     except HelperUnavailable:
+                        if time.monotonic() > deadline or proc.poll() is not None:
+                            proc.kill()
+                            raise RuntimeError("the helper did not answer ping within 10 s"
+                                               ) from None
                         time.sleep(0.001)
                 ours.append(time.perf_counter() - started)
                 client.status()
                 ready.append(time.perf_counter() - started)
                 proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    raise RuntimeError("the helper did not exit within 10 s of SIGTERM"
+                                       ) from None
             started = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], check=True)
             reference.append(time.perf_counter() - started)
