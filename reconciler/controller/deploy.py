@@ -97,7 +97,8 @@ class Deployer:
                             run_gates([gate], store_path, system.current_system, checkout)
             trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
             op_id = self._apply(spec, store_path, sha, plan.action, traceparent,
-                                trial=trial, require_confirm=confirm)
+                                trial=trial, require_confirm=confirm,
+                                source_revision=target.tip.sha)
         except PullnixError as exc:
             if built is not None:  # abandoned: nothing will commit it, so nothing holds it
                 release(built)
@@ -170,13 +171,15 @@ class Deployer:
                                  revision=sha, on_line=self.on_build_line)
 
     def _apply(self, spec: DeploymentSpec, store_path: str, revision: str, action: str,
-               traceparent: str, *, trial: bool, require_confirm: bool) -> str:
+               traceparent: str, *, trial: bool, require_confirm: bool,
+               source_revision: str = "") -> str:
         try:
             return self.helper.apply(
                 store_path, revision=revision, action=action, trial=trial,
                 health_checks=[check_to_wire(c) for c in spec.health_checks],
                 confirm_timeout=spec.rollback.confirm_timeout,
-                require_confirm=require_confirm, traceparent=traceparent)
+                require_confirm=require_confirm, traceparent=traceparent,
+                source_revision=source_revision)
         except HelperUnavailable as exc:
             raise TransientError(f"the helper does not answer: {exc}",
                                  reason="HelperUnavailable") from None

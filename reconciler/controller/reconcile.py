@@ -209,7 +209,7 @@ class Reconciler:
             entry = entry_from_operation(op, stored.closure_diffs.get(op["id"]))
             stored = replace(stored, record=ingest(stored.record, entry),
                              seen_operations=(*stored.seen_operations, op["id"])
-                             ).finished(entry)
+                             ).finished(entry, (op.get("request") or {}).get("sourceRevision"))
             new_entries.append(entry)
             emit_operation(op)
             pass_trace.link(op.get("traceparent"))

@@ -56,12 +56,15 @@ class StoredRecord:
         return replace(self, deploy_sources=MappingProxyType(
             {**self.deploy_sources, operation_id: source}))
 
-    def finished(self, entry: HistoryEntry) -> StoredRecord:
-        """After `entry` was ingested: a successful apply makes its tip the applied source
-        (unknown, so None, for an apply this agent did not start)."""
+    def finished(self, entry: HistoryEntry, carried_by: str | None = None) -> StoredRecord:
+        """After `entry` was ingested: a successful apply makes its tip the applied source:
+        the one this agent remembers starting it for, else `carried_by` (the tip the helper
+        journaled with the request, for an apply started by an agent that lost its state),
+        else unknown (None)."""
         if entry.kind != "apply" or entry.result != "Succeeded":
             return self
-        return replace(self, applied_source=self.deploy_sources.get(entry.operation_id))
+        source = self.deploy_sources.get(entry.operation_id) or carried_by or None
+        return replace(self, applied_source=source)
 
     def converged(self, revision: str, source: str) -> StoredRecord:
         """The branch tip `source` asks for `revision`, which is the applied one: from now on

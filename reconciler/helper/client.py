@@ -71,6 +71,11 @@ class HelperClient:
     def ping(self) -> dict[str, Any]:
         return self.request("ping")
 
+    def features(self) -> frozenset[str]:
+        """What optional request fields the helper answering now takes (asked each time:
+        the helper may have been upgraded, or rolled back, since the last request)."""
+        return frozenset(self.ping().get("features") or ())
+
     def status(self, operation_id: str | None = None) -> dict[str, Any]:
         if operation_id is None:
             return self.request("status")
@@ -79,14 +84,18 @@ class HelperClient:
     def apply(self, store_path: str, *, revision: str = "", action: str = "switch",
               trial: bool = True, health_checks: list[dict[str, Any]] | None = None,
               confirm_timeout: float = 120.0, require_confirm: bool = False,
-              traceparent: str = "", activation_timeout: float | None = None) -> str:
-        """Start an operation; its id."""
+              traceparent: str = "", activation_timeout: float | None = None,
+              source_revision: str = "") -> str:
+        """Start an operation; its id. `source_revision` is sent only to a helper that
+        says it takes it (an older helper refuses fields it does not know)."""
         fields: dict[str, Any] = {
             "storePath": store_path, "revision": revision, "action": action, "trial": trial,
             "healthChecks": health_checks or [], "confirmTimeout": confirm_timeout,
             "requireConfirm": require_confirm, "traceparent": traceparent}
         if activation_timeout is not None:
             fields["activationTimeout"] = activation_timeout
+        if source_revision and "sourceRevision" in self.features():
+            fields["sourceRevision"] = source_revision
         return str(self.request("apply", **fields)["operationId"])
 
     def confirm(self, *, revision: str | None = None,

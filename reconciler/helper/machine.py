@@ -159,7 +159,7 @@ def _commit_plan(op: Operation) -> list[Effect]:
     if not commits(req):
         return []
     return [SetProfile(req.store_path, req.generation), InstallBoot(req.store_path),
-            RecordCommit(req.store_path, req.revision, op.generation)]
+            RecordCommit(req.store_path, req.revision, op.generation, req.source_revision)]
 
 
 def _rollback_plan(op: Operation) -> list[Effect]:

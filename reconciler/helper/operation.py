@@ -143,6 +143,7 @@ class RecordCommit:
     store_path: str
     revision: str
     generation: int | None
+    source_revision: str = ""  # the branch tip that carried `revision`, when the agent said
     step: str = "record"
 
 

@@ -221,7 +221,8 @@ class Operator:
                 effect.generation, effect.store_path, effect.revision):
             return  # already recorded before a restart
         append_committed(state_dir, CommittedGeneration(
-            effect.generation, effect.store_path, effect.revision, m.iso(self.clock())))
+            effect.generation, effect.store_path, effect.revision, m.iso(self.clock()),
+            source_revision=effect.source_revision))
 
     def _prune(self, op: m.Operation) -> m.Operation:
         """Retention after a commit (see `retention`): the operation, its message noting it.

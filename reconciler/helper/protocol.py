@@ -11,7 +11,7 @@ Framing: one JSON object per line (UTF-8, `\\n`-terminated), at most
 Requests (`"op"` names the request; any other key is an error):
 
 - `{"v":1, "op":"ping"}` -> `{"v":1, "ok":true, "version", "protocol", "pid", "uptime",
-  "startedAt", "program", "ready"}` (answered as soon as the socket listens; other
+  "startedAt", "program", "ready", "features"}` (answered as soon as the socket listens; other
   requests wait until `ready`, a few milliseconds, or fail with `starting`)
 - `{"v":1, "op":"status", "operationId"?}` -> `{"v":1, "ok":true, "busy",
   "operation": <op or null>, "recent": [<op>, ...newest first],
@@ -54,6 +54,9 @@ from enum import StrEnum
 from typing import Any
 
 PROTOCOL_VERSION = 1
+#: Optional request fields this helper takes, beyond protocol 1 as first released; `ping`
+#: lists them, so an agent sends them only to a helper that will not refuse them.
+FEATURES = ("sourceRevision",)
 MAX_MESSAGE = 64 * 1024
 STORE_DIR = "/nix/store"
 ACTIONS = ("switch", "boot", "test")

@@ -148,7 +148,8 @@ class Server:
             return {"ok": True, "version": self.version, "protocol": p.PROTOCOL_VERSION,
                     "pid": os.getpid(), "ready": self._attached.is_set(),
                     "uptime": round(time.monotonic() - self.started_mono, 3),
-                    "startedAt": self.started, "program": os.path.realpath(sys.argv[0])}, None
+                    "startedAt": self.started, "program": os.path.realpath(sys.argv[0]),
+                    "features": list(p.FEATURES)}, None
         if not self._attached.wait(STARTUP_WAIT) or self.operator is None:
             raise p.ProtocolError(p.ErrorCode.STARTING, "the helper is still starting")
         op = self.operator

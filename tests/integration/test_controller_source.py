@@ -131,6 +131,27 @@ def test_a_pin_survives_the_loss_of_the_agent_state_dir(machine: Machine) -> Non
     assert machine.status()["status"]["lastAppliedRevision"] == head
 
 
+def test_a_dropped_pin_is_no_downgrade_even_when_the_agent_state_dir_is_lost(
+        machine: Machine) -> None:
+    """The helper recorded the tip that carried the pin with the generation it committed,
+    so a later tip without the pin is checked against that tip, not the pinned commit."""
+    hotfix = off_branch_hotfix(machine)
+    carrier = commit_fleet(machine.repo, files={"pullnix.yaml": pinned_spec(machine, hotfix)},
+                           message="fleet: pin the hotfix by commit id")
+    assert machine.reconcile().returncode == 0
+    records = json.loads((machine.paths.state_dir / "generations.json").read_text())
+    assert records["generations"][-1]["revision"] == hotfix
+    assert records["generations"][-1]["sourceRevision"] == carrier
+
+    shutil.rmtree(machine.tmp / "agent-state")
+    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
+                        version="3", message="fleet: drop the pin")
+    done = machine.reconcile()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert machine.status()["status"]["lastAppliedRevision"] == head
+    assert machine.current() == machine.built(head)
+
+
 def test_the_status_names_the_url_that_served(machine: Machine) -> None:
     missing = f"file://{machine.tmp}/no-such-fleet.git"
     machine.configure(urls=[missing, f"file://{machine.repo.bare}"])
