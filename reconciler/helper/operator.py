@@ -120,6 +120,8 @@ class Operator:
         return {"ok": True, "operationId": op.id, "state": str(op.state)}
 
     def rollback(self, request: RollbackRequest) -> dict[str, Any]:
+        with self._cond:  # busy comes first: mid-operation the profile says nothing final
+            self._refuse_if_busy()
         profile = self.config.system.profile
         current = system.profile_state(profile).generation
         older = [g for g in system.generations(profile) if current is None or g < current]

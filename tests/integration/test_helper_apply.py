@@ -187,6 +187,19 @@ def test_second_apply_while_busy_is_refused_with_the_operation(
     assert machine.systems["fails"] not in {c["toplevel"] for c in read_calls(machine.sandbox)}
 
 
+def test_a_rollback_while_busy_is_refused_as_busy_not_as_nothing_to_do(
+        machine: FakeMachine, helper: HelperProcess) -> None:
+    """On a first deploy the profile has no older generation yet; while the apply runs
+    the honest answer is that the helper is busy, not that there is nothing to undo."""
+    slow = [{"name": "slow", "timeout": 5, "command": {"argv": ["sleep", "0.5"]}}]
+    first = helper.client.apply(machine.systems["new"], health_checks=slow)
+    with pytest.raises(HelperError) as refused:
+        helper.client.rollback()
+    assert refused.value.code == "busy"
+    assert refused.value.answer["operation"]["id"] == first
+    assert helper.client.wait(first)["state"] == "Succeeded"
+
+
 def test_rollback_request_returns_to_the_previous_generation(
         machine: FakeMachine, helper: HelperProcess) -> None:
     old, new = machine.systems["old"], machine.systems["new"]
