@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from reconciler.helper.config import SourceConfig
 from reconciler.helper.operation import CheckResult, iso
 from reconciler.helper.protocol import CheckSpec
+from reconciler.helper.urls import redact, redact_url
 
 _BODY_LIMIT = 1024 * 1024
 # The http check's GET runs in a child interpreter (standard library only, isolated):
@@ -163,9 +164,9 @@ def _git_remote(spec: CheckSpec, source: SourceConfig) -> str:
     for url in source.urls:
         try:
             _ls_remote(url, source, spec.timeout)
-            return f"{url} answers"
+            return f"{redact_url(url)} answers"
         except CheckFailed as exc:
-            errors.append(str(exc))
+            errors.append(redact(str(exc), url))
     raise CheckFailed("no remote answers: " + "; ".join(errors))
 
 

@@ -31,13 +31,13 @@ import pygit2
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.source_policy import is_full_sha, pin_lookups
 from reconciler.helper.config import SourceConfig
+from reconciler.helper.urls import redact_url
 from reconciler.source.downgrade import check_downgrade, running_baseline
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
 from reconciler.source.transport import (
     SourceCallbacks,
     classify,
-    redact_url,
     set_network_timeouts,
 )
 from reconciler.source.verify import verify_commit

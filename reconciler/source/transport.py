@@ -20,7 +20,8 @@ Owns what differs between file://, git://, smart HTTP(S) and SSH:
   listeners and a real sshd. So no worker thread or deadline wrapper is needed.
   They bound each read, not a whole fetch: a server that trickles a byte per
   read timeout keeps a fetch alive.
-- What a URL looks like in anything a user reads (`redact_url`): user info with
+- What a URL looks like in anything a user reads (`redact_url`, in reconciler/helper/urls.py
+  so the helper's gitRemote check shows URLs the same way): user info with
   a password or token (`https://user:TOKEN@host/...`) becomes `user:***@`, in
   messages, `FetchResult.url` and `skipped`, so it never reaches status.json or
   a log. Prefer `token_file` to a token in the URL.
@@ -43,6 +44,7 @@ import pygit2
 
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.helper.config import SourceConfig
+from reconciler.helper.urls import redact, redact_url
 from reconciler.source.hostkey import REASON as HOSTKEY_REASON
 from reconciler.source.hostkey import check_host_key, presented_sha256
 
@@ -72,28 +74,6 @@ def endpoint(url: str) -> Endpoint:
     if scheme in ("ssh+git", "git+ssh"):
         scheme = "ssh"
     return Endpoint(scheme, parts.hostname or "", parts.port, parts.username)
-
-
-def redact_url(url: str) -> str:
-    """`url` with the password of its user info replaced by `***` (for display)."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    authority, slash, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{path}"
-
-
-def redact(text: str, url: str) -> str:
-    """`text` with `url` and its password (wherever they appear) redacted."""
-    shown = redact_url(url)
-    if shown == url:
-        return text
-    password = url.split("://", 1)[1].partition("/")[0].rpartition("@")[0].split(":", 1)[1]
-    text = text.replace(url, shown)
-    return text.replace(password, "***") if password else text
 
 
 def set_network_timeouts(connect_seconds: float, io_seconds: float) -> None:

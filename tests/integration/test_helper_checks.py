@@ -177,3 +177,19 @@ def test_systemd_without_systemd_says_so(machine: FakeMachine, helper: HelperPro
     got = run_check(machine, helper, {"systemd": {"units": ["sshd.service"]}})
     assert got["state"] == "RolledBack"
     assert "systemd is not running" in got["message"] or "systemctl not found" in got["message"]
+
+
+def test_git_remote_never_shows_the_token_of_a_url(machine: FakeMachine,
+                                                  tmp_path: Path) -> None:
+    """A token in a remote's URL must not reach the operation's message (and so the
+    agent's history in status.json): it is shown as user:***@."""
+    url = f"http://deploy:s3cret-token@127.0.0.1:{free_port()}/fleet.git"
+    helper = helper_for(machine, tmp_path, [url])
+    try:
+        got = run_check(machine, helper, {"gitRemote": {}, "timeout": 5})
+    finally:
+        helper.stop()
+        cleanup_socket_dir(helper.paths)
+    assert got["state"] == "RolledBack"
+    assert "deploy:***@127.0.0.1" in got["message"]
+    assert "s3cret-token" not in got["message"] + got["opMessage"]

@@ -6,8 +6,9 @@ import pygit2
 import pytest
 
 from reconciler.core.errors import TerminalError, TransientError
+from reconciler.helper.urls import redact, redact_url
 from reconciler.source.retry import RetryPolicy, run_with_retries
-from reconciler.source.transport import Endpoint, classify, endpoint, redact, redact_url
+from reconciler.source.transport import Endpoint, classify, endpoint
 
 QUICK = RetryPolicy(attempts=4, initial=0.001, max_wait=0.002, jitter=0.001, deadline=5)
 
