@@ -3,7 +3,6 @@ two applies sent at the same moment: one runs, the other is told the helper is b
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import json
@@ -28,9 +27,9 @@ from tests.support.helperproc import (
     write_helper_config,
 )
 from tests.support.nixfixture import read_calls
+from tests.support.peer import NOBODY, as_nobody, open_to_everyone
 
 pytestmark = pytest.mark.nix
-NOBODY = 65534
 
 
 @pytest.fixture(scope="module")
@@ -130,44 +129,9 @@ def test_connection_carries_several_requests(helper: HelperProcess) -> None:
     assert answers[1]["error"] == "bad-json"
 
 
-def as_nobody(sock: Path, message: bytes) -> dict[str, object]:
-    """Fork a client that drops to uid/gid nobody before connecting; its answer."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            with socket.socket(socket.AF_UNIX) as conn:
-                conn.settimeout(5)
-                conn.connect(str(sock))
-                with contextlib.suppress(BrokenPipeError):
-                    conn.sendall(message)
-                with conn.makefile("rb") as reader:
-                    os.write(write_end, reader.readline())
-        except BaseException as exc:
-            os.write(write_end, json.dumps({"childError": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as reader:
-        data = reader.read()
-    os.waitpid(pid, 0)
-    answer: dict[str, object] = json.loads(data)
-    return answer
-
-
-def open_to_everyone(helper: HelperProcess) -> None:
-    """Let uid nobody reach the socket file, so only the helper's own peer check stands."""
-    helper.paths.socket.parent.chmod(0o755)
-    helper.paths.socket.chmod(0o666)
-
-
 def test_peer_not_root_nor_agent_is_forbidden_and_logged(
         machine: FakeMachine, helper: HelperProcess) -> None:
-    open_to_everyone(helper)
+    open_to_everyone(helper.paths.socket)
     answer = as_nobody(helper.paths.socket, apply(storePath=machine.systems["new"]))
     assert answer.get("ok") is False, answer
     assert answer["error"] == "forbidden"
@@ -182,7 +146,7 @@ def test_agent_uid_is_allowed(machine: FakeMachine, tmp_path: Path) -> None:
     paths = write_helper_config(tmp_path, machine.sandbox, agent_uids=[NOBODY])
     helper = start_helper(paths)
     try:
-        open_to_everyone(helper)
+        open_to_everyone(helper.paths.socket)
         answer = as_nobody(paths.socket, line(v=1, op="ping"))
         assert answer["ok"] is True, answer
         assert answer["pid"] == helper.pid
