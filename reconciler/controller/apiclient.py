@@ -11,11 +11,11 @@ never sent twice.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
-from reconciler.controller.localapi import MAX_MESSAGE, PROTOCOL_VERSION
+from reconciler.controller.localapi import PROTOCOL_VERSION
+from reconciler.helper.client import exchange_line
 
 
 class AgentUnavailable(Exception):
@@ -41,12 +41,7 @@ class AgentClient:
         limit = socket_timeout or self.timeout
         data = json.dumps({"v": PROTOCOL_VERSION, "op": op, **fields}).encode() + b"\n"
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(limit)
-                conn.connect(self.socket_path)
-                conn.sendall(data)
-                with conn.makefile("rb") as reader:
-                    line = reader.readline(MAX_MESSAGE * 16)
+            line = exchange_line(self.socket_path, data, limit)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise AgentUnavailable(f"{self.socket_path}: {exc.strerror}") from None
         except PermissionError as exc:

@@ -35,6 +35,19 @@ class HelperUnavailable(Exception):
     """Nobody answers on the socket (not running, restarting, or re-executing)."""
 
 
+def exchange_line(socket_path: str, data: bytes, timeout: float) -> bytes:
+    """One connection to a Unix socket: send `data`, read one answer line (b"" if the peer
+    hung up). OSError as it comes; the agent's local API client uses this too."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(timeout)
+        conn.connect(socket_path)
+        # Refused before it read everything? Its answer still waits below.
+        with contextlib.suppress(BrokenPipeError):
+            conn.sendall(data)
+        with conn.makefile("rb") as reader:
+            return reader.readline(MAX_MESSAGE * 16)
+
+
 class HelperClient:
     def __init__(self, socket_path: Path | str, timeout: float = 30.0) -> None:
         self.socket_path = str(socket_path)
@@ -51,14 +64,7 @@ class HelperClient:
         """Send a message as is (bytes are sent verbatim) and return the decoded answer."""
         data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(self.timeout)
-                conn.connect(self.socket_path)
-                # Refused before it read everything? Its answer still waits below.
-                with contextlib.suppress(BrokenPipeError):
-                    conn.sendall(data)
-                with conn.makefile("rb") as reader:
-                    line = reader.readline(MAX_MESSAGE * 16)
+            line = exchange_line(self.socket_path, data, self.timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise HelperUnavailable(f"{self.socket_path}: {exc.strerror}") from None
         except OSError as exc:
