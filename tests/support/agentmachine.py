@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,9 @@ from tests.support.helperproc import (
     HelperPaths,
     HelperProcess,
     cleanup_socket_dir,
+    kill,
     start_helper,
+    terminate,
     write_helper_config,
 )
 from tests.support.nixfixture import (
@@ -84,19 +85,10 @@ class AgentProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
+        kill(self.proc)
 
 
 @dataclass

@@ -83,6 +83,25 @@ def write_helper_config(tmp: Path, sandbox: Sandbox | None = None, *,
     return paths
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, then SIGKILL if `proc` has not gone after `timeout`; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `proc` if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
 @dataclass
 class HelperProcess:
     paths: HelperPaths
@@ -107,19 +126,10 @@ class HelperProcess:
 
     def stop(self, timeout: float = 10) -> int | None:
         """SIGTERM, then SIGKILL if it does not go; the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
+        kill(self.proc)
 
 
 def start_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None,
