@@ -96,7 +96,7 @@ class Deployer:
                         with step(f"gate.{gate.name}", {"nix.store_path": store_path}):
                             run_gates([gate], store_path, system.current_system, checkout)
             trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
-            op_id = self._apply(spec, store_path, sha, plan.action, traceparent,
+            op_id = self._apply(spec, store_path, sha, plan, traceparent,
                                 trial=trial, require_confirm=confirm,
                                 source_revision=target.tip.sha)
         except PullnixError as exc:
@@ -110,8 +110,11 @@ class Deployer:
     def apply_existing(self, spec: DeploymentSpec, revision: str, store_path: str,
                        traceparent: str) -> str:
         """Re-apply a system already built (reverting drift)."""
-        return self._apply(spec, store_path, revision, spec.strategy.action, traceparent,
-                           trial=spec.strategy.trial, require_confirm=spec.rollback.automatic)
+        action = spec.strategy.action
+        plan = ActivationPlan(action, action)
+        trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
+        return self._apply(spec, store_path, revision, plan, traceparent,
+                           trial=trial, require_confirm=confirm)
 
     def reboot_needed(self, system: SystemObservation) -> bool:
         if not system.current_system or not system.booted_system:
@@ -170,13 +173,14 @@ class Deployer:
             return build_classic(exported, config.classic, host, self.build_settings,
                                  revision=sha, on_line=self.on_build_line)
 
-    def _apply(self, spec: DeploymentSpec, store_path: str, revision: str, action: str,
-               traceparent: str, *, trial: bool, require_confirm: bool,
+    def _apply(self, spec: DeploymentSpec, store_path: str, revision: str,
+               plan: ActivationPlan, traceparent: str, *, trial: bool, require_confirm: bool,
                source_revision: str = "") -> str:
+        checks = spec.health_checks if plan.live else ()
         try:
             return self.helper.apply(
-                store_path, revision=revision, action=action, trial=trial,
-                health_checks=[check_to_wire(c) for c in spec.health_checks],
+                store_path, revision=revision, action=plan.action, trial=trial,
+                health_checks=[check_to_wire(c) for c in checks],
                 confirm_timeout=spec.rollback.confirm_timeout,
                 require_confirm=require_confirm, traceparent=traceparent,
                 source_revision=source_revision)

@@ -4,10 +4,11 @@ Owns three rules. First, switch inhibitors: when the `switch-inhibitors`
 file of the running system and of the new system differ (present in either),
 NixOS refuses to activate the new system live, so a requested `switch` or
 `test` becomes `boot` (the new system takes effect at the next reboot) and
-the result says so with the reason `SwitchInhibited`; such a boot is applied
-without a live trial (that would be the refused activation) and without
-waiting for a confirmation (no agent runs in the new system before the
-reboot). Second, reboot facts: which boot components (kernel, initrd,
+the result says so with the reason `SwitchInhibited`. Any boot, asked for
+or forced, is applied without a live trial (that would activate now, or be
+the refused activation), without health checks (they would check the old
+system, still running) and without waiting for a confirmation (no agent runs
+in the new system before the reboot). Second, reboot facts: which boot components (kernel, initrd,
 kernel-modules) differ from the booted system. Third, a system installed
 with `boot` and not yet booted is not drift: it waits for a reboot
 (`installed_for_next_boot`). Takes values, returns values; reading the files
@@ -38,9 +39,17 @@ class ActivationPlan:
     def changed(self) -> bool:
         return self.action != self.requested
 
+    @property
+    def live(self) -> bool:
+        """Does the new system run before the next reboot? Not for a boot."""
+        return self.action != "boot"
+
     def helper_request(self, trial: bool, require_confirm: bool) -> tuple[bool, bool]:
-        """(trial, requireConfirm) for the helper: neither when inhibitors forced a boot."""
-        if self.changed:
+        """(trial, requireConfirm) for the helper: neither for a boot, asked for or forced by
+        inhibitors - nothing is activated before the reboot, so a live trial would activate
+        what was not asked for now, and no agent runs in the new system to confirm it. (Nor
+        are health checks sent: they would check the old system, still running.)"""
+        if not self.live:
             return False, False
         return trial, require_confirm
 

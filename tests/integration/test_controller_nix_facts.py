@@ -8,6 +8,7 @@ were abandoned.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,6 +122,32 @@ def test_differing_switch_inhibitors_install_for_the_next_boot_and_say_so(
     ready = machine.condition("Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
     assert len(read_calls(machine.sandbox)) == calls
+
+
+def test_strategy_boot_installs_for_the_next_boot_without_a_trial_or_a_rollback(
+    machine: Machine,
+) -> None:
+    """With `strategy.action: boot` nothing runs the new system before the reboot: the
+    helper is asked for no trial, no health checks (they would check the old system; here
+    its health file does not even exist) and no confirmation (no agent runs in the new
+    system to give one), so the deploy is not rolled back."""
+    spec = spec_yaml(machine.sandbox, confirm_timeout="1s") + "  strategy: {action: boot}\n"
+    commit_fleet(machine.repo, files={"pullnix.yaml": spec}, message="fleet: boot only")
+    assert machine.reconcile().returncode == 0
+    before, calls = machine.current(), len(read_calls(machine.sandbox))
+    sha = commit_fleet(machine.repo, version="2")
+    new = machine.built(sha)
+
+    done = machine.reconcile()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {c["action"] for c in read_calls(machine.sandbox)[calls:]} == {"boot"}
+    assert machine.current() == before
+    assert os.readlink(machine.sandbox.boot_default) == new
+    entry = machine.status()["status"]["history"][0]
+    assert (entry["revision"], entry["result"]) == (sha, "Succeeded")
+    ready = machine.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "RebootRequired")
+    assert "next boot" in ready["message"] or "reboot" in ready["message"]
 
 
 def test_the_closure_diff_reaches_the_history_entry(machine: Machine) -> None:

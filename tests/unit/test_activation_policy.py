@@ -84,14 +84,16 @@ def test_boot_components_that_differ_need_a_reboot(
     [
         ("switch", None, None, True, True, (True, True)),  # unchanged: as the spec says
         ("switch", None, None, False, True, (False, True)),
-        ("boot", None, None, True, True, (True, True)),  # a boot asked for: untouched
-        # forced to boot: a live trial is what the inhibitors forbid, and no agent runs
-        # in the new system to confirm it before the reboot
+        ("test", None, None, True, True, (True, True)),
+        # a boot, asked for or forced: a live trial would activate now (or be what the
+        # inhibitors forbid), and no agent runs in the new system to confirm it before
+        # the reboot
+        ("boot", None, None, True, True, (False, False)),
         ("switch", "dbus", "dbus-broker", True, True, (False, False)),
         ("test", None, "dbus", True, False, (False, False)),
     ],
 )
-def test_a_forced_boot_asks_the_helper_for_no_trial_and_no_confirmation(
+def test_a_boot_asks_the_helper_for_no_trial_and_no_confirmation(
     requested: str, running: str | None, new: str | None, trial: bool, confirm: bool,
     expected: tuple[bool, bool],
 ) -> None:
