@@ -122,8 +122,9 @@ def activation_action(req: ApplyRequest) -> str:
 
 
 def commits(req: ApplyRequest) -> bool:
-    """A non-trial `test` means "until reboot": nothing to commit."""
-    return req.trial or req.action != "test"
+    """`test` means "until reboot", on trial or not: nothing to commit (committing sets the
+    profile and the boot default, which is what `test` asks to leave alone)."""
+    return req.action != "test"
 
 
 def next_effect(op: Operation) -> Effect | None:

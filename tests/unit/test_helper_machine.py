@@ -110,6 +110,10 @@ CASES = {
         replace(SWITCH, action="test"), [ok, ok, ok, ok], m.State.SUCCEEDED,
         ["Pending:proceed", "Activating:activate(test new)", "Verifying:proceed",
          "Committing:proceed"]),
+    "trial test: verified, still nothing committed (no profile, no boot default)": (
+        replace(TRIAL, action="test"), [ok, ok, ok, ok], m.State.SUCCEEDED,
+        ["Pending:proceed", "Activating:activate(test new)", "Verifying:proceed",
+         "Committing:proceed"]),
 }
 
 
