@@ -13,7 +13,8 @@ from reconciler.core.errors import TerminalError, TransientError
 from reconciler.helper.config import SourceConfig
 from reconciler.source import GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
-from tests.support.gitserve import SshGitServer, silent_listener, ssh_keygen
+from tests.support.gitserve import silent_listener
+from tests.support.sshserve import SshGitServer, ssh_keygen
 
 FAST = RetryPolicy(attempts=3, initial=0.05, max_wait=0.2, jitter=0.05, deadline=30,
                    connect_timeout=3, io_timeout=10)
