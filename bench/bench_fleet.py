@@ -88,6 +88,10 @@ class Relay:
         self._ready.set()
         async with server:
             await self._stop.wait()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:  # connections still open (keep-alive): end them quietly
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -114,8 +114,11 @@ def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
 
 
 def _child(args: list[str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.bench_source", "--child", *args],
-                          check=True, capture_output=True, text=True)
+    # Exec'd by GNU time, not straight from this process: a child inherits the RSS
+    # high-water mark of the process it was forked from across exec, and this one
+    # has held the generated fast-import streams (100 MB-ish for 100k commits).
+    done = subprocess.run([TIME, "-o", "/dev/null", sys.executable, "-m", "bench.bench_source",
+                           "--child", *args], check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
