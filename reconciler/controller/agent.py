@@ -24,17 +24,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import telemetry
 from reconciler.controller.localapi import ApiError, LocalApi
 from reconciler.controller.loop import PassLoop, PassReport, config_loader
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import FileWatcher, Wakeup, watch_plan
-from reconciler.controller.webhook import WebhookReceiver, parse_listen, read_secret
 from reconciler.core.schedule import BackoffPolicy
 from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.helper.config import ConfigError, MachineConfig
+
+if TYPE_CHECKING:
+    from reconciler.controller.webhook import WebhookReceiver
 
 log = logging.getLogger("pullnix.agent")
 
@@ -48,6 +50,8 @@ class AgentOptions:
 def check_agent_config(machine: MachineConfig) -> None:
     """What the agent needs beyond the loader's checks; ConfigError when missing."""
     if machine.triggers.webhook_listen:
+        from reconciler.controller.webhook import parse_listen, read_secret
+
         parse_listen(machine.triggers.webhook_listen)
         read_secret(machine)
     if machine.telemetry.metrics_listen:
@@ -111,6 +115,9 @@ class Agent:
         self.watcher = FileWatcher(watch_plan(machine, self.config_path), self.wake.fire)
         self.watcher.start()
         if machine.triggers.webhook_listen:
+            # Imported here: its http.server costs an agent without a webhook about 1 MB.
+            from reconciler.controller.webhook import WebhookReceiver
+
             self.webhook = WebhookReceiver(machine, self.wake.fire)
             self.webhook.start()
 

@@ -109,6 +109,7 @@ class PassLoop:
         self._last: PassReport | None = None
         self._recent: deque[PassReport] = deque(maxlen=RECENT_PASSES)
         self._last_start: float | None = None
+        self._last_outside_start: float | None = None  # of the last pass a push etc. started
         self._pending_changes: dict[str, Any] = {}
         config_path = reload.path if isinstance(reload, ConfigLoader) else None
         self.helper_upgrade = HelperUpgrade(
@@ -190,9 +191,11 @@ class PassLoop:
             self._one_pass(reasons)
 
     def _wait_gap(self, reasons: frozenset[str], stop: threading.Event) -> frozenset[str]:
-        """Hold back a pass from outside triggers until `min_gap` after the last one began."""
+        """Hold back a pass from outside triggers until `min_gap` after the last pass that
+        outside triggers began (a push right after a deploy's own passes does not wait)."""
         while not stop.is_set():
-            since = None if self._last_start is None else time.monotonic() - self._last_start
+            last = self._last_outside_start
+            since = None if last is None else time.monotonic() - last
             gap = schedule.start_delay(reasons, since, self._timing().min_gap)
             if gap <= 0:
                 break
@@ -205,6 +208,8 @@ class PassLoop:
             number = self._started
             self._running = True
         self._last_start = started = time.monotonic()
+        if reasons & schedule.OUTSIDE_TRIGGERS:
+            self._last_outside_start = started
         started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         log.info("pass %d starts (%s)", number, ", ".join(sorted(reasons)))
         result = self._run_pass()

@@ -22,9 +22,10 @@ Owns the timing policy of the agent's loop as pure functions of plain values
   its schema default (5m) filled in, so a spec.interval equal to that default
   counts as unset: a fleet cannot pin 5m on a machine configured otherwise.
 - triggers from outside (webhook, watched files) start a pass at most once
-  per `min_gap` seconds after the previous pass started, so a burst of pushes
-  costs at most two passes; a user's `reconcile --now` and the helper's own
-  progress do not wait.
+  per `min_gap` seconds after the previous pass they started, so a burst of
+  pushes costs at most two passes, while a push just after the passes that
+  followed a deploy does not wait; a user's `reconcile --now` and the
+  helper's own progress never wait.
 
 Must not: sleep, read the clock or draw random numbers (the loop does).
 """
@@ -39,6 +40,9 @@ from typing import Literal
 SPEC_INTERVAL_DEFAULT = 300.0
 #: Triggers that start a pass without waiting out `min_gap`.
 URGENT_TRIGGERS = frozenset({"now", "api", "helper", "start"})
+#: Triggers from outside the agent (a forge's webhook, a watched remote or config file):
+#: the ones `min_gap` spaces out, counted from the last pass they started.
+OUTSIDE_TRIGGERS = frozenset({"webhook", "source", "config"})
 
 PassKind = Literal["settled", "failed", "following"]
 

@@ -3,7 +3,9 @@
 Owns the metric names and labels (`pullnix_*`), the registry they live in
 (never the process-wide default one, so nothing else leaks into /metrics),
 the HTTP server that exposes them, and small functions the controller calls
-to update them. Every function here is cheap and never raises.
+to update them. Every function here is cheap and never raises. Nothing is
+counted, and prometheus_client is not even loaded (a few MB of an idle
+agent), until metrics are served: `start_metrics_server` (or `enable`).
 
 Must not: decide anything or read state of its own; callers pass the facts.
 """
@@ -15,46 +17,72 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import start_http_server
-
 log = logging.getLogger("pullnix.telemetry")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 
-PASSES = Counter("pullnix_reconcile_passes", "Reconcile passes, by result.",
-                 ["result"], registry=REGISTRY)
-DURATION = Histogram("pullnix_reconcile_duration_seconds",
-                     "How long a reconcile pass took, by result.", ["result"],
-                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
-                     registry=REGISTRY)
-LAST_SUCCESS = Gauge("pullnix_last_success_timestamp_seconds",
-                     "When a pass last ended converged and healthy (exit code 0), Unix time.",
-                     registry=REGISTRY)
-LAST_EXIT = Gauge("pullnix_reconcile_last_exit_code",
-                  "The exit code `reconcile --once` would give for the last pass "
-                  "(0 ok, 3 not ready, 1 error).", registry=REGISTRY)
-DEPLOYED = Info("pullnix_deployed_revision", "The revision last applied and its store path.",
-                registry=REGISTRY)
-GENERATION = Gauge("pullnix_current_generation",
-                   "The system profile generation now running.", registry=REGISTRY)
-ROLLBACKS = Counter("pullnix_rollbacks", "Deployments the helper rolled back.",
-                    registry=REGISTRY)
-DEPLOYMENTS = Counter("pullnix_deployments", "Helper operations that ended, by result.",
-                      ["result"], registry=REGISTRY)
-CHECK_UP = Gauge("pullnix_health_check_up",
-                 "1 if the health check passed in the last finished deployment, else 0.",
-                 ["check"], registry=REGISTRY)
-REBOOT = Gauge("pullnix_reboot_required",
-               "1 if the running system's kernel or initrd differs from the booted one.",
-               registry=REGISTRY)
-SUSPENDED = Gauge("pullnix_suspended", "1 while reconciliation is suspended.",
-                  registry=REGISTRY)
-FETCH_FAILURES = Counter("pullnix_fetch_failures", "Passes whose fetch from the source failed.",
-                         registry=REGISTRY)
-SPANS_DROPPED = Counter("pullnix_trace_spans_dropped",
-                        "Trace spans never delivered: queue full, or export failed.",
-                        ["reason"], registry=REGISTRY)
+class _Metrics:
+    """The registry and every metric in it; made when metrics are first served."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.passes = Counter("pullnix_reconcile_passes", "Reconcile passes, by result.",
+                              ["result"], registry=registry)
+        self.duration = Histogram(
+            "pullnix_reconcile_duration_seconds", "How long a reconcile pass took, by result.",
+            ["result"], registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+        self.last_success = Gauge(
+            "pullnix_last_success_timestamp_seconds",
+            "When a pass last ended converged and healthy (exit code 0), Unix time.",
+            registry=registry)
+        self.last_exit = Gauge("pullnix_reconcile_last_exit_code",
+                               "The exit code `reconcile --once` would give for the last pass "
+                               "(0 ok, 3 not ready, 1 error).", registry=registry)
+        self.deployed = Info("pullnix_deployed_revision",
+                             "The revision last applied and its store path.", registry=registry)
+        self.generation = Gauge("pullnix_current_generation",
+                                "The system profile generation now running.", registry=registry)
+        self.rollbacks = Counter("pullnix_rollbacks", "Deployments the helper rolled back.",
+                                 registry=registry)
+        self.deployments = Counter("pullnix_deployments",
+                                   "Helper operations that ended, by result.", ["result"],
+                                   registry=registry)
+        self.check_up = Gauge(
+            "pullnix_health_check_up",
+            "1 if the health check passed in the last finished deployment, else 0.",
+            ["check"], registry=registry)
+        self.reboot = Gauge(
+            "pullnix_reboot_required",
+            "1 if the running system's kernel or initrd differs from the booted one.",
+            registry=registry)
+        self.suspended = Gauge("pullnix_suspended", "1 while reconciliation is suspended.",
+                               registry=registry)
+        self.fetch_failures = Counter("pullnix_fetch_failures",
+                                      "Passes whose fetch from the source failed.",
+                                      registry=registry)
+        self.spans_dropped = Counter(
+            "pullnix_trace_spans_dropped",
+            "Trace spans never delivered: queue full, or export failed.", ["reason"],
+            registry=registry)
+
+
+_metrics: _Metrics | None = None
+
+
+def enable() -> _Metrics:
+    """The metrics, made (and prometheus_client loaded) on first use."""
+    global _metrics
+    if _metrics is None:
+        _metrics = _Metrics()
+    return _metrics
+
+
+def registry() -> Any:
+    """The registry /metrics serves (enabling metrics if they were not yet)."""
+    return enable().registry
+
 
 _servers: list[Any] = []
 
@@ -72,8 +100,10 @@ def start_metrics_server(listen: str) -> None:
     """Serve /metrics on `listen` ("host:port") from a daemon thread; "" does nothing."""
     if not listen:
         return
+    from prometheus_client.exposition import start_http_server
+
     host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    server, _thread = start_http_server(port, addr=host, registry=registry())
     _servers.append(server)
     log.info("metrics on http://%s:%d/metrics", host, port)
 
@@ -88,40 +118,47 @@ def stop_metrics_servers() -> None:
 
 def observe_pass(result: str, seconds: float, exit_code: int) -> None:
     """Count one pass; `result` is a short label such as the outcome's phase."""
-    PASSES.labels(result=result).inc()
-    DURATION.labels(result=result).observe(max(seconds, 0.0))
-    LAST_EXIT.set(exit_code)
+    if (m := _metrics) is None:
+        return
+    m.passes.labels(result=result).inc()
+    m.duration.labels(result=result).observe(max(seconds, 0.0))
+    m.last_exit.set(exit_code)
     if exit_code == 0:
-        LAST_SUCCESS.set(time.time())
+        m.last_success.set(time.time())
 
 
 def record_operation(result: str, kind: str, checks: Iterable[Mapping[str, Any]]) -> None:
     """A helper operation ended: its result and its health checks' verdicts."""
-    DEPLOYMENTS.labels(result=result).inc()
+    if (m := _metrics) is None:
+        return
+    m.deployments.labels(result=result).inc()
     if result == "RolledBack" and kind == "apply":
-        ROLLBACKS.inc()
+        m.rollbacks.inc()
     for check in checks:
         name = check.get("name")
         if name:
-            CHECK_UP.labels(check=str(name)).set(1 if check.get("ok") else 0)
+            m.check_up.labels(check=str(name)).set(1 if check.get("ok") else 0)
 
 
 def record_state(*, revision: str | None, store_path: str | None, generation: int | None,
                  reboot_required: bool | None, suspended: bool) -> None:
     """What the machine runs and wants, as the pass left it (None: not known this pass)."""
+    if (m := _metrics) is None:
+        return
     if revision:
-        DEPLOYED.info({"revision": revision, "store_path": store_path or ""})
+        m.deployed.info({"revision": revision, "store_path": store_path or ""})
     if generation is not None:
-        GENERATION.set(generation)
+        m.generation.set(generation)
     if reboot_required is not None:
-        REBOOT.set(1 if reboot_required else 0)
-    SUSPENDED.set(1 if suspended else 0)
+        m.reboot.set(1 if reboot_required else 0)
+    m.suspended.set(1 if suspended else 0)
 
 
 def record_fetch_failure() -> None:
-    FETCH_FAILURES.inc()
+    if (m := _metrics) is not None:
+        m.fetch_failures.inc()
 
 
 def record_spans_dropped(count: int, reason: str) -> None:
-    if count > 0:
-        SPANS_DROPPED.labels(reason=reason).inc(count)
+    if count > 0 and (m := _metrics) is not None:
+        m.spans_dropped.labels(reason=reason).inc(count)

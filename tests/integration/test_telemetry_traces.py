@@ -201,7 +201,7 @@ def test_a_collector_that_is_down_neither_fails_nor_holds_up_a_pass(machine: Mac
 
 
 def dropped(reason: str) -> float:
-    return metrics.REGISTRY.get_sample_value("pullnix_trace_spans_dropped_total",
+    return metrics.registry().get_sample_value("pullnix_trace_spans_dropped_total",
                                              {"reason": reason}) or 0.0
 
 
