@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.api.schema import spec_schema
+from reconciler.api.schema import spec_node
 from reconciler.core.model import (
     DeploymentSpec,
     FieldPath,
@@ -53,13 +53,13 @@ def spec_from_data(data: Mapping[str, Any], origin: str = "",
                    positions: Mapping[FieldPath, tuple[int, int]] | None = None,
                    ) -> DeploymentSpec:
     """A DeploymentSpec from a checked, defaulted spec; `positions` are the document's."""
-    spec: DeploymentSpec = _build(DeploymentSpec, data, spec_schema(), origin, positions or {})
+    spec: DeploymentSpec = _build(DeploymentSpec, data, spec_node(), origin, positions or {})
     return spec
 
 
 def spec_to_data(spec: DeploymentSpec) -> dict[str, Any]:
     """The spec as the document would spell it (camelCase, durations as text)."""
-    out: dict[str, Any] = _unbuild(spec, spec_schema())
+    out: dict[str, Any] = _unbuild(spec, spec_node())
     return out
 
 

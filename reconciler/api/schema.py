@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import typing
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from importlib import resources
@@ -98,13 +99,24 @@ def _document_schema() -> dict[str, Any]:
 
 
 def document_schema() -> dict[str, Any]:
-    """JSON Schema of a whole `pullnix.yaml` (no status), for validation."""
+    """JSON Schema of a whole `pullnix.yaml` (no status), for validation: a copy to keep."""
     return copy.deepcopy(_document_schema())
 
 
 def spec_schema() -> dict[str, Any]:
-    """JSON Schema of `spec` alone (for a spec merged for one host)."""
+    """JSON Schema of `spec` alone (for a spec merged for one host): a copy to keep."""
     return copy.deepcopy(_document_schema()["properties"]["spec"])
+
+
+def document_node() -> Mapping[str, Any]:
+    """The same as `document_schema`, shared and not copied: only to read (this package's
+    own walks, on every load of a spec, where copying it was most of the cost)."""
+    return _document_schema()
+
+
+def spec_node() -> Mapping[str, Any]:
+    """The same as `spec_schema`, shared and not copied: only to read."""
+    return typing.cast(Mapping[str, Any], _document_schema()["properties"]["spec"])
 
 
 def status_schema() -> dict[str, Any]:

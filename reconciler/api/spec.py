@@ -34,10 +34,10 @@ from reconciler.api.issues import Issue, SpecError, format_path
 from reconciler.api.schema import (
     api_version,
     apply_defaults,
-    document_schema,
+    document_node,
     document_validator,
     kind,
-    spec_schema,
+    spec_node,
     spec_validator,
 )
 from reconciler.api.violations import describe, schema_issues
@@ -70,7 +70,7 @@ def load_spec_text(text: bytes, origin: str) -> NixOSDeployment:
         raise SpecError(issues)
     if issues := schema_issues(doc, document_validator(), doc.data):
         raise SpecError(issues)
-    data = apply_defaults(doc.data, document_schema())
+    data = apply_defaults(doc.data, document_node())
     if issues := _meaning_issues(doc, data["spec"], ("spec",)):
         raise SpecError(issues)
     positions = {path: (pos.line, pos.col) for path, pos in doc.positions.items()}
@@ -128,7 +128,7 @@ def _merged_data(spec: DeploymentSpec, overrides: Sequence[HostOverride]) -> dic
     data.pop("hosts", None)
     for override in overrides:
         data = merge(data, thaw(override.patch))
-    merged: dict[str, Any] = apply_defaults(data, spec_schema())
+    merged: dict[str, Any] = apply_defaults(data, spec_node())
     merged.pop("hosts", None)
     return merged
 

@@ -76,6 +76,7 @@ class Reconciler:
         self.helper = HelperClient(machine.helper.socket)
         self.deployer = Deployer(machine, self.source, self.helper,
                                  on_build_line=on_build_line or _log_build_line)
+        self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
 
     def run_pass(self) -> PassResult:
         """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
@@ -111,10 +112,8 @@ class Reconciler:
             spec_path = self.machine.source.spec_path
             with step("spec.load", {"pullnix.spec.path": spec_path,
                                     "vcs.ref.head.revision": tip.sha}) as span:
-                deployment = for_host(
-                    load_spec_text(self.source.read_file(tip.sha, spec_path),
-                                   origin=f"{spec_path}@{tip.sha[:12]}"),
-                    self.machine.host)
+                deployment = self._load_spec(self.source.read_file(tip.sha, spec_path),
+                                             f"{spec_path}@{tip.sha[:12]}")
                 target = self.source.accept_pin(tip, deployment.spec.revision)
                 span.set_attribute("pullnix.spec.target", target.target.sha)
             stored = _bump_generation(stored, deployment)
@@ -188,6 +187,17 @@ class Reconciler:
                                  "pullnix.fetch.fetched": fetch.fetched,
                                  "pullnix.fetch.attempts": fetch.attempts})
         return fetch
+
+    def _load_spec(self, text: bytes, origin: str) -> NixOSDeployment:
+        """The desired state for this host from `text`; the last one is kept, so a pass over
+        an unchanged spec (most passes) neither parses nor validates it again. Only a spec
+        that loaded is kept: a bad one is checked, and refused, every time."""
+        key = hashlib.sha256(text).digest()
+        if self._spec is not None and self._spec[0] == key:
+            return self._spec[1]
+        deployment = for_host(load_spec_text(text, origin=origin), self.machine.host)
+        self._spec = (key, deployment)
+        return deployment
 
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""

@@ -135,7 +135,7 @@ class StateStore:
             "lastAppliedSourceRevision": stored.applied_source,
             "deploySources": {k: v for k, v in stored.deploy_sources.items()
                               if k not in stored.seen_operations},
-        })
+        }, unless_same=True)  # most passes change nothing here: spare them the fsyncs
 
     def update_record(self, **changes: Any) -> StoredRecord:
         """Change fields of the AgentRecord under the lock (the CLI's suspend/resume/retry)."""

@@ -37,6 +37,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
-def write_json_atomic(path: Path, value: Any, mode: int = 0o644) -> None:
-    """Write `value` as indented JSON, atomically."""
-    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), mode)
+def write_json_atomic(path: Path, value: Any, mode: int = 0o644, *,
+                      unless_same: bool = False) -> bool:
+    """Write `value` as indented JSON, atomically; with `unless_same`, not when the file
+    already holds exactly those bytes (no fsyncs for a state that did not change).
+    Whether it wrote."""
+    data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+    if unless_same:
+        try:
+            if path.read_bytes() == data:
+                return False
+        except OSError:
+            pass
+    write_atomic(path, data, mode)
+    return True
