@@ -45,10 +45,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.bench_source import median_alternating
 from reconciler.controller.reconcile import Reconciler
 from reconciler.core import decide as d
 from reconciler.core.webhook_events import sign
@@ -129,23 +129,11 @@ def noop_pass_rows(root: Path, runs: int) -> list[Row]:
                 subprocess.run(["git", "-c", "protocol.version=0", *extra, "ls-remote", url,
                                 "refs/heads/main"], check=True, capture_output=True)
 
-            a, b = _median_alternating(ours, theirs, runs)
+            a, b = median_alternating(ours, theirs, runs)
             out.append(row(f"no-op pass (run_pass, in-process) vs git ls-remote, {name} "
                            f"(ms, median of {runs})", a * 1000, b * 1000,
                            "ratio <= 1.0; pass <= 10 ms", 2))
     return out
-
-
-def _median_alternating(ours: Callable[[], None], theirs: Callable[[], None], runs: int,
-                        ) -> tuple[float, float]:
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        for fn, into in ((ours, a), (theirs, b)):
-            started = time.perf_counter()
-            fn()
-            into.append(time.perf_counter() - started)
-    return statistics.median(a), statistics.median(b)
 
 
 # --------------------------------------------------------------------------- 2. push

@@ -66,8 +66,10 @@ def _source(urls: tuple[str, ...], state: Path, token_file: Path | None = None) 
     return GitSource(config, state, state / "helper", state / "current-system", retry=NO_RETRY)
 
 
-def _median_alternating(ours: Callable[[], None], theirs: Callable[[], None], runs: int,
-                        ) -> tuple[float, float]:
+def median_alternating(ours: Callable[[], None], theirs: Callable[[], None], runs: int,
+                       ) -> tuple[float, float]:
+    """Run `ours` then `theirs`, `runs` times over; the median seconds of each (alternating
+    keeps a drift of the machine's load from favouring either)."""
     a: list[float] = []
     b: list[float] = []
     for _ in range(runs):
@@ -108,7 +110,7 @@ def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
                                 "refs/heads/main"],
                                check=True, capture_output=True)
 
-            a, b = _median_alternating(ours, theirs, runs)
+            a, b = median_alternating(ours, theirs, runs)
             out.append(_row(f"no-op check, {name}, median of {runs}", a, b, NOOP_TARGET, "s"))
     return out
 
@@ -168,7 +170,7 @@ def history_rows(root: Path, commits: int, runs: int, baseline_mib: float, tags:
                 subprocess.run(["git", "-c", "protocol.version=0", "ls-remote", url,
                                 "refs/heads/main"], check=True, capture_output=True)
 
-            a, b = _median_alternating(ours, theirs, 15)
+            a, b = median_alternating(ours, theirs, 15)
             out.append(_row(f"no-op check, git://, {label}, median of 15", a, b, NOOP_TARGET,
                             "s"))
         up.generate(10)
