@@ -143,8 +143,10 @@ def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
         # the only remote is dead: the config reload brings a pass whose fetch fails
         machine.configure(urls=[f"http://127.0.0.1:{closed_port()}/fleet.git"],
                           metrics_listen=listen)
-        wait_for(lambda: (Scrape(port).value("pullnix_fetch_failures_total") or 0) >= 1, 90,
-                 "a fetch failure to be counted")
+        # (the failure is counted inside the pass, the exit code once the pass is over)
+        wait_for(lambda: (Scrape(port).value("pullnix_fetch_failures_total") or 0) >= 1
+                 and Scrape(port).value("pullnix_reconcile_last_exit_code") == 1, 90,
+                 "a fetch failure to be counted and its pass to end")
         m3 = Scrape(port)
         assert m3.by("pullnix_reconcile_passes_total", "result")["Failing"] > passes["Failing"]
         assert m3.value("pullnix_reconcile_last_exit_code") == 1
