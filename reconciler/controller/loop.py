@@ -220,6 +220,7 @@ class PassLoop:
         self.following = kind == "following"
         delay = schedule.next_delay(kind, self.failures, self._timing(), self.rand(),
                                     self.journal_watched())
+        self.on_pass(report)  # metrics and sd_notify first: whoever sees the pass done sees them
         with self._cond:
             if self._pending_changes:
                 StateStore(self.machine.state_dir).update_record(**self._pending_changes)
@@ -233,7 +234,6 @@ class PassLoop:
         log.info("pass %d done in %.2fs: %s %s: %s (exit %d); next in %.1fs", number, seconds,
                  result.outcome.phase, result.outcome.reason, result.outcome.message,
                  result.exit_code, delay)
-        self.on_pass(report)
         self.helper_upgrade.check(self.machine)
 
     def _run_pass(self) -> PassResult:

@@ -19,6 +19,10 @@ import socket
 log = logging.getLogger("pullnix.telemetry")
 
 
+#: How long one notification may wait for room in the receiver's queue.
+SEND_TIMEOUT = 0.25
+
+
 def notify(*assignments: str) -> bool:
     """Send `KEY=value` lines in one datagram; True if it was sent."""
     address = os.environ.get("NOTIFY_SOCKET", "")
@@ -32,9 +36,12 @@ def notify(*assignments: str) -> bool:
     payload = "\n".join(assignments).encode("utf-8", "replace")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # A receiver that does not read fills its queue (net.unix.max_dgram_qlen, 10 by
+            # default) and then blocks senders: never let that stall a pass or the watchdog.
+            sock.settimeout(SEND_TIMEOUT)
             sock.connect(address)
             sock.sendall(payload)
-    except OSError as exc:
+    except OSError as exc:  # TimeoutError included: the datagram is dropped
         log.debug("sd_notify to %r failed: %s", address, exc)
         return False
     return True
