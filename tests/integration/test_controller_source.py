@@ -72,6 +72,16 @@ def is_stalled(machine: Machine) -> bool:
                for c in machine.status()["status"]["conditions"])
 
 
+def drop_the_pin(machine: Machine) -> str:
+    """Commit the spec without its pin, reconcile: the branch head is applied; its SHA."""
+    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
+                        version="3", message="fleet: drop the pin")
+    done = machine.reconcile()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert machine.status()["status"]["lastAppliedRevision"] == head
+    return head
+
+
 def test_a_pin_off_the_branch_is_deployed_kept_and_released(machine: Machine) -> None:
     first_system = machine.current()
     hotfix = off_branch_hotfix(machine)
@@ -92,11 +102,7 @@ def test_a_pin_off_the_branch_is_deployed_kept_and_released(machine: Machine) ->
         assert not is_stalled(machine)
         assert (machine.current(), switches(machine)) == (pinned_system, calls)
 
-    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
-                        version="3", message="fleet: drop the pin")
-    done = machine.reconcile()
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert machine.status()["status"]["lastAppliedRevision"] == head
+    head = drop_the_pin(machine)
     assert machine.current() == machine.built(head)
     head_system, calls = machine.current(), switches(machine)
 
@@ -124,11 +130,7 @@ def test_a_pin_survives_the_loss_of_the_agent_state_dir(machine: Machine) -> Non
     assert ready(machine) == ("True", "Succeeded")
     assert machine.current() == pinned_system
 
-    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
-                        version="3", message="fleet: drop the pin")
-    done = machine.reconcile()
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert machine.status()["status"]["lastAppliedRevision"] == head
+    drop_the_pin(machine)
 
 
 def test_a_dropped_pin_is_no_downgrade_even_when_the_agent_state_dir_is_lost(
@@ -144,11 +146,7 @@ def test_a_dropped_pin_is_no_downgrade_even_when_the_agent_state_dir_is_lost(
     assert records["generations"][-1]["sourceRevision"] == carrier
 
     shutil.rmtree(machine.tmp / "agent-state")
-    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
-                        version="3", message="fleet: drop the pin")
-    done = machine.reconcile()
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert machine.status()["status"]["lastAppliedRevision"] == head
+    head = drop_the_pin(machine)
     assert machine.current() == machine.built(head)
 
 
