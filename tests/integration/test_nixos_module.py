@@ -1,13 +1,11 @@
 """The NixOS integration holds without nixpkgs: every .nix file parses, the agent.toml the
 module renders (nix/render-config.nix, evaluated by real Nix) is exactly what the agent's
-own loader accepts and what each option set means, and the helper's unit is the same
-whatever agent package a generation carries."""
+own loader accepts and what each option set means, and the module records the commit a
+system was built from. The units are test_nixos_units.py's."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import subprocess
 import tomllib
 from pathlib import Path
@@ -18,67 +16,17 @@ import pytest
 from reconciler.api import for_host, load_spec_file
 from reconciler.helper import config as machine_config
 from reconciler.helper.config import parse_machine_config
+from tests.support.nixmodule import (
+    NIX,
+    ROOT,
+    NixEvalError,
+    deep_merge,
+    nix_eval,
+    option_values,
+    render,
+)
 
 pytestmark = pytest.mark.nix
-
-ROOT = Path(__file__).resolve().parents[2]
-NIX = ROOT / "nix"
-
-AGENT_A = "/nix/store/00000000000000000000000000000000-pullnix-0.1.0"
-AGENT_B = "/nix/store/11111111111111111111111111111111-pullnix-0.2.0"
-HELPER_A = "/nix/store/22222222222222222222222222222222-pullnix-helper-0.1.0"
-HELPER_B = "/nix/store/33333333333333333333333333333333-pullnix-helper-0.2.0"
-NIX_PKG = "/nix/store/44444444444444444444444444444444-nix-2.24.0"
-CONFIG_A = "/nix/store/55555555555555555555555555555555-pullnix-agent.toml"
-CONFIG_B = "/nix/store/66666666666666666666666666666666-pullnix-agent.toml"
-
-
-def nix_eval(expr: str, **args: Any) -> Any:
-    """Evaluate `expr` (a function of the JSON-encoded `args`) strictly with real Nix."""
-    argv = ["nix-instantiate", "--eval", "--strict", "--json", "-E",
-            f"{{ args }}: let a = builtins.fromJSON args; in {expr}",
-            "--argstr", "args", json.dumps(args)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise NixEvalError(done.stderr)
-    return json.loads(done.stdout)
-
-
-class NixEvalError(Exception):
-    pass
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def option_values(**over: Any) -> dict[str, Any]:
-    """`services.pullnix` as the module hands it over: the defaults, then `over`."""
-    defaults = nix_eval("import ./nix/defaults.nix")
-    return deep_merge(defaults, over)
-
-
-def render(options: dict[str, Any]) -> str:
-    text = nix_eval("import ./nix/render-config.nix a", **options)
-    assert isinstance(text, str)
-    return text
-
-
-def units(agent: str = AGENT_A, helper: str = HELPER_A, config: str = CONFIG_A,
-          state_dir: str = "/var/lib/pullnix", **extra: Any) -> dict[str, Any]:
-    result = nix_eval(
-        "import ./nix/units.nix (a // { agentPath = [ a.nixPackage ]; })",
-        agentPackage=agent, helperPackage=helper, nixPackage=NIX_PKG, configFile=config,
-        stateDir=state_dir, **extra)
-    assert isinstance(result, dict)
-    return result
-
 
 # What agent.toml says for the defaults and one URL, written out by hand.
 MINIMAL: dict[str, Any] = {
@@ -283,49 +231,6 @@ def test_toml_serializer_refuses_null_naming_the_key() -> None:
         nix_eval("(import ./nix/toml.nix).render { } { t = { k = null; }; }")
 
 
-def test_helper_unit_is_identical_for_two_agent_packages() -> None:
-    one = units(agent=AGENT_A, helper=HELPER_A, config=CONFIG_A)
-    two = units(agent=AGENT_B, helper=HELPER_B, config=CONFIG_B,
-                otlp={"endpoint": "http://x:4317", "protocol": "grpc", "serviceName": "s"})
-    assert one["helper"] == two["helper"]
-    assert "/nix/store" not in json.dumps(one["helper"])
-    # ...while the units that may change do change, so the fakes were really used.
-    assert one["agent"] != two["agent"]
-    assert AGENT_B in two["agent"]["serviceConfig"]["ExecStart"]
-    assert HELPER_B in two["helperInstall"]["serviceConfig"]["ExecStart"]
-
-
-def test_helper_unit_starts_the_profile_and_activation_leaves_it_alone() -> None:
-    helper = units()["helper"]
-    rendered = tomllib.loads(render(option_values(host="h",
-                                                  repository={"urls": ["https://x/y.git"]})))
-    assert helper["serviceConfig"]["ExecStart"] == (
-        f"{rendered['helper']['profile']}/bin/pullnix-helper --config /etc/pullnix/agent.toml")
-    assert helper["restartIfChanged"] is False
-    assert helper["stopIfChanged"] is False
-    assert helper["unitConfig"]["X-StopOnRemoval"] is False
-    assert helper["serviceConfig"]["Restart"] == "always"
-    assert "script" not in helper
-    assert "path" not in helper
-    # NixOS's store-path PATH and LOCALE_ARCHIVE are replaced or removed.
-    assert helper["environment"]["LOCALE_ARCHIVE"] is None
-    assert not helper["environment"]["PATH"].startswith("/nix/store")
-
-
-def test_helper_profile_is_installed_only_when_absent() -> None:
-    install = units(helper=HELPER_A)["helperInstall"]
-    assert install["unitConfig"]["ConditionPathExists"] == "!/nix/var/nix/profiles/pullnix/helper"
-    assert install["serviceConfig"]["ExecStart"] == (
-        f"{NIX_PKG}/bin/nix-env --profile /nix/var/nix/profiles/pullnix/helper --set {HELPER_A}")
-    assert install["before"] == ["pullnix-helper.service"]
-    assert "d /nix/var/nix/profiles/pullnix 0755 root root - -" in units()["tmpfiles"]
-
-
-def test_helper_socket_directory_gives_sockets_the_agents_group() -> None:
-    # The helper makes its socket 0660 as root; setgid on the directory lets the agent in.
-    assert "d /run/pullnix 2750 root pullnix - -" in units()["tmpfiles"]
-
-
 @pytest.mark.parametrize("revision", [
     "0123456789abcdef0123456789abcdef01234567", "dirty", "it's $(rm -rf /) `x` \\ \"q\""])
 def test_configuration_revision_is_written_into_the_toplevel(tmp_path: Path,
@@ -350,49 +255,6 @@ def test_module_records_the_configuration_revision_in_the_toplevel() -> None:
     module = (NIX / "module.nix").read_text()
     assert ("system.systemBuilderCommands = import ./revision.nix "
             "config.system.configurationRevision;") in module
-
-
-def test_helper_state_dir_is_readable_by_the_agents_group_only() -> None:
-    # The agent watches the journal and reads the committed generations; root alone writes.
-    rendered = tomllib.loads(render(option_values(host="edge-01")))
-    rule = f"d {rendered['helper']['state_dir']} 2750 root pullnix - -"
-    assert rule in units()["tmpfiles"]
-
-
-def test_agent_unit_is_a_sandboxed_notify_service_restarted_by_activation() -> None:
-    agent = units(otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf",
-                        "serviceName": "edge-01"})["agent"]
-    service = agent["serviceConfig"]
-    assert service["Type"] == "notify"
-    assert service["WatchdogSec"]
-    assert service["Restart"] == "always"
-    assert service["User"] == "pullnix"
-    assert service["ProtectSystem"] == "strict"
-    assert service["NoNewPrivileges"] is True
-    assert service["CapabilityBoundingSet"] == ""
-    assert service["StateDirectory"] == "pullnix"
-    assert agent["restartIfChanged"] is True
-    assert agent["restartTriggers"] == [CONFIG_A]
-    assert "network-online.target" in agent["after"]
-    assert "network-online.target" in agent["wants"]
-    assert agent["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
-    assert agent["environment"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
-    assert agent["environment"]["OTEL_SERVICE_NAME"] == "edge-01"
-
-
-def test_agent_without_otlp_endpoint_gets_no_exporter_variables() -> None:
-    environment = units()["agent"]["environment"]
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in environment
-    assert "OTEL_EXPORTER_OTLP_PROTOCOL" not in environment
-
-
-def test_state_dir_outside_var_lib_is_created_and_opened_explicitly() -> None:
-    result = units(state_dir="/srv/pullnix")
-    service = result["agent"]["serviceConfig"]
-    assert "StateDirectory" not in service
-    assert service["ReadWritePaths"] == ["/srv/pullnix"]
-    assert "d /srv/pullnix 0750 pullnix pullnix - -" in result["tmpfiles"]
-    assert result["agent"]["environment"]["HOME"] == "/srv/pullnix"
 
 
 def test_vm_test_fleet_spec_is_valid_for_its_host() -> None:
