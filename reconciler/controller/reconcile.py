@@ -202,8 +202,7 @@ class Reconciler:
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""
         path = self.machine.source.spec_path
-        spec = load_spec_text(self.source.read_file(sha, path), origin=f"{path}@{sha[:12]}")
-        return for_host(spec, self.machine.host).spec.revision
+        return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}").spec.revision
 
     def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any],
                 pass_trace: PassTrace) -> tuple[StoredRecord, list[HistoryEntry]]:
