@@ -95,9 +95,7 @@ class Deployer:
                     for gate in spec.gates:  # one span each; the first refusal stops them
                         with step(f"gate.{gate.name}", {"nix.store_path": store_path}):
                             run_gates([gate], store_path, system.current_system, checkout)
-            trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
             op_id = self._apply(spec, store_path, sha, plan, traceparent,
-                                trial=trial, require_confirm=confirm,
                                 source_revision=target.tip.sha)
         except PullnixError as exc:
             if built is not None:  # abandoned: nothing will commit it, so nothing holds it
@@ -111,10 +109,8 @@ class Deployer:
                        traceparent: str) -> str:
         """Re-apply a system already built (reverting drift)."""
         action = spec.strategy.action
-        plan = ActivationPlan(action, action)
-        trial, confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
-        return self._apply(spec, store_path, revision, plan, traceparent,
-                           trial=trial, require_confirm=confirm)
+        return self._apply(spec, store_path, revision, ActivationPlan(action, action),
+                           traceparent)
 
     def reboot_needed(self, system: SystemObservation) -> bool:
         if not system.current_system or not system.booted_system:
@@ -174,8 +170,11 @@ class Deployer:
                                  revision=sha, on_line=self.on_build_line)
 
     def _apply(self, spec: DeploymentSpec, store_path: str, revision: str,
-               plan: ActivationPlan, traceparent: str, *, trial: bool, require_confirm: bool,
-               source_revision: str = "") -> str:
+               plan: ActivationPlan, traceparent: str, *, source_revision: str = "") -> str:
+        """Ask the helper to activate `store_path` as `plan` says (trial, confirmation and
+        health checks only for a system that runs before the next reboot)."""
+        trial, require_confirm = plan.helper_request(spec.strategy.trial,
+                                                     spec.rollback.automatic)
         checks = spec.health_checks if plan.live else ()
         try:
             return self.helper.apply(
