@@ -47,31 +47,53 @@ Row = dict[str, Any]
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help=f"comma-separated, of: {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes: few runs, short idle and fleet, no 100k history")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, of: {', '.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: few runs, short idle and fleet, no 100k history",
+    )
     parser.add_argument("--runs", type=int, help="runs per median (default 15; quick 5)")
     parser.add_argument("--pushes", type=int, help="pushes per trigger (default 5; quick 2)")
-    parser.add_argument("--idle-seconds", type=float,
-                        help="idle period for the footprint (default 600; quick 30)")
+    parser.add_argument(
+        "--idle-seconds", type=float, help="idle period for the footprint (default 600; quick 30)"
+    )
     parser.add_argument("--fleet-agents", type=int, help="fleet size (default 200; quick 20)")
-    parser.add_argument("--fleet-seconds", type=float,
-                        help="fleet polling time (default 120; quick 20)")
-    parser.add_argument("--fleet-interval", type=float, default=10.0,
-                        help="fleet poll interval in seconds (default 10)")
-    parser.add_argument("--fleet-jitter", type=float, default=1.0,
-                        help="fleet poll jitter, +- seconds (default 1)")
-    parser.add_argument("--big", action=argparse.BooleanOptionalAction, default=None,
-                        help="include the 100k-commit history (default: yes; quick: no)")
+    parser.add_argument(
+        "--fleet-seconds", type=float, help="fleet polling time (default 120; quick 20)"
+    )
+    parser.add_argument(
+        "--fleet-interval",
+        type=float,
+        default=10.0,
+        help="fleet poll interval in seconds (default 10)",
+    )
+    parser.add_argument(
+        "--fleet-jitter", type=float, default=1.0, help="fleet poll jitter, +- seconds (default 1)"
+    )
+    parser.add_argument(
+        "--big",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="include the 100k-commit history (default: yes; quick: no)",
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # run one section, print JSON rows
     parser.add_argument("--child-root", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     quick = options.quick
-    for name, full, small in (("runs", 15, 5), ("pushes", 5, 2), ("idle_seconds", 600.0, 30.0),
-                              ("fleet_agents", 200, 20), ("fleet_seconds", 120.0, 20.0),
-                              ("big", True, False)):
+    for name, full, small in (
+        ("runs", 15, 5),
+        ("pushes", 5, 2),
+        ("idle_seconds", 600.0, 30.0),
+        ("fleet_agents", 200, 20),
+        ("fleet_seconds", 120.0, 20.0),
+        ("big", True, False),
+    ):
         if getattr(options, name) is None:
             setattr(options, name, small if quick else full)
     chosen = [s.strip() for s in options.sections.split(",") if s.strip()]
@@ -87,13 +109,16 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
     from bench import bench_agent, bench_fleet, bench_helper, bench_nix, bench_source
 
     return {
-        "noop": lambda: [*bench_agent.noop_pass_rows(root / "noop", o.runs),
-                         *_source_rows(bench_source.rows(o.runs, history=False))],
+        "noop": lambda: [
+            *bench_agent.noop_pass_rows(root / "noop", o.runs),
+            *_source_rows(bench_source.rows(o.runs, history=False)),
+        ],
         "push": lambda: bench_agent.push_rows(root / "push", o.pushes),
         "idle": lambda: bench_agent.idle_rows(root / "idle", o.idle_seconds),
         "history": lambda: _source_rows(bench_source.rows(o.runs, o.big, noop=False)),
-        "fleet": lambda: bench_fleet.rows(o.fleet_agents, o.fleet_seconds, o.fleet_interval,
-                                          o.fleet_jitter),
+        "fleet": lambda: bench_fleet.rows(
+            o.fleet_agents, o.fleet_seconds, o.fleet_interval, o.fleet_jitter
+        ),
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
     }
@@ -118,9 +143,12 @@ def _run_section(o: argparse.Namespace, name: str, root: Path, argv: list[str]) 
     section_root = root / name
     section_root.mkdir()
     budget = _budget(o, name)
-    with subprocess.Popen([sys.executable, "-m", "bench", *argv, "--child", name,
-                           "--child-root", str(section_root)],
-                          stdout=subprocess.PIPE, text=True, start_new_session=True) as child:
+    with subprocess.Popen(
+        [sys.executable, "-m", "bench", *argv, "--child", name, "--child-root", str(section_root)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as child:
         try:
             out, _ = child.communicate(timeout=budget)
         except subprocess.TimeoutExpired:
@@ -151,17 +179,28 @@ def table(rows: list[Row]) -> str:
     header = ("section", "metric", "pullnix", "reference", "ratio", "target")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
-        cells = [r.get("section", ""), r["metric"], _cell(r["pullnix"]), _cell(r["reference"]),
-                 _cell(r["ratio"]), _cell(r["target"])]
+        cells = [
+            r.get("section", ""),
+            r["metric"],
+            _cell(r["pullnix"]),
+            _cell(r["reference"]),
+            _cell(r["ratio"]),
+            _cell(r["target"]),
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 
 
 def machine_line() -> str:
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
-    return (f"{platform.machine()}, nproc {os.cpu_count()}, memory {mem_kb / 1024 / 1024:.1f} "
-            f"GiB, Linux {platform.release()}, Python {platform.python_version()}")
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return (
+        f"{platform.machine()}, nproc {os.cpu_count()}, memory {mem_kb / 1024 / 1024:.1f} "
+        f"GiB, Linux {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,21 +222,32 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken section must not hide the others
                 traceback.print_exc(file=sys.stderr)
                 failed += 1
-                got = [{"metric": f"FAILED: {type(exc).__name__}: {exc}".splitlines()[0][:200],
-                        "pullnix": None, "reference": None, "ratio": None, "target": ""}]
+                got = [
+                    {
+                        "metric": f"FAILED: {type(exc).__name__}: {exc}".splitlines()[0][:200],
+                        "pullnix": None,
+                        "reference": None,
+                        "ratio": None,
+                        "target": "",
+                    }
+                ]
             took = time.monotonic() - started
             print(f"[bench] {name} took {took:.0f} s", file=sys.stderr, flush=True)
             rows += [{"section": name, **r} for r in got]
     if options.json:
         print(json.dumps(rows, indent=2))
     else:
-        settings = (f"runs {options.runs}, pushes {options.pushes}, idle {options.idle_seconds:g} "
-                    f"s, fleet {options.fleet_agents} agents x {options.fleet_seconds:g} s every "
-                    f"{options.fleet_interval:g}+-{options.fleet_jitter:g} s, 100k history "
-                    f"{'yes' if options.big else 'no'}")
+        settings = (
+            f"runs {options.runs}, pushes {options.pushes}, idle {options.idle_seconds:g} "
+            f"s, fleet {options.fleet_agents} agents x {options.fleet_seconds:g} s every "
+            f"{options.fleet_interval:g}+-{options.fleet_jitter:g} s, 100k history "
+            f"{'yes' if options.big else 'no'}"
+        )
         print(f"pullnix benchmarks - {time.strftime('%Y-%m-%d %H:%M %Z')} - {machine_line()}")
-        print(f"sections: {', '.join(options.chosen)}; {settings}; "
-              f"took {time.monotonic() - began:.0f} s\n")
+        print(
+            f"sections: {', '.join(options.chosen)}; {settings}; "
+            f"took {time.monotonic() - began:.0f} s\n"
+        )
         print(table(rows))
     return 1 if failed else 0
 

@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_source import median_alternating
+from reconciler.common.config import load_machine_config
 from reconciler.controller.reconcile import Reconciler
 from reconciler.core import decide as d
 from reconciler.core.webhook_events import sign
 from reconciler.demo.fakenixos import KNOBS_FILE, render_knobs, toplevel_attr, with_knobs
-from reconciler.helper.config import load_machine_config
 from tests.support.agentmachine import Machine, fake_machine, wait_for
 from tests.support.gitrepo import git
 from tests.support.gitserve import GitDaemon, HttpGitServer, free_port
@@ -65,13 +65,17 @@ HOST = "edge-01"
 Row = dict[str, Any]
 
 
-def row(metric: str, ours: float | None, reference: float | None, target: str,
-        digits: int = 1) -> Row:
+def row(
+    metric: str, ours: float | None, reference: float | None, target: str, digits: int = 1
+) -> Row:
     ratio = round(ours / reference, 3) if ours is not None and reference else None
-    return {"metric": metric,
-            "pullnix": None if ours is None else round(ours, digits),
-            "reference": None if reference is None else round(reference, digits),
-            "ratio": ratio, "target": target}
+    return {
+        "metric": metric,
+        "pullnix": None if ours is None else round(ours, digits),
+        "reference": None if reference is None else round(reference, digits),
+        "ratio": ratio,
+        "target": target,
+    }
 
 
 def _nix_env() -> None:
@@ -81,8 +85,9 @@ def _nix_env() -> None:
 def _use_token(machine: Machine, token_file: Path) -> None:
     """Add `token_file` to the [source] section of the machine config configure() wrote."""
     text = machine.paths.config.read_text()
-    text = re.sub(r"(?m)^(urls = .*)$", lambda m: f'{m.group(1)}\ntoken_file = "{token_file}"',
-                  text, count=1)
+    text = re.sub(
+        r"(?m)^(urls = .*)$", lambda m: f'{m.group(1)}\ntoken_file = "{token_file}"', text, count=1
+    )
     machine.paths.config.write_text(text)
 
 
@@ -98,8 +103,7 @@ def _converged_reconciler(machine: Machine) -> Reconciler:
         if isinstance(result.action, d.Converged):
             return reconciler
         time.sleep(0.2)  # a deploy, a confirm or the helper still working
-    raise RuntimeError(f"no Converged pass within 180 s; last: {result.action!r} "
-                       f"{result.outcome}")
+    raise RuntimeError(f"no Converged pass within 180 s; last: {result.action!r} {result.outcome}")
 
 
 def noop_pass_rows(root: Path, runs: int) -> list[Row]:
@@ -110,11 +114,16 @@ def noop_pass_rows(root: Path, runs: int) -> list[Row]:
     header = ["-c", f"http.extraHeader=Authorization: Bearer {TOKEN}"]
     out: list[Row] = []
     base = root / "noop"
-    with (fake_machine(base) as machine, GitDaemon.serving(base) as daemon,
-          HttpGitServer.serving(base, TOKEN) as http):
-        for name, url, extra in (("file://", f"file://{machine.repo.bare}", []),
-                                 ("git://", daemon.url("fleet.git"), []),
-                                 ("smart HTTP + token", http.url("fleet.git"), header)):
+    with (
+        fake_machine(base) as machine,
+        GitDaemon.serving(base) as daemon,
+        HttpGitServer.serving(base, TOKEN) as http,
+    ):
+        for name, url, extra in (
+            ("file://", f"file://{machine.repo.bare}", []),
+            ("git://", daemon.url("fleet.git"), []),
+            ("smart HTTP + token", http.url("fleet.git"), header),
+        ):
             machine.configure(urls=[url])
             if url.startswith("http"):
                 _use_token(machine, token_file)
@@ -126,13 +135,31 @@ def noop_pass_rows(root: Path, runs: int) -> list[Row]:
                     raise AssertionError(f"not a no-op pass: {result.action!r}")
 
             def theirs(url: str = url, extra: list[str] = extra) -> None:
-                subprocess.run(["git", "-c", "protocol.version=0", *extra, "ls-remote", url,
-                                "refs/heads/main"], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        "git",
+                        "-c",
+                        "protocol.version=0",
+                        *extra,
+                        "ls-remote",
+                        url,
+                        "refs/heads/main",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
 
             a, b = median_alternating(ours, theirs, runs)
-            out.append(row(f"no-op pass (run_pass, in-process) vs git ls-remote, {name} "
-                           f"(ms, median of {runs})", a * 1000, b * 1000,
-                           "ratio <= 1.0; pass <= 10 ms", 2))
+            out.append(
+                row(
+                    f"no-op pass (run_pass, in-process) vs git ls-remote, {name} "
+                    f"(ms, median of {runs})",
+                    a * 1000,
+                    b * 1000,
+                    "ratio <= 1.0; pass <= 10 ms",
+                    2,
+                )
+            )
     return out
 
 
@@ -145,24 +172,33 @@ def _commit_unpushed(machine: Machine, version: str) -> str:
     doc = json.loads((work / KNOBS_FILE).read_text())
     (work / KNOBS_FILE).write_text(render_knobs(with_knobs(doc, version=version)))
     git("add", "--all", cwd=work)
-    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", f"bench: version {version}",
-        cwd=work)
+    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", f"bench: version {version}", cwd=work)
     return git("rev-parse", "HEAD", cwd=work).strip()
 
 
 def _timed_build(flake_ref: str) -> float:
     started = time.perf_counter()
-    subprocess.run(["nix", "build", "--no-link", "--json", f"{flake_ref}#{toplevel_attr(HOST)}"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["nix", "build", "--no-link", "--json", f"{flake_ref}#{toplevel_attr(HOST)}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return time.perf_counter() - started
 
 
 def _post_push(port: int, sha: str) -> None:
     body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/hooks/pullnix", data=body, method="POST",
-        headers={"X-GitHub-Event": "push", "Content-Type": "application/json",
-                 "X-Hub-Signature-256": f"sha256={sign(SECRET.encode(), body)}"})
+        f"http://127.0.0.1:{port}/hooks/pullnix",
+        data=body,
+        method="POST",
+        headers={
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": f"sha256={sign(SECRET.encode(), body)}",
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- http://127.0.0.1
         if answer.status != 202:
             raise RuntimeError(f"webhook answered {answer.status}")
@@ -176,8 +212,11 @@ def push_rows(root: Path, pushes: int) -> list[Row]:
         for trigger in ("webhook", "watchfiles"):
             port = free_port()
             if trigger == "webhook":
-                machine.configure(urls=[daemon.url("fleet.git")],
-                                  webhook_listen=f"127.0.0.1:{port}", webhook_secret=SECRET)
+                machine.configure(
+                    urls=[daemon.url("fleet.git")],
+                    webhook_listen=f"127.0.0.1:{port}",
+                    webhook_secret=SECRET,
+                )
             else:
                 machine.configure()  # file:// remote: its refs are watched
             agent = machine.start_agent()
@@ -194,8 +233,12 @@ def push_rows(root: Path, pushes: int) -> list[Row]:
                     pushed = time.time()
                     if trigger == "webhook":
                         _post_push(port, sha)
-                    wait_for(lambda before=before: len(read_calls(machine.sandbox)) > before,
-                             120, f"activation after the push ({trigger})", interval=0.01)
+                    wait_for(
+                        lambda before=before: len(read_calls(machine.sandbox)) > before,
+                        120,
+                        f"activation after the push ({trigger})",
+                        interval=0.01,
+                    )
                     call = read_calls(machine.sandbox)[before]
                     if call["toplevel"] != built:
                         raise RuntimeError(f"activated {call['toplevel']}, expected {built}")
@@ -205,14 +248,24 @@ def push_rows(root: Path, pushes: int) -> list[Row]:
             finally:
                 agent.stop()
             net = [a - b for a, b in zip(latencies, builds, strict=True)]
-            total = row(f"push -> activation started, {trigger} (s, median of {pushes}); "
-                        "reference: that revision's nix build by hand",
-                        statistics.median(latencies), statistics.median(builds),
-                        "<= build + 1 s", 3)
+            total = row(
+                f"push -> activation started, {trigger} (s, median of {pushes}); "
+                "reference: that revision's nix build by hand",
+                statistics.median(latencies),
+                statistics.median(builds),
+                "<= build + 1 s",
+                3,
+            )
             out.append({**total, "ratio": None})  # not a ratio claim: the target is absolute
-            out.append(row(f"push -> activation started minus build, {trigger} "
-                           f"(s, median of {pushes})", statistics.median(net), None,
-                           "<= 1 s", 3))
+            out.append(
+                row(
+                    f"push -> activation started minus build, {trigger} (s, median of {pushes})",
+                    statistics.median(net),
+                    None,
+                    "<= 1 s",
+                    3,
+                )
+            )
     return out
 
 
@@ -229,7 +282,7 @@ def _rss_mb(pid: int) -> float:
 def _cpu_seconds(pid: int) -> float:
     """utime + stime + cutime + cstime of `pid` (its threads and reaped children)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -244,8 +297,9 @@ def _bare_python_rss() -> float:
 
 def _ls_remote_loop(url: str, interval: float, stop: threading.Event) -> None:
     while True:
-        subprocess.run(["git", "ls-remote", url, "refs/heads/main"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "ls-remote", url, "refs/heads/main"], check=True, capture_output=True
+        )
         if stop.wait(interval):
             return
 
@@ -268,8 +322,9 @@ def idle_rows(root: Path, seconds: float) -> list[Row]:
         helper_rss: list[float] = []
         stop = threading.Event()
         ref_cpu0 = _children_cpu()
-        reference = threading.Thread(target=_ls_remote_loop,
-                                     args=(f"file://{machine.repo.bare}", interval, stop))
+        reference = threading.Thread(
+            target=_ls_remote_loop, args=(f"file://{machine.repo.bare}", interval, stop)
+        )
         started = time.monotonic()
         reference.start()
         try:
@@ -292,15 +347,33 @@ def idle_rows(root: Path, seconds: float) -> list[Row]:
     per_hour = 3600 / duration
     label = f"idle {duration:.0f} s"
     return [
-        row(f"agent RSS, max while {label} (MB) vs bare python sleeping", max(agent_rss), bare,
-            "<= 45 MB"),
-        row(f"helper RSS, max while {label} (MB) vs bare python sleeping", max(helper_rss),
-            bare, "<= 20 MB"),
-        row(f"agent CPU while {label}, interval 5m (s per hour) vs git ls-remote every 5m",
-            agent_cpu * per_hour, ref_cpu * per_hour, "report", 3),
+        row(
+            f"agent RSS, max while {label} (MB) vs bare python sleeping",
+            max(agent_rss),
+            bare,
+            "<= 45 MB",
+        ),
+        row(
+            f"helper RSS, max while {label} (MB) vs bare python sleeping",
+            max(helper_rss),
+            bare,
+            "<= 20 MB",
+        ),
+        row(
+            f"agent CPU while {label}, interval 5m (s per hour) vs git ls-remote every 5m",
+            agent_cpu * per_hour,
+            ref_cpu * per_hour,
+            "report",
+            3,
+        ),
         row(f"helper CPU while {label} (s per hour)", helper_cpu * per_hour, None, "report", 3),
-        {"metric": f"agent passes in all (incl. the first) by the end of {label}",
-         "pullnix": passes, "reference": None, "ratio": None, "target": "context"},
+        {
+            "metric": f"agent passes in all (incl. the first) by the end of {label}",
+            "pullnix": passes,
+            "reference": None,
+            "ratio": None,
+            "target": "context",
+        },
     ]
 
 

@@ -43,8 +43,14 @@ from typing import IO, Any
 
 TOKEN = "bench-token"  # noqa: S105 -- a loopback test server's token, not a secret
 HEADER = f"http.extraHeader=Authorization: Bearer {TOKEN}"
-QUIET_GIT = ["-c", "gc.auto=0", "-c", "maintenance.auto=false",
-             "-c", "fetch.writeCommitGraph=false"]
+QUIET_GIT = [
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "fetch.writeCommitGraph=false",
+]
 Row = dict[str, Any]
 
 
@@ -104,8 +110,12 @@ class Relay:
         for w in (w2, writer):
             w.close()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str,
-                    ) -> None:
+    async def _pipe(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        way: str,
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await src.read(65536):
                 setattr(self, way, getattr(self, way) + len(data))
@@ -120,7 +130,7 @@ class Relay:
 
 def _cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / os.sysconf("SC_CLK_TCK")
 
 
@@ -147,11 +157,22 @@ def serve_main(root: str) -> None:
             print(json.dumps(counts), flush=True)
 
 
-def fleet_main(mode: str, agents: int, interval: float, jitter: float, seconds: float,
-               url: str, root: str, token_file: str) -> None:
+def fleet_main(
+    mode: str,
+    agents: int,
+    interval: float,
+    jitter: float,
+    seconds: float,
+    url: str,
+    root: str,
+    token_file: str,
+) -> None:
     """Child: make the fleet, print "ready", wait for "go", poll, print the result."""
-    polls = _pullnix_fleet(agents, url, Path(root), Path(token_file)) if mode == "pullnix" \
+    polls = (
+        _pullnix_fleet(agents, url, Path(root), Path(token_file))
+        if mode == "pullnix"
         else _git_fleet(agents, url, Path(root))
+    )
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
@@ -163,7 +184,7 @@ Poll = Any  # an async callable returning whether the poll fetched a pack
 
 
 def _pullnix_fleet(agents: int, url: str, root: Path, token_file: Path) -> list[Poll]:
-    from reconciler.helper.config import SourceConfig
+    from reconciler.common.config import SourceConfig
     from reconciler.source import GitSource, RetryPolicy
 
     config = SourceConfig(urls=(url,), token_file=token_file)
@@ -171,13 +192,15 @@ def _pullnix_fleet(agents: int, url: str, root: Path, token_file: Path) -> list[
     polls: list[Poll] = []
     for i in range(agents):
         state = root / f"agent-{i}"
-        source = GitSource(config, state, state / "helper", state / "current-system",
-                           retry=RetryPolicy(attempts=1))
+        source = GitSource(
+            config, state, state / "helper", state / "current-system", retry=RetryPolicy(attempts=1)
+        )
         source.sync()  # the first fetch: before the measured window
 
         async def poll(source: GitSource = source) -> bool:
             loop = asyncio.get_running_loop()
             return bool((await loop.run_in_executor(pool, source.sync)).fetched)
+
         polls.append(poll)
     return polls
 
@@ -186,23 +209,42 @@ def _git_fleet(agents: int, url: str, root: Path) -> list[Poll]:
     polls: list[Poll] = []
     for i in range(agents):
         clone = root / f"agent-{i}.git"
-        subprocess.run(["git", "-c", HEADER, *QUIET_GIT, "clone", "-q", "--bare", url,
-                        str(clone)], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["git", "-c", HEADER, *QUIET_GIT, "clone", "-q", "--bare", url, str(clone)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
         async def poll(clone: Path = clone) -> bool:
             proc = await asyncio.create_subprocess_exec(
-                "git", "-c", HEADER, *QUIET_GIT, "-C", str(clone), "fetch", "-q", url,
+                "git",
+                "-c",
+                HEADER,
+                *QUIET_GIT,
+                "-C",
+                str(clone),
+                "fetch",
+                "-q",
+                url,
                 "+refs/heads/main:refs/heads/main",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             if await proc.wait() != 0:
                 raise RuntimeError("git fetch failed")
             return False
+
         polls.append(poll)
     return polls
 
 
-async def _schedule(polls: list[Poll], interval: float, jitter: float, seconds: float,
-                    ) -> dict[str, Any]:
+async def _schedule(
+    polls: list[Poll],
+    interval: float,
+    jitter: float,
+    seconds: float,
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     start = loop.time()
     end = start + seconds
@@ -225,22 +267,50 @@ async def _schedule(polls: list[Poll], interval: float, jitter: float, seconds: 
             at += interval + rng.uniform(-jitter, jitter)
 
     await asyncio.gather(*(agent(i, p) for i, p in enumerate(polls)))
-    return {"polls": len(done), "errors": len(errors), "fetched": fetched,
-            "latency_ms": statistics.median(done) * 1000 if done else None,
-            "elapsed": loop.time() - start}
+    return {
+        "polls": len(done),
+        "errors": len(errors),
+        "fetched": fetched,
+        "latency_ms": statistics.median(done) * 1000 if done else None,
+        "elapsed": loop.time() - start,
+    }
 
 
 # --------------------------------------------------------------------------- orchestration
 
 
-def _run_fleet(mode: str, agents: int, interval: float, jitter: float, seconds: float,
-               url: str, root: Path, token_file: Path, server: subprocess.Popen[str],
-               relay: Relay) -> dict[str, Any]:
+def _run_fleet(
+    mode: str,
+    agents: int,
+    interval: float,
+    jitter: float,
+    seconds: float,
+    url: str,
+    root: Path,
+    token_file: Path,
+    server: subprocess.Popen[str],
+    relay: Relay,
+) -> dict[str, Any]:
     (root / mode).mkdir(parents=True)
     with subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_fleet", "--fleet", mode, str(agents),
-             str(interval), str(jitter), str(seconds), url, str(root / mode), str(token_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_fleet",
+            "--fleet",
+            mode,
+            str(agents),
+            str(interval),
+            str(jitter),
+            str(seconds),
+            url,
+            str(root / mode),
+            str(token_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
         assert child.stdin is not None
         assert child.stdout is not None
         try:
@@ -251,16 +321,22 @@ def _run_fleet(mode: str, agents: int, interval: float, jitter: float, seconds: 
             child.stdin.write("go\n")
             child.stdin.flush()
             result: dict[str, Any] = json.loads(
-                _readline(child.stdout, seconds + interval + 120, f"{mode} fleet result"))
+                _readline(child.stdout, seconds + interval + 120, f"{mode} fleet result")
+            )
             cpu1, (bytes1, conns1) = _cpu_seconds(server.pid), relay.total()
             requests1 = _requests(server)
         finally:
             if child.poll() is None:
                 child.kill()
-    result.update(server_cpu=cpu1 - cpu0, bytes=bytes1 - bytes0, connections=conns1 - conns0,
-                  requests=sum(requests1.values()) - sum(requests0.values()),
-                  kinds={k: v - requests0.get(k, 0) for k, v in requests1.items()
-                         if v != requests0.get(k, 0)})
+    result.update(
+        server_cpu=cpu1 - cpu0,
+        bytes=bytes1 - bytes0,
+        connections=conns1 - conns0,
+        requests=sum(requests1.values()) - sum(requests0.values()),
+        kinds={
+            k: v - requests0.get(k, 0) for k, v in requests1.items() if v != requests0.get(k, 0)
+        },
+    )
     return result
 
 
@@ -273,8 +349,9 @@ def _requests(server: subprocess.Popen[str]) -> dict[str, int]:
     return counts
 
 
-def rows(agents: int = 200, seconds: float = 120, interval: float = 10,
-         jitter: float = 1) -> list[Row]:
+def rows(
+    agents: int = 200, seconds: float = 120, interval: float = 10, jitter: float = 1
+) -> list[Row]:
     from tests.support.gitrepo import Upstream
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
@@ -283,18 +360,33 @@ def rows(agents: int = 200, seconds: float = 120, interval: float = 10,
         up.generate(100)
         token_file = root / "token"
         token_file.write_text(TOKEN)
-        with subprocess.Popen([sys.executable, "-m", "bench.bench_fleet", "--serve",
-                               str(up.root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True) as server:
+        with subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_fleet", "--serve", str(up.root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as server:
             assert server.stdin is not None
             assert server.stdout is not None
             relay = Relay(int(_readline(server.stdout, 30, "the server's port")))
             relay.start()
             url = f"http://127.0.0.1:{relay.port}/fleet.git"
             try:
-                results = {mode: _run_fleet(mode, agents, interval, jitter, seconds, url, root,
-                                            token_file, server, relay)
-                           for mode in ("pullnix", "git")}
+                results = {
+                    mode: _run_fleet(
+                        mode,
+                        agents,
+                        interval,
+                        jitter,
+                        seconds,
+                        url,
+                        root,
+                        token_file,
+                        server,
+                        relay,
+                    )
+                    for mode in ("pullnix", "git")
+                }
                 server.stdin.close()
             finally:
                 relay.stop()
@@ -303,36 +395,71 @@ def rows(agents: int = 200, seconds: float = 120, interval: float = 10,
     return _rows(results, agents, seconds, interval, jitter)
 
 
-def _rows(results: dict[str, dict[str, Any]], agents: int,
-          seconds: float, interval: float, jitter: float) -> list[Row]:
+def _rows(
+    results: dict[str, dict[str, Any]], agents: int, seconds: float, interval: float, jitter: float
+) -> list[Row]:
     ours, git = results["pullnix"], results["git"]
     label = f"{agents} agents, every {interval:g}+-{jitter:g} s for {seconds:g} s"
 
     def per_poll(r: dict[str, Any], key: str, scale: float = 1.0) -> float:
         return float(r[key]) * scale / max(int(r["polls"]), 1)
 
-    def ratio_row(metric: str, a: float, b: float, digits: int = 2,
-                  target: str = "ratio <= 1.0") -> Row:
-        return {"metric": metric, "pullnix": round(a, digits), "reference": round(b, digits),
-                "ratio": round(a / b, 3) if b else None, "target": target}
+    def ratio_row(
+        metric: str, a: float, b: float, digits: int = 2, target: str = "ratio <= 1.0"
+    ) -> Row:
+        return {
+            "metric": metric,
+            "pullnix": round(a, digits),
+            "reference": round(b, digits),
+            "ratio": round(a / b, 3) if b else None,
+            "target": target,
+        }
 
     out = [
-        ratio_row(f"fleet: server CPU per no-op poll (ms), {label}; vs git fetch",
-                  per_poll(ours, "server_cpu", 1000), per_poll(git, "server_cpu", 1000)),
-        ratio_row(f"fleet: bytes per no-op poll (TCP payload), {label}; vs git fetch",
-                  per_poll(ours, "bytes"), per_poll(git, "bytes"), 0),
-        ratio_row("fleet: HTTP requests per poll; vs git fetch",
-                  per_poll(ours, "requests"), per_poll(git, "requests")),
-        ratio_row("fleet: TCP connections per poll; vs git fetch",
-                  per_poll(ours, "connections"), per_poll(git, "connections"), 2, "context"),
-        ratio_row("fleet: median poll latency at the client (ms); vs git fetch",
-                  float(ours["latency_ms"] or 0), float(git["latency_ms"] or 0), 1, "context"),
-        {"metric": "fleet: polls done (errors, polls that fetched a pack); vs git fetch",
-         "pullnix": f"{ours['polls']} ({ours['errors']}, {ours['fetched']})",
-         "reference": f"{git['polls']} ({git['errors']}, {git['fetched']})",
-         "ratio": None, "target": f"~{int(agents * seconds / interval)} each, 0 errors"},
-        {"metric": "fleet: HTTP requests in the window by kind", "pullnix": _kinds(ours),
-         "reference": _kinds(git), "ratio": None, "target": "context"},
+        ratio_row(
+            f"fleet: server CPU per no-op poll (ms), {label}; vs git fetch",
+            per_poll(ours, "server_cpu", 1000),
+            per_poll(git, "server_cpu", 1000),
+        ),
+        ratio_row(
+            f"fleet: bytes per no-op poll (TCP payload), {label}; vs git fetch",
+            per_poll(ours, "bytes"),
+            per_poll(git, "bytes"),
+            0,
+        ),
+        ratio_row(
+            "fleet: HTTP requests per poll; vs git fetch",
+            per_poll(ours, "requests"),
+            per_poll(git, "requests"),
+        ),
+        ratio_row(
+            "fleet: TCP connections per poll; vs git fetch",
+            per_poll(ours, "connections"),
+            per_poll(git, "connections"),
+            2,
+            "context",
+        ),
+        ratio_row(
+            "fleet: median poll latency at the client (ms); vs git fetch",
+            float(ours["latency_ms"] or 0),
+            float(git["latency_ms"] or 0),
+            1,
+            "context",
+        ),
+        {
+            "metric": "fleet: polls done (errors, polls that fetched a pack); vs git fetch",
+            "pullnix": f"{ours['polls']} ({ours['errors']}, {ours['fetched']})",
+            "reference": f"{git['polls']} ({git['errors']}, {git['fetched']})",
+            "ratio": None,
+            "target": f"~{int(agents * seconds / interval)} each, 0 errors",
+        },
+        {
+            "metric": "fleet: HTTP requests in the window by kind",
+            "pullnix": _kinds(ours),
+            "reference": _kinds(git),
+            "ratio": None,
+            "target": "context",
+        },
     ]
     return out
 
@@ -348,8 +475,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args and args[0] == "--fleet":
         mode, agents, interval, jitter, seconds, url, root, token_file = args[1:9]
-        fleet_main(mode, int(agents), float(interval), float(jitter), float(seconds), url, root,
-                   token_file)
+        fleet_main(
+            mode, int(agents), float(interval), float(jitter), float(seconds), url, root, token_file
+        )
         return
     agents = int(args[0]) if args else 200
     seconds = float(args[1]) if len(args) > 1 else 120

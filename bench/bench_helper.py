@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from reconciler.helper.client import HelperClient, HelperUnavailable
+from reconciler.common.client import HelperClient, HelperUnavailable
 from tests.support.helperproc import (
     HELPER_BIN,
     FakeMachine,
@@ -89,13 +89,16 @@ def _steady_rss(machine: FakeMachine, tmp: Path) -> float:
     paths = write_helper_config(tmp / "steady", machine.sandbox)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    check = {"name": "http", "timeout": 5,
-             "http": {"url": f"http://127.0.0.1:{server.server_address[1]}/",
-                      "bodyRegex": "^ok"}}
+    check = {
+        "name": "http",
+        "timeout": 5,
+        "http": {"url": f"http://127.0.0.1:{server.server_address[1]}/", "bodyRegex": "^ok"},
+    }
     helper = start_helper(paths)
     try:
-        result = helper.client.wait(helper.client.apply(
-            machine.systems["new"], trial=True, health_checks=[check]))
+        result = helper.client.wait(
+            helper.client.apply(machine.systems["new"], trial=True, health_checks=[check])
+        )
         assert result["state"] == "Succeeded", result["message"]
         assert [c["kind"] for c in result["checks"] if c["ok"]] == ["http"], result["checks"]
         time.sleep(0.3)
@@ -115,8 +118,9 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
     try:
         for _ in range(runs):
             started = time.perf_counter()
-            with subprocess.Popen([str(HELPER_BIN), "--config", str(paths.config)],
-                                  stderr=subprocess.DEVNULL) as proc:
+            with subprocess.Popen(
+                [str(HELPER_BIN), "--config", str(paths.config)], stderr=subprocess.DEVNULL
+            ) as proc:
                 deadline = time.monotonic() + 10
                 while True:
                     try:
@@ -125,8 +129,9 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
                     except HelperUnavailable:
                         if time.monotonic() > deadline or proc.poll() is not None:
                             proc.kill()
-                            raise RuntimeError("the helper did not answer ping within 10 s"
-                                               ) from None
+                            raise RuntimeError(
+                                "the helper did not answer ping within 10 s"
+                            ) from None
                         time.sleep(0.001)
                 ours.append(time.perf_counter() - started)
                 client.status()
@@ -136,8 +141,7 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    raise RuntimeError("the helper did not exit within 10 s of SIGTERM"
-                                       ) from None
+                    raise RuntimeError("the helper did not exit within 10 s of SIGTERM") from None
             started = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], check=True)
             reference.append(time.perf_counter() - started)
@@ -146,8 +150,9 @@ def _start_to_listening(tmp: Path, runs: int) -> tuple[list[float], list[float],
     return ours, ready, reference
 
 
-def _switch_overhead(machine: FakeMachine, tmp: Path, runs: int
-                     ) -> tuple[list[float], list[float], list[float]]:
+def _switch_overhead(
+    machine: FakeMachine, tmp: Path, runs: int
+) -> tuple[list[float], list[float], list[float]]:
     machine.reset()
     profile = str(machine.sandbox.profile)
     paths = write_helper_config(tmp / "switch-helper", machine.sandbox)
@@ -182,8 +187,13 @@ def _quiet(argv: list[str]) -> None:
 
 
 def _row(metric: str, ours: float, reference: float, target: str) -> dict[str, Any]:
-    return {"metric": metric, "pullnix": round(ours, 1), "reference": round(reference, 1),
-            "ratio": round(ours / reference, 3), "target": target}
+    return {
+        "metric": metric,
+        "pullnix": round(ours, 1),
+        "reference": round(reference, 1),
+        "ratio": round(ours / reference, 3),
+        "target": target,
+    }
 
 
 def compile_helper() -> None:
@@ -192,8 +202,9 @@ def compile_helper() -> None:
     With PYTHONDONTWRITEBYTECODE set (as in this repository's environment) every
     start would compile the helper's sources again, which no installed helper does.
     """
-    helper = Path(__file__).resolve().parents[1] / "reconciler" / "helper"
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(helper)], check=True)
+    package = Path(__file__).resolve().parents[1] / "reconciler"
+    for part in ("common", "helper"):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package / part)], check=True)
 
 
 def rows(runs: int = 15) -> list[dict[str, Any]]:
@@ -203,26 +214,46 @@ def rows(runs: int = 15) -> list[dict[str, Any]]:
     try:
         rss, rss_ref = _idle_rss(tmp)
         start, ready, start_ref = _start_to_listening(tmp, runs)
-        machine = build_machine(tmp / "machine", {"old": {"version": "1"},
-                                                  "new": {"version": "2"}})
+        machine = build_machine(tmp / "machine", {"old": {"version": "1"}, "new": {"version": "2"}})
         steady = _steady_rss(machine, tmp)
         apply_, by_hand, switch_only = _switch_overhead(machine, tmp, runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ms = statistics.median
     return [
-        _row("helper idle RSS, just started (MB) vs bare python sleeping", rss, rss_ref,
-             "<= 20 MB"),
-        _row("helper idle RSS after an apply with an http check (MB) vs bare python",
-             steady, rss_ref, "<= 20 MB"),
-        _row(f"helper start to listening (ms, median of {runs}) vs python -c pass",
-             ms(start) * 1000, ms(start_ref) * 1000, "<= 150 ms"),
-        _row(f"helper start to ready, status answered (ms, median of {runs}) vs python -c pass",
-             ms(ready) * 1000, ms(start_ref) * 1000, "<= 150 ms"),
-        _row(f"apply, trial off, no checks (ms, median of {runs}) vs the same commands by hand",
-             ms(apply_) * 1000, ms(by_hand) * 1000, "<= 50 ms over the reference"),
-        _row(f"apply, trial off, no checks (ms, median of {runs}) vs switch alone",
-             ms(apply_) * 1000, ms(switch_only) * 1000, "<= 50 ms over the reference"),
+        _row(
+            "helper idle RSS, just started (MB) vs bare python sleeping", rss, rss_ref, "<= 20 MB"
+        ),
+        _row(
+            "helper idle RSS after an apply with an http check (MB) vs bare python",
+            steady,
+            rss_ref,
+            "<= 20 MB",
+        ),
+        _row(
+            f"helper start to listening (ms, median of {runs}) vs python -c pass",
+            ms(start) * 1000,
+            ms(start_ref) * 1000,
+            "<= 150 ms",
+        ),
+        _row(
+            f"helper start to ready, status answered (ms, median of {runs}) vs python -c pass",
+            ms(ready) * 1000,
+            ms(start_ref) * 1000,
+            "<= 150 ms",
+        ),
+        _row(
+            f"apply, trial off, no checks (ms, median of {runs}) vs the same commands by hand",
+            ms(apply_) * 1000,
+            ms(by_hand) * 1000,
+            "<= 50 ms over the reference",
+        ),
+        _row(
+            f"apply, trial off, no checks (ms, median of {runs}) vs switch alone",
+            ms(apply_) * 1000,
+            ms(switch_only) * 1000,
+            "<= 50 ms over the reference",
+        ),
     ]
 
 
@@ -240,8 +271,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     result = rows(int(args[0]) if args else 15)
     print(f"{'metric':<78} {'pullnix':>8} {'reference':>9} {'ratio':>6}  target")
     for row in result:
-        print(f"{row['metric']:<78} {row['pullnix']:>8} {row['reference']:>9} "
-              f"{row['ratio']:>6}  {row['target']} ({'met' if met(row) else 'NOT met'})")
+        print(
+            f"{row['metric']:<78} {row['pullnix']:>8} {row['reference']:>9} "
+            f"{row['ratio']:>6}  {row['target']} ({'met' if met(row) else 'NOT met'})"
+        )
     return result
 
 

@@ -58,9 +58,17 @@ def rows(runs: int = 15) -> list[dict[str, Any]]:
         def by_hand(sha: str) -> float:
             started = time.perf_counter()
             result = subprocess.run(
-                ["nix", *FEATURES, "build", "--no-link", "--json",
-                 flake_installable(fleet.bare, "main", sha, TEMPLATE, HOST)],
-                capture_output=True, text=True, check=True,
+                [
+                    "nix",
+                    *FEATURES,
+                    "build",
+                    "--no-link",
+                    "--json",
+                    flake_installable(fleet.bare, "main", sha, TEMPLATE, HOST),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             json.loads(result.stdout)[0]["outputs"]["out"]
             return time.perf_counter() - started
@@ -116,8 +124,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     result = rows(int(args[0]) if args else 15)
     print(f"{'metric':<58} {'pullnix':>9} {'reference':>9} {'ratio':>6}  target")
     for row in result:
-        print(f"{row['metric']:<58} {row['pullnix']:>9} {row['reference']:>9} "
-              f"{row['ratio']:>6}  {row['target']} ({'met' if met(row) else 'NOT met'})")
+        print(
+            f"{row['metric']:<58} {row['pullnix']:>9} {row['reference']:>9} "
+            f"{row['ratio']:>6}  {row['target']} ({'met' if met(row) else 'NOT met'})"
+        )
     return result
 
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler.helper.config import SourceConfig
+from reconciler.common.config import SourceConfig
 from reconciler.source import GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream, git
 from tests.support.gitserve import GitDaemon, HttpGitServer
@@ -56,8 +56,14 @@ TIME_TARGET = "<= 1.5"
 MEMORY_TARGET = "<= 3.0"
 NO_RETRY = RetryPolicy(attempts=1)
 # git does housekeeping after a fetch that pullnix does not; keep it out of the timing
-QUIET_GIT = ["-c", "gc.auto=0", "-c", "maintenance.auto=false",
-             "-c", "fetch.writeCommitGraph=false"]
+QUIET_GIT = [
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "fetch.writeCommitGraph=false",
+]
 TIME = "/usr/bin/time"  # GNU time: peak RSS of git and its children, see child_main
 
 
@@ -66,8 +72,11 @@ def _source(urls: tuple[str, ...], state: Path, token_file: Path | None = None) 
     return GitSource(config, state, state / "helper", state / "current-system", retry=NO_RETRY)
 
 
-def median_alternating(ours: Callable[[], None], theirs: Callable[[], None], runs: int,
-                       ) -> tuple[float, float]:
+def median_alternating(
+    ours: Callable[[], None],
+    theirs: Callable[[], None],
+    runs: int,
+) -> tuple[float, float]:
     """Run `ours` then `theirs`, `runs` times over; the median seconds of each (alternating
     keeps a drift of the machine's load from favouring either)."""
     a: list[float] = []
@@ -81,9 +90,13 @@ def median_alternating(ours: Callable[[], None], theirs: Callable[[], None], run
 
 
 def _row(metric: str, ours: float, reference: float, target: str, unit: str) -> dict[str, Any]:
-    return {"metric": f"{metric} ({unit})", "pullnix": round(ours, 4),
-            "reference": round(reference, 4),
-            "ratio": round(ours / reference, 3) if reference else None, "target": target}
+    return {
+        "metric": f"{metric} ({unit})",
+        "pullnix": round(ours, 4),
+        "reference": round(reference, 4),
+        "ratio": round(ours / reference, 3) if reference else None,
+        "target": target,
+    }
 
 
 def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
@@ -94,11 +107,14 @@ def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
     git_env_header = ["-c", f"http.extraHeader=Authorization: Bearer {TOKEN}"]
     out: list[dict[str, Any]] = []
     with GitDaemon.serving(up.root) as daemon, HttpGitServer.serving(up.root, TOKEN) as http:
-        for name, url, extra in (("file://", up.file_url, []),
-                                 ("git://", daemon.url("fleet.git"), []),
-                                 ("smart HTTP + token", http.url("fleet.git"), git_env_header)):
-            source = _source((url,), root / f"state-{len(out)}",
-                             token_file if url.startswith("http") else None)
+        for name, url, extra in (
+            ("file://", up.file_url, []),
+            ("git://", daemon.url("fleet.git"), []),
+            ("smart HTTP + token", http.url("fleet.git"), git_env_header),
+        ):
+            source = _source(
+                (url,), root / f"state-{len(out)}", token_file if url.startswith("http") else None
+            )
             source.sync()
 
             def ours(source: GitSource = source) -> None:
@@ -106,9 +122,19 @@ def noop_rows(root: Path, runs: int) -> list[dict[str, Any]]:
                     raise AssertionError("the no-op check fetched a pack")
 
             def theirs(url: str = url, extra: list[str] = extra) -> None:
-                subprocess.run(["git", "-c", "protocol.version=0", *extra, "ls-remote", url,
-                                "refs/heads/main"],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        "git",
+                        "-c",
+                        "protocol.version=0",
+                        *extra,
+                        "ls-remote",
+                        url,
+                        "refs/heads/main",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
 
             a, b = median_alternating(ours, theirs, runs)
             out.append(_row(f"no-op check, {name}, median of {runs}", a, b, NOOP_TARGET, "s"))
@@ -119,8 +145,12 @@ def _child(args: list[str]) -> dict[str, Any]:
     # Exec'd by GNU time, not straight from this process: a child inherits the RSS
     # high-water mark of the process it was forked from across exec, and this one
     # has held the generated fast-import streams (100 MB-ish for 100k commits).
-    done = subprocess.run([TIME, "-o", "/dev/null", sys.executable, "-m", "bench.bench_source",
-                           "--child", *args], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [TIME, "-o", "/dev/null", sys.executable, "-m", "bench.bench_source", "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -134,8 +164,13 @@ def _tag_every_commit(up: Upstream, tags: int) -> None:
     git(f"--git-dir={up.git_dir}", "update-ref", "--stdin", input=lines.encode())
 
 
-def history_rows(root: Path, commits: int, runs: int, baseline_mib: float, tags: int = 0,
-                 ) -> list[dict[str, Any]]:
+def history_rows(
+    root: Path,
+    commits: int,
+    runs: int,
+    baseline_mib: float,
+    tags: int = 0,
+) -> list[dict[str, Any]]:
     """First and incremental fetch of a generated history; with `tags`, that many tags too.
 
     pullnix mirrors the branch only, so with tags git is asked for the same
@@ -157,8 +192,9 @@ def history_rows(root: Path, commits: int, runs: int, baseline_mib: float, tags:
         for i in range(runs):
             state, clone = root / f"s-{name}-{i}", root / f"c-{name}-{i}"
             first_ours.append(_child(["pullnix", url, str(state)]))
-            first_theirs.append(_child(["git", *QUIET_GIT, "clone", "--bare", "-q", *clone_args,
-                                        url, str(clone)]))
+            first_theirs.append(
+                _child(["git", *QUIET_GIT, "clone", "--bare", "-q", *clone_args, url, str(clone)])
+            )
         if tags:
             source = _source((url,), root / f"s-{name}-0")
 
@@ -167,36 +203,74 @@ def history_rows(root: Path, commits: int, runs: int, baseline_mib: float, tags:
                     raise AssertionError("the no-op check fetched a pack")
 
             def theirs() -> None:
-                subprocess.run(["git", "-c", "protocol.version=0", "ls-remote", url,
-                                "refs/heads/main"], check=True, capture_output=True)
+                subprocess.run(
+                    ["git", "-c", "protocol.version=0", "ls-remote", url, "refs/heads/main"],
+                    check=True,
+                    capture_output=True,
+                )
 
             a, b = median_alternating(ours, theirs, 15)
-            out.append(_row(f"no-op check, git://, {label}, median of 15", a, b, NOOP_TARGET,
-                            "s"))
+            out.append(_row(f"no-op check, git://, {label}, median of 15", a, b, NOOP_TARGET, "s"))
         up.generate(10)
         inc_ours, inc_theirs = [], []
         for i in range(runs):
             state, clone = root / f"s-{name}-{i}", root / f"c-{name}-{i}"
             inc_ours.append(_child(["pullnix", url, str(state)]))
-            inc_theirs.append(_child(["git", *QUIET_GIT, "-C", str(clone), "fetch", "-q",
-                                      "--no-tags", url, "+refs/heads/main:refs/heads/main"]))
-    for what, ours, theirs in (("first fetch", first_ours, first_theirs),
-                               ("incremental fetch (+10)", inc_ours, inc_theirs)):
-        out.append(_row(f"{what}, {label}", statistics.median(r["seconds"] for r in ours),
-                        statistics.median(r["seconds"] for r in theirs), TIME_TARGET, "s"))
+            inc_theirs.append(
+                _child(
+                    [
+                        "git",
+                        *QUIET_GIT,
+                        "-C",
+                        str(clone),
+                        "fetch",
+                        "-q",
+                        "--no-tags",
+                        url,
+                        "+refs/heads/main:refs/heads/main",
+                    ]
+                )
+            )
+    for what, ours, theirs in (
+        ("first fetch", first_ours, first_theirs),
+        ("incremental fetch (+10)", inc_ours, inc_theirs),
+    ):
+        out.append(
+            _row(
+                f"{what}, {label}",
+                statistics.median(r["seconds"] for r in ours),
+                statistics.median(r["seconds"] for r in theirs),
+                TIME_TARGET,
+                "s",
+            )
+        )
         peak_ours = max(r["maxrss_kb"] for r in ours) / 1024
         peak_theirs = max(r["maxrss_kb"] for r in theirs) / 1024
         out.append(_row(f"{what}, {label}, peak RSS", peak_ours, peak_theirs, "context", "MiB"))
-        out.append(_row(f"{what}, {label}, peak RSS above baseline",
-                        max(peak_ours - baseline_mib, 0.0), peak_theirs, MEMORY_TARGET, "MiB"))
-    out.append({"metric": f"generate {label} (git fast-import, update-ref) (s)",
-                "pullnix": None, "reference": round(generated, 3), "ratio": None,
-                "target": "setup"})
+        out.append(
+            _row(
+                f"{what}, {label}, peak RSS above baseline",
+                max(peak_ours - baseline_mib, 0.0),
+                peak_theirs,
+                MEMORY_TARGET,
+                "MiB",
+            )
+        )
+    out.append(
+        {
+            "metric": f"generate {label} (git fast-import, update-ref) (s)",
+            "pullnix": None,
+            "reference": round(generated, 3),
+            "ratio": None,
+            "target": "setup",
+        }
+    )
     return out
 
 
-def rows(runs: int = 15, big: bool = False, *, noop: bool = True, history: bool = True,
-         tags: int = 5_000) -> list[dict[str, Any]]:
+def rows(
+    runs: int = 15, big: bool = False, *, noop: bool = True, history: bool = True, tags: int = 5_000
+) -> list[dict[str, Any]]:
     """The no-op rows and the history rows (1k, 10k, with `big` 100k commits; and, unless
     `tags` is 0, a history of `tags` commits each tagged)."""
     with tempfile.TemporaryDirectory(prefix="bench-source-") as tmp:
@@ -205,9 +279,15 @@ def rows(runs: int = 15, big: bool = False, *, noop: bool = True, history: bool 
         if not history:
             return out
         baseline = _child(["baseline"])["maxrss_kb"] / 1024
-        out.append({"metric": "process baseline: Python + pygit2, no fetch (MiB)",
-                    "pullnix": round(baseline, 1), "reference": None, "ratio": None,
-                    "target": "context"})
+        out.append(
+            {
+                "metric": "process baseline: Python + pygit2, no fetch (MiB)",
+                "pullnix": round(baseline, 1),
+                "reference": None,
+                "ratio": None,
+                "target": "context",
+            }
+        )
         for commits in (1_000, 10_000, *((100_000,) if big else ())):
             out += history_rows(root, commits, 1 if commits >= 100_000 else 3, baseline)
         if tags:
@@ -248,8 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15, help="runs per no-op median")
     parser.add_argument("--big", action="store_true", help="also 100k commits")
-    parser.add_argument("--tags", type=int, default=5_000,
-                        help="a history of this many commits, each tagged (0: none)")
+    parser.add_argument(
+        "--tags",
+        type=int,
+        default=5_000,
+        help="a history of this many commits, each tagged (0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON rows")
     options = parser.parse_args(argv)
     result = rows(options.runs, options.big, tags=options.tags)
@@ -258,8 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"{'metric':<70} {'pullnix':>9} {'reference':>10} {'ratio':>7}  target")
     for row in result:
-        print(f"{row['metric']:<70} {row['pullnix']!s:>9} {row['reference']!s:>10} "
-              f"{row['ratio']!s:>7}  {row['target']}")
+        print(
+            f"{row['metric']:<70} {row['pullnix']!s:>9} {row['reference']!s:>10} "
+            f"{row['ratio']!s:>7}  {row['target']}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ let
     inherit root;
     fileset = fs.unions [
       ../reconciler/__init__.py
+      (fs.fileFilter (file: file.hasExt "py") ../reconciler/common)
       (fs.fileFilter (file: file.hasExt "py") ../reconciler/helper)
     ];
   };
@@ -51,6 +52,7 @@ let
       lib=$out/lib/pullnix-helper
       mkdir -p "$lib/reconciler" "$out/bin"
       cp reconciler/__init__.py "$lib/reconciler/"
+      cp -r reconciler/common "$lib/reconciler/common"
       cp -r reconciler/helper "$lib/reconciler/helper"
       ${python.interpreter} -m compileall -q "$lib"
 
@@ -76,7 +78,7 @@ let
       ${python.interpreter} -I -c '
       import sys
       sys.path.insert(0, sys.argv[1])
-      import reconciler.helper.main, reconciler.helper.config
+      import reconciler.helper.main, reconciler.common.config
       ' "$out/lib/pullnix-helper"
       runHook postInstallCheck
     '';

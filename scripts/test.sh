@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff";         ruff check reconciler tests bench
+echo "== ruff";         ruff check reconciler tests bench && ruff format --check reconciler tests bench
 echo "== mypy";         mypy
 echo "== import-linter"; lint-imports
 echo "== pytest";       pytest "$@"

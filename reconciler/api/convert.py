@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.api.schema import spec_node
+from reconciler.common.durations import DURATION_PATTERN, format_duration, parse_duration
 from reconciler.core.model import (
     DeploymentSpec,
     FieldPath,
@@ -28,7 +29,6 @@ from reconciler.core.model import (
     Metadata,
     NixOSDeployment,
 )
-from reconciler.helper.durations import DURATION_PATTERN, format_duration, parse_duration
 
 
 def camel(name: str) -> str:
@@ -37,9 +37,11 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def deployment_from_data(data: Mapping[str, Any], origin: str = "",
-                         positions: Mapping[FieldPath, tuple[int, int]] | None = None,
-                         ) -> NixOSDeployment:
+def deployment_from_data(
+    data: Mapping[str, Any],
+    origin: str = "",
+    positions: Mapping[FieldPath, tuple[int, int]] | None = None,
+) -> NixOSDeployment:
     """A NixOSDeployment from a checked, defaulted document."""
     return NixOSDeployment(
         api_version=data["apiVersion"],
@@ -49,9 +51,11 @@ def deployment_from_data(data: Mapping[str, Any], origin: str = "",
     )
 
 
-def spec_from_data(data: Mapping[str, Any], origin: str = "",
-                   positions: Mapping[FieldPath, tuple[int, int]] | None = None,
-                   ) -> DeploymentSpec:
+def spec_from_data(
+    data: Mapping[str, Any],
+    origin: str = "",
+    positions: Mapping[FieldPath, tuple[int, int]] | None = None,
+) -> DeploymentSpec:
     """A DeploymentSpec from a checked, defaulted spec; `positions` are the document's."""
     spec: DeploymentSpec = _build(DeploymentSpec, data, spec_node(), origin, positions or {})
     return spec
@@ -64,9 +68,12 @@ def spec_to_data(spec: DeploymentSpec) -> dict[str, Any]:
 
 
 def deployment_to_data(deployment: NixOSDeployment) -> dict[str, Any]:
-    return {"apiVersion": deployment.api_version, "kind": deployment.kind,
-            "metadata": {"name": deployment.metadata.name},
-            "spec": spec_to_data(deployment.spec)}
+    return {
+        "apiVersion": deployment.api_version,
+        "kind": deployment.kind,
+        "metadata": {"name": deployment.metadata.name},
+        "spec": spec_to_data(deployment.spec),
+    }
 
 
 def freeze(value: Any) -> Any:
@@ -97,20 +104,30 @@ def value_to_data(value: Any, schema: Mapping[str, Any]) -> Any:
     return _unbuild(value, schema)
 
 
-def _hosts(data: Mapping[str, Any], origin: str,
-           positions: Mapping[FieldPath, tuple[int, int]]) -> tuple[HostOverride, ...]:
+def _hosts(
+    data: Mapping[str, Any], origin: str, positions: Mapping[FieldPath, tuple[int, int]]
+) -> tuple[HostOverride, ...]:
     out = []
     for glob, patch in data.items():
         base = ("spec", "hosts", glob)
-        own = {path[len(base):]: pos for path, pos in positions.items()
-               if path[:len(base)] == base}
-        out.append(HostOverride(glob=glob, patch=freeze(patch), origin=origin,
-                                positions=MappingProxyType(own)))
+        own = {
+            path[len(base) :]: pos for path, pos in positions.items() if path[: len(base)] == base
+        }
+        out.append(
+            HostOverride(
+                glob=glob, patch=freeze(patch), origin=origin, positions=MappingProxyType(own)
+            )
+        )
     return tuple(out)
 
 
-def _build(cls: type, data: Mapping[str, Any], schema: Mapping[str, Any], origin: str,
-           positions: Mapping[FieldPath, tuple[int, int]]) -> Any:
+def _build(
+    cls: type,
+    data: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    origin: str,
+    positions: Mapping[FieldPath, tuple[int, int]],
+) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
@@ -120,15 +137,21 @@ def _build(cls: type, data: Mapping[str, Any], schema: Mapping[str, Any], origin
         if cls is DeploymentSpec and field.name == "hosts":
             kwargs["hosts"] = _hosts(data[key], origin, positions)
             continue
-        kwargs[field.name] = _value(hints[field.name], data[key], schema["properties"][key],
-                                    origin, positions)
+        kwargs[field.name] = _value(
+            hints[field.name], data[key], schema["properties"][key], origin, positions
+        )
     unknown = set(data) - {camel(f.name) for f in dataclasses.fields(cls)}
     assert not unknown, f"{cls.__name__} has no field for {sorted(unknown)}"
     return cls(**kwargs)
 
 
-def _value(hint: Any, raw: Any, schema: Mapping[str, Any], origin: str,
-           positions: Mapping[FieldPath, tuple[int, int]]) -> Any:
+def _value(
+    hint: Any,
+    raw: Any,
+    schema: Mapping[str, Any],
+    origin: str,
+    positions: Mapping[FieldPath, tuple[int, int]],
+) -> Any:
     origin_type = typing.get_origin(hint)
     if origin_type in (typing.Union, types.UnionType):
         (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]

@@ -27,8 +27,11 @@ MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 
 _PLAIN_TAGS = {
-    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
 }
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MAP = "tag:yaml.org,2002:map"
@@ -94,14 +97,18 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(problem="YAML anchors and aliases (&name, *name) are not allowed "
-                           "in pullnix.yaml; write the value out in full",
-                           problem_mark=event.start_mark)
+            raise _Refused(
+                problem="YAML anchors and aliases (&name, *name) are not allowed "
+                "in pullnix.yaml; write the value out in full",
+                problem_mark=event.start_mark,
+            )
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Refused(problem=f"nested more than {MAX_DEPTH} levels deep; "
-                           "a desired-state file is never this deep",
-                           problem_mark=event.start_mark)
+            raise _Refused(
+                problem=f"nested more than {MAX_DEPTH} levels deep; "
+                "a desired-state file is never this deep",
+                problem_mark=event.start_mark,
+            )
         try:
             return super().compose_node(parent, index)
         finally:
@@ -110,12 +117,15 @@ class _Loader(yaml.SafeLoader):
 
 def read_document(text: bytes, origin: str) -> Document:
     """Parse one YAML document from `text`; raise DocumentError saying what and where."""
+
     def whole_file(message: str) -> DocumentError:
         return DocumentError([Issue(origin, 1, 1, "", message)])
 
     if len(text) > MAX_BYTES:
-        raise whole_file(f"the file is {len(text) / MAX_BYTES:.1f} MiB; a desired-state file "
-                         "may be at most 1 MiB")
+        raise whole_file(
+            f"the file is {len(text) / MAX_BYTES:.1f} MiB; a desired-state file "
+            "may be at most 1 MiB"
+        )
     if text.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise whole_file("the file is UTF-16; save it as UTF-8")
     if b"\x00" in text:
@@ -124,10 +134,18 @@ def read_document(text: bytes, origin: str) -> Document:
         source = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, col = _line_col(text, exc.start)
-        raise DocumentError([Issue(
-            origin, line, col, "",
-            f"not UTF-8 text: byte 0x{text[exc.start]:02x} cannot be decoded; "
-            "save the file as UTF-8")]) from None
+        raise DocumentError(
+            [
+                Issue(
+                    origin,
+                    line,
+                    col,
+                    "",
+                    f"not UTF-8 text: byte 0x{text[exc.start]:02x} cannot be decoded; "
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
     source = source.removeprefix("\ufeff")
     loader = _Loader(source)
     try:
@@ -135,15 +153,24 @@ def read_document(text: bytes, origin: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         raise DocumentError([_syntax_issue(origin, exc)]) from None
     except yaml.reader.ReaderError as exc:
-        line, col = _line_col(source.encode(), len(source[:exc.position].encode()))
-        raise DocumentError([Issue(
-            origin, line, col, "",
-            f"the character {ord(exc.character):#x} is not allowed in YAML; remove it")]) from None
+        line, col = _line_col(source.encode(), len(source[: exc.position].encode()))
+        raise DocumentError(
+            [
+                Issue(
+                    origin,
+                    line,
+                    col,
+                    "",
+                    f"the character {ord(exc.character):#x} is not allowed in YAML; remove it",
+                )
+            ]
+        ) from None
     finally:
         loader.dispose()
     if node is None:
-        raise whole_file("the file is empty; it must hold one NixOSDeployment "
-                         "(apiVersion, kind, metadata, spec)")
+        raise whole_file(
+            "the file is empty; it must hold one NixOSDeployment (apiVersion, kind, metadata, spec)"
+        )
     builder = _Builder(origin, loader)
     data = builder.build(node, ())
     if builder.issues:
@@ -158,8 +185,13 @@ def _syntax_issue(origin: str, exc: yaml.MarkedYAMLError) -> Issue:
     if isinstance(exc, _Refused):
         return Issue(origin, line, col, "", problem)
     if isinstance(exc, yaml.composer.ComposerError) and "another document" in problem:
-        return Issue(origin, line, col, "", "a second YAML document starts here; the file "
-                     "must hold exactly one NixOSDeployment")
+        return Issue(
+            origin,
+            line,
+            col,
+            "",
+            "a second YAML document starts here; the file must hold exactly one NixOSDeployment",
+        )
     context = exc.context_mark
     if exc.context and context is not None and context is not mark:
         problem += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
@@ -183,14 +215,20 @@ class _Builder:
 
     def problem(self, node: yaml.Node, path: FieldPath, message: str) -> None:
         mark = node.start_mark
-        self.issues.append(Issue(self.origin, mark.line + 1, mark.column + 1,
-                                 format_path(path), message))
+        self.issues.append(
+            Issue(self.origin, mark.line + 1, mark.column + 1, format_path(path), message)
+        )
 
     def build(self, node: yaml.Node, path: FieldPath, key: yaml.Node | None = None) -> Any:
         key_mark = (key or node).start_mark
         plain = node.value if isinstance(node, yaml.ScalarNode) and node.style is None else None
-        self.positions[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1,
-                                        key_mark.line + 1, key_mark.column + 1, plain)
+        self.positions[path] = Position(
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+            key_mark.line + 1,
+            key_mark.column + 1,
+            plain,
+        )
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
@@ -200,8 +238,12 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode) and node.tag == _TIMESTAMP:
             return node.value
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-        self.problem(node, path, f"the YAML tag {tag} is not allowed here; "
-                     "remove the tag (only plain YAML values are accepted)")
+        self.problem(
+            node,
+            path,
+            f"the YAML tag {tag} is not allowed here; "
+            "remove the tag (only plain YAML values are accepted)",
+        )
         return None
 
     def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
@@ -210,8 +252,12 @@ class _Builder:
         except (ValueError, KeyError, yaml.YAMLError):  # !!int "x", 5000 digits, !!bool "maybe"
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
-            self.problem(node, path, f"{shown} cannot be read as {tag} (too long or malformed); "
-                         "fix the value or quote it")
+            self.problem(
+                node,
+                path,
+                f"{shown} cannot be read as {tag} (too long or malformed); "
+                "fix the value or quote it",
+            )
             return None
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict[str, Any]:
@@ -219,24 +265,34 @@ class _Builder:
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                self.problem(key_node, path, "YAML merge keys (<<) are not allowed; "
-                             "write the fields out in full")
+                self.problem(
+                    key_node,
+                    path,
+                    "YAML merge keys (<<) are not allowed; write the fields out in full",
+                )
                 continue
             key: Any = None
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _PLAIN_TAGS:
                 key = self._scalar(key_node, path)
             if not isinstance(key, str):
                 if isinstance(key_node, yaml.ScalarNode):
-                    self.problem(key_node, path, f"the key {key_node.value} is "
-                                 f"{_kind_of(key)}, but keys must be strings; quote it: "
-                                 f"\"{key_node.value}\"")
+                    self.problem(
+                        key_node,
+                        path,
+                        f"the key {key_node.value} is "
+                        f"{_kind_of(key)}, but keys must be strings; quote it: "
+                        f'"{key_node.value}"',
+                    )
                 else:
                     shape = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
                     self.problem(key_node, path, f"a key must be a string, not a {shape}")
                 continue
             if key in first_line:
-                self.problem(key_node, (*path, key), f"duplicate key (first set on line "
-                             f"{first_line[key]}); keep only one")
+                self.problem(
+                    key_node,
+                    (*path, key),
+                    f"duplicate key (first set on line {first_line[key]}); keep only one",
+                )
                 continue
             first_line[key] = key_node.start_mark.line + 1
             out[key] = self.build(value_node, (*path, key), key_node)
@@ -247,4 +303,5 @@ def _kind_of(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", int: "an integer", float: "a number"}.get(
-        type(value), "not a string")
+        type(value), "not a string"
+    )

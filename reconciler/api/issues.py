@@ -47,8 +47,13 @@ class Issue:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
     def to_dict(self) -> dict[str, str | int]:
-        return {"file": self.file, "line": self.line, "col": self.col,
-                "path": self.path, "message": self.message}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "path": self.path,
+            "message": self.message,
+        }
 
 
 class SpecError(TerminalError):
@@ -58,7 +63,8 @@ class SpecError(TerminalError):
 
     def __init__(self, issues: Sequence[Issue]) -> None:
         self.issues: tuple[Issue, ...] = tuple(
-            sorted(issues, key=lambda i: (i.file, i.line, i.col, i.path, i.message)))
+            sorted(issues, key=lambda i: (i.file, i.line, i.col, i.path, i.message))
+        )
         assert self.issues, "a SpecError without issues says nothing"
         first = str(self.issues[0])
         more = len(self.issues) - 1

@@ -55,8 +55,18 @@ def load_spec_file(path: str | os.PathLike[str]) -> NixOSDeployment:
         message = f"cannot read the file: {exc.strerror}"
         raise SpecError([Issue(origin, 1, 1, "", message)]) from None
     if size > MAX_BYTES:
-        raise SpecError([Issue(origin, 1, 1, "", f"the file is {size / MAX_BYTES:.1f} MiB; "
-                               "a desired-state file may be at most 1 MiB")])
+        raise SpecError(
+            [
+                Issue(
+                    origin,
+                    1,
+                    1,
+                    "",
+                    f"the file is {size / MAX_BYTES:.1f} MiB; "
+                    "a desired-state file may be at most 1 MiB",
+                )
+            ]
+        )
     return load_spec_text(text, origin)
 
 
@@ -91,8 +101,10 @@ def load_spec_text(text: bytes, origin: str) -> NixOSDeployment:
 def for_host(obj: NixOSDeployment, host: str) -> NixOSDeployment: ...
 @overload
 def for_host(obj: DeploymentSpec, host: str) -> DeploymentSpec: ...
-def for_host(obj: NixOSDeployment | DeploymentSpec, host: str,
-             ) -> NixOSDeployment | DeploymentSpec:
+def for_host(
+    obj: NixOSDeployment | DeploymentSpec,
+    host: str,
+) -> NixOSDeployment | DeploymentSpec:
     """The deployment (or spec) as host `host` sees it: matching overrides merged in, no
     `hosts` left.
 
@@ -148,8 +160,9 @@ class _MergedDocument(Document):
         return Issue(issue.file, issue.line, issue.col, shown, issue.message)
 
 
-def _merge_issues(spec: DeploymentSpec, overrides: Sequence[HostOverride],
-                  suffix: str) -> list[Issue]:
+def _merge_issues(
+    spec: DeploymentSpec, overrides: Sequence[HostOverride], suffix: str
+) -> list[Issue]:
     if not overrides:
         return []
     last = overrides[-1]
@@ -170,20 +183,29 @@ def _merge_issues(spec: DeploymentSpec, overrides: Sequence[HostOverride],
 def _identity_issues(doc: Document) -> list[Issue]:
     data = doc.data
     if not isinstance(data, dict):
-        return [doc.issue((), "the document must be a mapping with apiVersion, kind, metadata "
-                          f"and spec, not {describe(data)}")]
+        return [
+            doc.issue(
+                (),
+                "the document must be a mapping with apiVersion, kind, metadata "
+                f"and spec, not {describe(data)}",
+            )
+        ]
     issues = []
-    for key, what, expected in (("apiVersion", "an apiVersion", api_version()),
-                                ("kind", "a kind", kind())):
+    for key, what, expected in (
+        ("apiVersion", "an apiVersion", api_version()),
+        ("kind", "a kind", kind()),
+    ):
         if key in data and data[key] != expected:
             shown = json.dumps(data[key]) if isinstance(data[key], str) else describe(data[key])
-            issues.append(doc.issue((key,), f"{shown} is not {what} pullnix reads; "
-                                    f"write {key}: {expected}"))
+            issues.append(
+                doc.issue((key,), f"{shown} is not {what} pullnix reads; write {key}: {expected}")
+            )
     return issues
 
 
-def _meaning_issues(doc: Document, spec: Mapping[str, Any], at: FieldPath,
-                    suffix: str = "") -> list[Issue]:
+def _meaning_issues(
+    doc: Document, spec: Mapping[str, Any], at: FieldPath, suffix: str = ""
+) -> list[Issue]:
     """What the schema cannot say, for a spec and for each of its host overrides."""
     issues = []
     for i, check in enumerate(spec.get("healthChecks", [])):
@@ -196,9 +218,12 @@ def _meaning_issues(doc: Document, spec: Mapping[str, Any], at: FieldPath,
                 issues.append(doc.issue(where, f"not a valid regular expression: {exc}" + suffix))
     window = spec.get("reboot", {}).get("window")
     if window is not None and window["start"] == window["end"]:
-        issues.append(doc.issue((*at, "reboot", "window", "end"),
-                                "the window is empty: end is the same as start" + suffix))
+        issues.append(
+            doc.issue(
+                (*at, "reboot", "window", "end"),
+                "the window is empty: end is the same as start" + suffix,
+            )
+        )
     for glob, patch in spec.get("hosts", {}).items():
         issues += _meaning_issues(doc, patch, (*at, "hosts", glob), suffix)
     return issues
-

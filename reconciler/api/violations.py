@@ -21,30 +21,38 @@ import jsonschema
 from reconciler.api.document import Document
 from reconciler.api.issues import Issue, format_path
 from reconciler.api.schema import LIST_MAP_KEYS
+from reconciler.common.durations import DURATION_PATTERN
 from reconciler.core.model import FieldPath
-from reconciler.helper.durations import DURATION_PATTERN
 
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 #: What each pattern in the CRD means, for messages; a test checks every pattern has one.
 PATTERN_HINTS: Mapping[str, str] = {
-    TIME_PATTERN: "is not a time of day; write HH:MM in 24-hour time, quoted, such as \"02:00\"",
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$":
-        "is not a valid name; use lower-case letters, digits and '-', such as \"api\"",
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$":
-        "is not a valid name; use lower-case letters, digits, '-' and '.', such as \"fleet\"",
+    TIME_PATTERN: 'is not a time of day; write HH:MM in 24-hour time, quoted, such as "02:00"',
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": (
+        "is not a valid name; use lower-case letters, digits and '-', such as \"api\""
+    ),
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
+        "is not a valid name; use lower-case letters, digits, '-' and '.', such as \"fleet\""
+    ),
     r"^[A-Za-z0-9._/+-]*$": "is not a commit SHA or tag name (or empty)",
     r"^[^#\s]+$": "is not a flake attribute path; write one such as "
-                  "\"nixosConfigurations.{host}\", without '#' or spaces",
+    "\"nixosConfigurations.{host}\", without '#' or spaces",
     r"^[^/\s][^\s]*$": "is not a path relative to the repository root (no leading '/', "
-                       "no spaces), such as \"hosts/{host}/configuration.nix\"",
+    'no spaces), such as "hosts/{host}/configuration.nix"',
     r"^https?://[^\s]+$": "is not an http:// or https:// URL",
-    r"^[^/\s]+$": "is not a systemd unit name, such as \"sshd.service\"",
+    r"^[^/\s]+$": 'is not a systemd unit name, such as "sshd.service"',
 }
 
-_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
-               "integer": "an integer", "number": "a number", "boolean": "true or false",
-               "null": "null"}
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
 
 
 def describe(value: Any) -> str:
@@ -62,8 +70,9 @@ def describe(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping"
 
 
-def schema_issues(doc: Document, validator: Any, instance: Any,
-                  prefix: FieldPath = (), suffix: str = "") -> list[Issue]:
+def schema_issues(
+    doc: Document, validator: Any, instance: Any, prefix: FieldPath = (), suffix: str = ""
+) -> list[Issue]:
     """Every violation of `validator`'s schema by `instance` (found at `prefix` in `doc`)."""
     issues: list[Issue] = []
     errors = list(validator.iter_errors(instance))
@@ -79,9 +88,13 @@ def schema_issues(doc: Document, validator: Any, instance: Any,
     return _unique(issues)
 
 
-def _explain(doc: Document, error: jsonschema.ValidationError, path: FieldPath,
-             unknown_in: set[FieldPath], prefix_len: int,
-             ) -> Iterable[tuple[bool, FieldPath, str]]:
+def _explain(
+    doc: Document,
+    error: jsonschema.ValidationError,
+    path: FieldPath,
+    unknown_in: set[FieldPath],
+    prefix_len: int,
+) -> Iterable[tuple[bool, FieldPath, str]]:
     kind: Any = error.validator
     value: Any = error.validator_value
     schema: Any = error.schema
@@ -115,8 +128,15 @@ def _explain(doc: Document, error: jsonschema.ValidationError, path: FieldPath,
         else:
             yield False, path, f"{instance} is {'below' if kind == 'minimum' else 'above'} {value}"
     elif kind == "minItems":
-        yield False, path, ("must not be empty; list at least one item" if value == 1
-                            else f"list at least {value} items here")
+        yield (
+            False,
+            path,
+            (
+                "must not be empty; list at least one item"
+                if value == 1
+                else f"list at least {value} items here"
+            ),
+        )
     elif kind == "minLength":
         yield False, path, "must not be empty"
     elif kind == "maxLength":
@@ -129,11 +149,12 @@ def _explain(doc: Document, error: jsonschema.ValidationError, path: FieldPath,
 
 def _unknown_field(path: FieldPath, key: str, known: list[str]) -> str:
     if path == () and key == "status":
-        return ("written by the agent into its status.json, never by the repository; "
-                "remove it")
+        return "written by the agent into its status.json, never by the repository; remove it"
     if len(path) == 3 and path[:2] == ("spec", "hosts") and key == "hosts":
-        return ("hosts cannot be nested; an override applies to the hosts its glob matches, "
-                "so put this glob under spec.hosts")
+        return (
+            "hosts cannot be nested; an override applies to the hosts its glob matches, "
+            "so put this glob under spec.hosts"
+        )
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"unknown field; did you mean {close[0]!r}?"
@@ -142,28 +163,36 @@ def _unknown_field(path: FieldPath, key: str, known: list[str]) -> str:
     return f"unknown field; the fields here are {', '.join(known)}"
 
 
-def _wrong_type(doc: Document, path: FieldPath, expected: Any, instance: Any,
-                schema: Mapping[str, Any]) -> str:
+def _wrong_type(
+    doc: Document, path: FieldPath, expected: Any, instance: Any, schema: Mapping[str, Any]
+) -> str:
     types = expected if isinstance(expected, list) else [expected]
     wanted = " or ".join(_TYPE_NAMES[t] for t in types)
     if path == ():
-        return (f"the document must be a mapping with apiVersion, kind, metadata and spec, "
-                f"not {describe(instance)}")
+        return (
+            f"the document must be a mapping with apiVersion, kind, metadata and spec, "
+            f"not {describe(instance)}"
+        )
     if schema.get("pattern") == DURATION_PATTERN:
         wanted = 'a duration such as "30s"'
         if isinstance(instance, int | float) and not isinstance(instance, bool):
-            return f"expected {wanted}, got {describe(instance)}; add a unit: \"{instance}s\""
+            return f'expected {wanted}, got {describe(instance)}; add a unit: "{instance}s"'
     message = f"expected {wanted}, got {describe(instance)}"
     plain = doc.at(path).plain
     if "string" in types and plain is not None and not isinstance(instance, str):
-        message += f"; YAML reads the unquoted {plain} that way, so quote it: \"{plain}\""
+        message += f'; YAML reads the unquoted {plain} that way, so quote it: "{plain}"'
     elif instance is None:
         message += "; fill it in or remove the key"
     return message
 
 
-def _one_of(doc: Document, path: FieldPath, branches: list[Mapping[str, Any]], instance: Any,
-            has_unknown: bool) -> Iterable[tuple[bool, FieldPath, str]]:
+def _one_of(
+    doc: Document,
+    path: FieldPath,
+    branches: list[Mapping[str, Any]],
+    instance: Any,
+    has_unknown: bool,
+) -> Iterable[tuple[bool, FieldPath, str]]:
     if not isinstance(instance, dict):
         return
     kinds = [b["required"][0] for b in branches]
@@ -175,8 +204,11 @@ def _one_of(doc: Document, path: FieldPath, branches: list[Mapping[str, Any]], i
         return
     split = "; give each its own entry in the list" if path and isinstance(path[-1], int) else ""
     for extra in present[1:]:
-        yield True, (*path, extra), (f"{present[0]} is already set, and only one of {listed} "
-                                     f"may be{split}")
+        yield (
+            True,
+            (*path, extra),
+            (f"{present[0]} is already set, and only one of {listed} may be{split}"),
+        )
 
 
 def _order(doc: Document, path: FieldPath) -> tuple[bool, int, int]:
@@ -187,8 +219,10 @@ def _order(doc: Document, path: FieldPath) -> tuple[bool, int, int]:
 
 def _bad_pattern(pattern: str, instance: str) -> str:
     if pattern == DURATION_PATTERN:
-        return (f"{json.dumps(instance)} is not a duration; write a number with a unit, such as "
-                "30s, 5m, 1h or 1h30m (units: ms, s, m, h)")
+        return (
+            f"{json.dumps(instance)} is not a duration; write a number with a unit, such as "
+            "30s, 5m, 1h or 1h30m (units: ms, s, m, h)"
+        )
     hint = PATTERN_HINTS.get(pattern, f"does not match the pattern {pattern}")
     return f"{json.dumps(instance)} {hint}"
 

@@ -25,14 +25,14 @@ import click
 
 from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.config import ConfigError, MachineConfig, require_urls
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore, conditions_of, history_of
 from reconciler.core.schedule import BackoffPolicy
 from reconciler.core.status import exit_code
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
-from reconciler.helper.config import ConfigError, MachineConfig, require_urls
 
 #: Between passes of `reconcile --once` while the helper works.
 FOLLOW_INTERVAL = 0.25
@@ -50,28 +50,48 @@ def _machine(ctx: CliContext, need_urls: bool = False) -> MachineConfig:
 
 
 @click.command()
-@click.option("--once", is_flag=True, help="Run passes in this process until the outcome is "
-              "known (the helper's verdict included), then exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run passes in this process until the outcome is "
+    "known (the helper's verdict included), then exit.",
+)
 @click.option("--now", is_flag=True, help="Ask the running agent for a pass now.")
-@click.option("--wait", is_flag=True, help="With --now: follow that pass (and the helper's "
-              "verdict, if it deploys) and exit with its verdict.")
-@click.option("--timeout", type=float, default=1800.0, show_default=True,
-              help="With --once or --now --wait: give up after this many seconds.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With --now: follow that pass (and the helper's "
+    "verdict, if it deploys) and exit with its verdict.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="With --once or --now --wait: give up after this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 @pass_context
-def reconcile(ctx: CliContext, once: bool, now: bool, wait: bool, timeout: float,
-              as_json: bool) -> None:
+def reconcile(
+    ctx: CliContext, once: bool, now: bool, wait: bool, timeout: float, as_json: bool
+) -> None:
     """Reconcile this machine now: exit 0 converged and healthy, 3 not, 1 on error."""
     if once == now:
-        click.echo("pullnix: say either `reconcile --once` (a pass in this process) or "
-                   "`reconcile --now [--wait]` (ask the running agent)", err=True)
+        click.echo(
+            "pullnix: say either `reconcile --once` (a pass in this process) or "
+            "`reconcile --now [--wait]` (ask the running agent)",
+            err=True,
+        )
         sys.exit(1)
     machine = _machine(ctx, need_urls=once)
     if now:
         answer = _ask_agent(machine, "reconcile", wait=wait, timeout=timeout)
         if answer is None:
-            click.echo(f"pullnix: no agent answers on {machine.agent.socket}; start `pullnix "
-                       "agent`, or run `pullnix reconcile --once`", err=True)
+            click.echo(
+                f"pullnix: no agent answers on {machine.agent.socket}; start `pullnix "
+                "agent`, or run `pullnix reconcile --once`",
+                err=True,
+            )
             sys.exit(1)
         if not wait:
             click.echo("a pass is queued")
@@ -97,7 +117,8 @@ def _ask_agent(machine: MachineConfig, op: str, **fields: Any) -> dict[str, Any]
     timeout = float(fields.get("timeout", 0.0))
     try:
         return AgentClient(machine.agent.socket).request(
-            op, socket_timeout=timeout + 60.0 if fields.get("wait") else 60.0, **fields)
+            op, socket_timeout=timeout + 60.0 if fields.get("wait") else 60.0, **fields
+        )
     except AgentUnavailable:
         return None
     except AgentRefused as exc:
@@ -140,9 +161,13 @@ def status(ctx: CliContext, as_json: bool) -> None:
         for key, value in rows:
             click.echo(f"{key:<{width}}  {value}")
         click.echo("")
-        _table([("TYPE", "STATUS", "REASON", "SINCE", "MESSAGE")] + [
-            (c.type, c.status, c.reason, c.last_transition_time, c.message)
-            for c in conditions_of(doc)])
+        _table(
+            [("TYPE", "STATUS", "REASON", "SINCE", "MESSAGE")]
+            + [
+                (c.type, c.status, c.reason, c.last_transition_time, c.message)
+                for c in conditions_of(doc)
+            ]
+        )
     sys.exit(exit_code(conditions_of(doc)))
 
 
@@ -156,9 +181,20 @@ def history(ctx: CliContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([e.to_json() for e in entries], indent=2))
         return
-    _table([("FINISHED", "REVISION", "GEN", "RESULT", "TRACE ID", "MESSAGE")] + [
-        (e.finished_at, e.revision[:12], "" if e.generation is None else str(e.generation),
-         e.result, e.trace_id or "-", e.message) for e in entries])
+    _table(
+        [("FINISHED", "REVISION", "GEN", "RESULT", "TRACE ID", "MESSAGE")]
+        + [
+            (
+                e.finished_at,
+                e.revision[:12],
+                "" if e.generation is None else str(e.generation),
+                e.result,
+                e.trace_id or "-",
+                e.message,
+            )
+            for e in entries
+        ]
+    )
 
 
 @click.command()
@@ -202,10 +238,19 @@ def retry(ctx: CliContext) -> None:
 
 
 @click.command()
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait for the helper's verdict on the rollback.")
-@click.option("--timeout", type=float, default=600.0, show_default=True,
-              help="With --wait: give up after this many seconds.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the helper's verdict on the rollback.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="With --wait: give up after this many seconds.",
+)
 @pass_context
 def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
     """Switch back to the previous generation; the revision left is not applied again.
@@ -219,8 +264,10 @@ def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
         if not wait:
             click.echo(f"rollback started: operation {answer['operationId']}")
             return
-        click.echo(f"rollback {answer['result']}: operation {answer['operationId']}"
-                   + (f": {answer['message']}" if answer.get("message") else ""))
+        click.echo(
+            f"rollback {answer['result']}: operation {answer['operationId']}"
+            + (f": {answer['message']}" if answer.get("message") else "")
+        )
         sys.exit(int(answer["exitCode"]))
     helper = HelperClient(machine.helper.socket)
     try:
@@ -232,21 +279,37 @@ def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
     except (HelperError, HelperUnavailable, TimeoutError) as exc:
         click.echo(f"pullnix: rollback: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"rollback {found['state']}: operation {op_id}"
-               + (f": {found['message']}" if found.get("message") else ""))
+    click.echo(
+        f"rollback {found['state']}: operation {op_id}"
+        + (f": {found['message']}" if found.get("message") else "")
+    )
     sys.exit(0 if found["state"] == "Succeeded" else 1)
 
 
 @click.command()
-@click.option("--backoff-initial", type=float, default=5.0, show_default=True,
-              help="Seconds to wait after the first failed pass (doubles up to --backoff-max).")
-@click.option("--backoff-max", type=float, default=300.0, show_default=True,
-              help="The longest wait after failed passes.")
-@click.option("--stop-grace", type=float, default=10.0, show_default=True,
-              help="On SIGTERM, how long a pass in progress may take before it is abandoned.")
+@click.option(
+    "--backoff-initial",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait after the first failed pass (doubles up to --backoff-max).",
+)
+@click.option(
+    "--backoff-max",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="The longest wait after failed passes.",
+)
+@click.option(
+    "--stop-grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, how long a pass in progress may take before it is abandoned.",
+)
 @pass_context
-def agent(ctx: CliContext, backoff_initial: float, backoff_max: float,
-          stop_grace: float) -> None:
+def agent(ctx: CliContext, backoff_initial: float, backoff_max: float, stop_grace: float) -> None:
     """Run the controller: passes on interval, pushes, file changes and `reconcile --now`."""
     machine = _machine(ctx, need_urls=True)
     try:
@@ -255,8 +318,9 @@ def agent(ctx: CliContext, backoff_initial: float, backoff_max: float,
         click.echo(f"pullnix: {ctx.config_path}: {exc}", err=True)
         sys.exit(1)
     telemetry.configure_logging(machine.telemetry.log_format)
-    options = AgentOptions(backoff=BackoffPolicy(initial=backoff_initial, cap=backoff_max),
-                           stop_grace=stop_grace)
+    options = AgentOptions(
+        backoff=BackoffPolicy(initial=backoff_initial, cap=backoff_max), stop_grace=stop_grace
+    )
     try:
         code = Agent(ctx.config_path, machine, options).run()
     except (OSError, ConfigError) as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.helper.config import DEFAULT_PATH, MachineConfig, load_machine_config
+from reconciler.common.config import DEFAULT_PATH, MachineConfig, load_machine_config
 
 
 @dataclass

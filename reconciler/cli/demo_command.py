@@ -16,8 +16,12 @@ from reconciler.demo.story import run
 
 
 @click.command()
-@click.option("--dir", "workdir", type=click.Path(file_okay=False, path_type=Path),
-              help="Build the sandbox here and keep it (default: a temporary directory).")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build the sandbox here and keep it (default: a temporary directory).",
+)
 @click.option("--keep", is_flag=True, help="Keep the temporary sandbox (logs, status, repo).")
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal.")
 def demo(workdir: Path | None, keep: bool, plain: bool) -> None:

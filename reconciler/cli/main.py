@@ -18,13 +18,19 @@ import click
 from reconciler import __version__
 from reconciler.cli import agent_commands, demo_command, spec_commands
 from reconciler.cli.context import CliContext
-from reconciler.helper.config import DEFAULT_PATH
+from reconciler.common.config import DEFAULT_PATH
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_PATH, show_default=True, envvar="PULLNIX_CONFIG",
-              help="The machine config (agent.toml); also PULLNIX_CONFIG.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PATH,
+    show_default=True,
+    envvar="PULLNIX_CONFIG",
+    help="The machine config (agent.toml); also PULLNIX_CONFIG.",
+)
 @click.version_option(__version__, prog_name="pullnix")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path) -> None:

@@ -23,8 +23,12 @@ from reconciler.api import Issue, SpecError, for_host, load_spec_file, schema_js
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable list.")
-@click.option("--host", "host", metavar="NAME",
-              help="Also check the spec as host NAME sees it (its hosts overrides merged).")
+@click.option(
+    "--host",
+    "host",
+    metavar="NAME",
+    help="Also check the spec as host NAME sees it (its hosts overrides merged).",
+)
 def validate(files: tuple[Path, ...], as_json: bool, host: str | None) -> None:
     """Check desired-state files (pullnix.yaml); exit 0 if all are valid, 1 if not."""
     results = [_check(path, host) for path in files]
@@ -39,8 +43,10 @@ def validate(files: tuple[Path, ...], as_json: bool, host: str | None) -> None:
         bad = sum(not r["valid"] for r in results)
         if bad:
             problems = sum(len(r["issues"]) for r in results)
-            click.echo(f"{problems} problem{'s' * (problems != 1)} in {bad} "
-                       f"file{'s' * (bad != 1)}", err=True)
+            click.echo(
+                f"{problems} problem{'s' * (problems != 1)} in {bad} file{'s' * (bad != 1)}",
+                err=True,
+            )
     sys.exit(0 if all(r["valid"] for r in results) else 1)
 
 

@@ -27,13 +27,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler import telemetry
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.config import ConfigError, MachineConfig
 from reconciler.controller.localapi import ApiError, LocalApi
 from reconciler.controller.loop import PassLoop, PassReport, config_loader
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import FileWatcher, Wakeup, watch_plan
 from reconciler.core.schedule import BackoffPolicy
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
-from reconciler.helper.config import ConfigError, MachineConfig
 
 if TYPE_CHECKING:
     from reconciler.controller.webhook import WebhookReceiver
@@ -72,10 +72,15 @@ class Agent:
         self.watcher: FileWatcher | None = None
         self.webhook: WebhookReceiver | None = None
         self.api: LocalApi | None = None
-        self.loop = PassLoop(machine, self.wake, reload=config_loader(config_path,
-                                                                      check_agent_config),
-                             on_config=self._config_changed, on_pass=self._pass_done,
-                             journal_watched=self._journal_watched, backoff=options.backoff)
+        self.loop = PassLoop(
+            machine,
+            self.wake,
+            reload=config_loader(config_path, check_agent_config),
+            on_config=self._config_changed,
+            on_pass=self._pass_done,
+            journal_watched=self._journal_watched,
+            backoff=options.backoff,
+        )
 
     # -- life -------------------------------------------------------------------------
 
@@ -87,8 +92,9 @@ class Agent:
         self.api = LocalApi(self.machine.agent.socket, self.machine.helper.agent_uids, self)
         self._start_triggers(self.machine)
         self.api.start()
-        worker = threading.Thread(target=self.loop.run, args=(self.stop_event,),
-                                  name="reconcile", daemon=True)
+        worker = threading.Thread(
+            target=self.loop.run, args=(self.stop_event,), name="reconcile", daemon=True
+        )
         worker.start()
         telemetry.notify_ready(f"watching {', '.join(self.machine.source.urls)}")
         watchdog = telemetry.watchdog_interval()
@@ -140,8 +146,9 @@ class Agent:
             log.error("%s", exc)
             self.loop.config_error = str(exc)
         if old.agent.socket != new.agent.socket:
-            log.warning("agent.socket changed to %s: takes effect when the agent restarts",
-                        new.agent.socket)
+            log.warning(
+                "agent.socket changed to %s: takes effect when the agent restarts", new.agent.socket
+            )
         if old.telemetry.log_format != new.telemetry.log_format:
             telemetry.configure_logging(new.telemetry.log_format)
             log.info("log format is now %s", new.telemetry.log_format)
@@ -163,12 +170,15 @@ class Agent:
     # -- the local API's Control ------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        agent = {"pid": os.getpid(), "startedAt": self.started_at,
-                 "configPath": str(self.config_path), **self.loop.snapshot(),
-                 "triggersFired": self.wake.fired,
-                 "watching": [str(w.directory) for w in self.watcher.plan]
-                 if self.watcher else [],
-                 "webhook": self.webhook.counts if self.webhook else None}
+        agent = {
+            "pid": os.getpid(),
+            "startedAt": self.started_at,
+            "configPath": str(self.config_path),
+            **self.loop.snapshot(),
+            "triggersFired": self.wake.fired,
+            "watching": [str(w.directory) for w in self.watcher.plan] if self.watcher else [],
+            "webhook": self.webhook.counts if self.webhook else None,
+        }
         return {"status": StateStore(self.machine.state_dir).load_status(), "agent": agent}
 
     def reconcile(self, wait: bool, timeout: float) -> dict[str, Any]:
@@ -214,17 +224,28 @@ class Agent:
         # The pass after the operation folds it into the record (the revision left behind
         # is marked rolled back), so the answer comes after that.
         self._follow(self.loop.request_pass("helper"), max(1.0, deadline - time.monotonic()))
-        return {"operationId": op_id, "result": found["state"],
-                "message": found.get("message") or "",
-                "exitCode": 0 if found["state"] == "Succeeded" else 1}
+        return {
+            "operationId": op_id,
+            "result": found["state"],
+            "message": found.get("message") or "",
+            "exitCode": 0 if found["state"] == "Succeeded" else 1,
+        }
 
     def _follow(self, target: int, timeout: float) -> dict[str, Any]:
         report = self.loop.wait_settled(target, timeout)
         if report is None:
             if self.stop_event.is_set():
                 raise ApiError("stopping", "the agent is stopping; ask again when it is back")
-            raise ApiError("timeout", f"no verdict after {timeout:g}s; the pass or the "
-                           "helper's operation is still under way")
+            raise ApiError(
+                "timeout",
+                f"no verdict after {timeout:g}s; the pass or the "
+                "helper's operation is still under way",
+            )
         r = report.result
-        return {"exitCode": r.exit_code, "phase": r.outcome.phase, "reason": r.outcome.reason,
-                "message": r.outcome.message, "pass": report.to_json()}
+        return {
+            "exitCode": r.exit_code,
+            "phase": r.outcome.phase,
+            "reason": r.outcome.reason,
+            "message": r.outcome.message,
+            "pass": report.to_json(),
+        }

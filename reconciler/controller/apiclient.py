@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.client import exchange_line
 from reconciler.controller.localapi import PROTOCOL_VERSION
-from reconciler.helper.client import exchange_line
 
 
 class AgentUnavailable(Exception):
@@ -34,8 +34,9 @@ class AgentClient:
         self.socket_path = str(socket_path)
         self.timeout = timeout
 
-    def request(self, op: str, *, socket_timeout: float | None = None,
-                **fields: Any) -> dict[str, Any]:
+    def request(
+        self, op: str, *, socket_timeout: float | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Send one request; its answer when ok, else AgentRefused. A request that waits
         needs a `socket_timeout` longer than its own `timeout` field."""
         limit = socket_timeout or self.timeout
@@ -47,8 +48,7 @@ class AgentClient:
         except PermissionError as exc:
             raise AgentRefused("forbidden", f"{self.socket_path}: {exc.strerror}") from None
         except TimeoutError:
-            raise AgentRefused("timeout", f"no answer from the agent after "
-                               f"{limit:g}s") from None
+            raise AgentRefused("timeout", f"no answer from the agent after {limit:g}s") from None
         except OSError as exc:
             raise AgentUnavailable(f"{self.socket_path}: {exc}") from None
         if not line:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.config import MachineConfig
 from reconciler.controller.gates import run_gates
 from reconciler.core.activation import (
     ActivationPlan,
@@ -41,8 +43,6 @@ from reconciler.core.model import (
     SystemdCheck,
     TcpCheck,
 )
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
-from reconciler.helper.config import MachineConfig
 from reconciler.nix.build import (
     BuildSettings,
     BuiltSystem,
@@ -58,6 +58,7 @@ from reconciler.telemetry.tracing import step
 
 log = logging.getLogger("pullnix.deploy")
 
+
 @dataclass(frozen=True)
 class Started:
     operation_id: str
@@ -68,16 +69,26 @@ class Started:
 
 
 class Deployer:
-    def __init__(self, machine: MachineConfig, source: GitSource, helper: HelperClient,
-                 on_build_line: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        machine: MachineConfig,
+        source: GitSource,
+        helper: HelperClient,
+        on_build_line: Callable[[str], None],
+    ) -> None:
         self.machine = machine
         self.source = source
         self.helper = helper
         self.on_build_line = on_build_line
         self.build_settings = BuildSettings(gcroots_dir=machine.state_dir / "gcroots")
 
-    def deploy(self, spec: DeploymentSpec, target: AcceptedRevision,
-               system: SystemObservation, traceparent: str) -> Started:
+    def deploy(
+        self,
+        spec: DeploymentSpec,
+        target: AcceptedRevision,
+        system: SystemObservation,
+        traceparent: str,
+    ) -> Started:
         sha = target.target.sha
         built: BuiltSystem | None = None
         try:
@@ -95,8 +106,9 @@ class Deployer:
                     for gate in spec.gates:  # one span each; the first refusal stops them
                         with step(f"gate.{gate.name}", {"nix.store_path": store_path}):
                             run_gates([gate], store_path, system.current_system, checkout)
-            op_id = self._apply(spec, store_path, sha, plan, traceparent,
-                                source_revision=target.tip.sha)
+            op_id = self._apply(
+                spec, store_path, sha, plan, traceparent, source_revision=target.tip.sha
+            )
         except PullnixError as exc:
             if built is not None:  # abandoned: nothing will commit it, so nothing holds it
                 release(built)
@@ -105,34 +117,47 @@ class Deployer:
         diff = facts.closure_diff.text if facts.closure_diff else None
         return Started(op_id, store_path, plan.action, diff, plan)
 
-    def apply_existing(self, spec: DeploymentSpec, revision: str, store_path: str,
-                       traceparent: str) -> str:
+    def apply_existing(
+        self, spec: DeploymentSpec, revision: str, store_path: str, traceparent: str
+    ) -> str:
         """Re-apply a system already built (reverting drift)."""
         action = spec.strategy.action
-        return self._apply(spec, store_path, revision, ActivationPlan(action, action),
-                           traceparent)
+        return self._apply(spec, store_path, revision, ActivationPlan(action, action), traceparent)
 
     def reboot_needed(self, system: SystemObservation) -> bool:
         if not system.current_system or not system.booted_system:
             return False
-        return bool(boot_components_changed(boot_files(system.booted_system),
-                                            boot_files(system.current_system)))
+        return bool(
+            boot_components_changed(
+                boot_files(system.booted_system), boot_files(system.current_system)
+            )
+        )
 
-    def waiting_for_reboot(self, helper_status: Mapping[str, Any], record: AgentRecord,
-                           system: SystemObservation, requested: str) -> ActivationPlan | None:
+    def waiting_for_reboot(
+        self,
+        helper_status: Mapping[str, Any],
+        record: AgentRecord,
+        system: SystemObservation,
+        requested: str,
+    ) -> ActivationPlan | None:
         """How the last applied system was activated, if it was installed with `boot` and
         waits for a reboot (not drift); None otherwise."""
         recent = helper_status.get("recent") or []
         applied = record.last_applied_store_path
-        if not installed_for_next_boot(recent[0] if recent else None, applied=applied,
-                                       profile=system.profile_system,
-                                       running=system.current_system):
+        if not installed_for_next_boot(
+            recent[0] if recent else None,
+            applied=applied,
+            profile=system.profile_system,
+            running=system.current_system,
+        ):
             return None
-        return plan_activation(requested, read_inhibitors(system.current_system),
-                               read_inhibitors(applied))
+        return plan_activation(
+            requested, read_inhibitors(system.current_system), read_inhibitors(applied)
+        )
 
-    def explain_boots(self, entries: Sequence[HistoryEntry], helper_status: Mapping[str, Any],
-                      requested: str) -> list[HistoryEntry]:
+    def explain_boots(
+        self, entries: Sequence[HistoryEntry], helper_status: Mapping[str, Any], requested: str
+    ) -> list[HistoryEntry]:
         """Entries of operations that installed a system with `boot` because the switch
         inhibitors differ, their message saying so."""
         ops = {op.get("id"): op for op in helper_status.get("recent") or []}
@@ -140,14 +165,19 @@ class Deployer:
         for entry in entries:
             op = ops.get(entry.operation_id) or {}
             request = op.get("request") or {}
-            if entry.result == "Succeeded" and request.get("action") == "boot" \
-                    and not request.get("trial", True):
+            if (
+                entry.result == "Succeeded"
+                and request.get("action") == "boot"
+                and not request.get("trial", True)
+            ):
                 running = (op.get("previous") or {}).get("currentSystem")
-                plan = plan_activation(requested, read_inhibitors(running),
-                                       read_inhibitors(entry.store_path))
+                plan = plan_activation(
+                    requested, read_inhibitors(running), read_inhibitors(entry.store_path)
+                )
                 if plan.changed:
-                    entry = replace(entry, message=f"{plan.reason}: {plan.message}; "
-                                    f"{entry.message}")
+                    entry = replace(
+                        entry, message=f"{plan.reason}: {plan.message}; {entry.message}"
+                    )
             out.append(entry)
         return out
 
@@ -161,42 +191,73 @@ class Deployer:
         sha, host = target.target.sha, self.machine.host
         config = spec.configuration
         if config.flake is not None:
-            return build_flake(self.source.mirror_path, target.ref, sha, config.flake, host,
-                               self.build_settings, on_line=self.on_build_line)
+            return build_flake(
+                self.source.mirror_path,
+                target.ref,
+                sha,
+                config.flake,
+                host,
+                self.build_settings,
+                on_line=self.on_build_line,
+            )
         assert config.classic is not None
         with tempfile.TemporaryDirectory(prefix="pullnix-classic-") as tmp:
             exported = self.source.export_tree(sha, Path(tmp) / "tree")
-            return build_classic(exported, config.classic, host, self.build_settings,
-                                 revision=sha, on_line=self.on_build_line)
+            return build_classic(
+                exported,
+                config.classic,
+                host,
+                self.build_settings,
+                revision=sha,
+                on_line=self.on_build_line,
+            )
 
-    def _apply(self, spec: DeploymentSpec, store_path: str, revision: str,
-               plan: ActivationPlan, traceparent: str, *, source_revision: str = "") -> str:
+    def _apply(
+        self,
+        spec: DeploymentSpec,
+        store_path: str,
+        revision: str,
+        plan: ActivationPlan,
+        traceparent: str,
+        *,
+        source_revision: str = "",
+    ) -> str:
         """Ask the helper to activate `store_path` as `plan` says (trial, confirmation and
         health checks only for a system that runs before the next reboot)."""
-        trial, require_confirm = plan.helper_request(spec.strategy.trial,
-                                                     spec.rollback.automatic)
+        trial, require_confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
         checks = spec.health_checks if plan.live else ()
         try:
             return self.helper.apply(
-                store_path, revision=revision, action=plan.action, trial=trial,
+                store_path,
+                revision=revision,
+                action=plan.action,
+                trial=trial,
                 health_checks=[check_to_wire(c) for c in checks],
                 confirm_timeout=spec.rollback.confirm_timeout,
-                require_confirm=require_confirm, traceparent=traceparent,
-                source_revision=source_revision)
+                require_confirm=require_confirm,
+                traceparent=traceparent,
+                source_revision=source_revision,
+            )
         except HelperUnavailable as exc:
-            raise TransientError(f"the helper does not answer: {exc}",
-                                 reason="HelperUnavailable") from None
+            raise TransientError(
+                f"the helper does not answer: {exc}", reason="HelperUnavailable"
+            ) from None
         except HelperError as exc:
             if exc.code == "busy":
                 raise TransientError(f"the helper is busy: {exc}", reason="HelperBusy") from None
-            raise PullnixError(f"the helper refused the apply request: {exc}",
-                               reason="HelperRefused") from None
+            raise PullnixError(
+                f"the helper refused the apply request: {exc}", reason="HelperRefused"
+            ) from None
 
 
 def check_to_wire(check: HealthCheck) -> dict[str, Any]:
     """A spec health check in the helper's wire form (durations in seconds)."""
-    wire: dict[str, Any] = {"name": check.name, "timeout": check.timeout,
-                            "retries": check.retries, "interval": check.interval}
+    wire: dict[str, Any] = {
+        "name": check.name,
+        "timeout": check.timeout,
+        "retries": check.retries,
+        "interval": check.interval,
+    }
     kind = check.kind
     match kind:
         case HttpCheck():
@@ -224,7 +285,6 @@ def apply_request_view(op: Mapping[str, Any]) -> HelperView:
         state=op.get("state"),
         store_path=op.get("storePath"),
         revision=op.get("revision") or None,
-        awaiting_confirm=(op.get("state") == "Verifying"
-                          and bool(request.get("requireConfirm"))),
+        awaiting_confirm=(op.get("state") == "Verifying" and bool(request.get("requireConfirm"))),
         confirmed=op.get("confirmedAt") is not None,
     )

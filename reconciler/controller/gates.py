@@ -53,8 +53,9 @@ class VulnixSettings:
     timeout: float = 1800.0
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None,
-                     cache_dir: Path | None = None) -> VulnixSettings:
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, cache_dir: Path | None = None
+    ) -> VulnixSettings:
         """Settings with the mirror from PULLNIX_VULNIX_MIRROR (unset or empty: NVD's)."""
         env = os.environ if environ is None else environ
         return cls(mirror=env.get(MIRROR_ENV) or None, cache_dir=cache_dir)
@@ -64,8 +65,14 @@ class GateRefused(TerminalError):
     reason = "GateRefused"
 
 
-def run_gates(gates: Sequence[Gate], new_system: str, current_system: str | None,
-              checkout: Path, *, vulnix: VulnixSettings | None = None) -> None:
+def run_gates(
+    gates: Sequence[Gate],
+    new_system: str,
+    current_system: str | None,
+    checkout: Path,
+    *,
+    vulnix: VulnixSettings | None = None,
+) -> None:
     """Run every gate in order; raise GateRefused naming the first that refuses.
 
     `vulnix` defaults to `VulnixSettings.from_environ()`.
@@ -79,34 +86,53 @@ def run_gates(gates: Sequence[Gate], new_system: str, current_system: str | None
             _vulnix_gate(gate.name, kind, new_system, current_system, checkout, settings)
 
 
-def _command_gate(name: str, command: Command, new_system: str, current_system: str | None,
-                  checkout: Path) -> None:
+def _command_gate(
+    name: str, command: Command, new_system: str, current_system: str | None, checkout: Path
+) -> None:
     argv = list(command.argv)
     program = checkout / argv[0]
     if "/" in argv[0] and not argv[0].startswith("/") and program.is_file():
         argv[0] = str(program)
-    env = {**os.environ, "PULLNIX_NEW_SYSTEM": new_system,
-           "PULLNIX_CURRENT_SYSTEM": current_system or ""}
+    env = {
+        **os.environ,
+        "PULLNIX_NEW_SYSTEM": new_system,
+        "PULLNIX_CURRENT_SYSTEM": current_system or "",
+    }
     try:
-        done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True,
-                              timeout=GATE_TIMEOUT, check=False)
+        done = subprocess.run(
+            argv,
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GATE_TIMEOUT,
+            check=False,
+        )
     except FileNotFoundError:
-        raise GateRefused(f"gate {name!r}: {command.argv[0]!r} not found (relative paths are "
-                          "taken from the repository root)") from None
+        raise GateRefused(
+            f"gate {name!r}: {command.argv[0]!r} not found (relative paths are "
+            "taken from the repository root)"
+        ) from None
     except PermissionError:
         raise GateRefused(f"gate {name!r}: {command.argv[0]!r} is not executable") from None
     except subprocess.TimeoutExpired:
-        raise TransientError(f"gate {name!r}: no answer after {GATE_TIMEOUT:g}s",
-                             reason="GateTimeout") from None
+        raise TransientError(
+            f"gate {name!r}: no answer after {GATE_TIMEOUT:g}s", reason="GateTimeout"
+        ) from None
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip().splitlines()[-_TAIL:]
         detail = ("; output:\n" + "\n".join(output)) if output else ""
-        raise GateRefused(f"gate {name!r} refused the new system (exit {done.returncode})"
-                          f"{detail}")
+        raise GateRefused(f"gate {name!r} refused the new system (exit {done.returncode}){detail}")
 
 
-def _vulnix_gate(name: str, gate: VulnixGate, new_system: str, current_system: str | None,
-                 checkout: Path, settings: VulnixSettings) -> None:
+def _vulnix_gate(
+    name: str,
+    gate: VulnixGate,
+    new_system: str,
+    current_system: str | None,
+    checkout: Path,
+    settings: VulnixSettings,
+) -> None:
     whitelist = _whitelist(name, gate.whitelist, checkout)
     if current_system and os.path.realpath(current_system) == os.path.realpath(new_system):
         return  # the running system itself: nothing in it is new
@@ -124,20 +150,27 @@ def _whitelist(name: str, relative: str | None, checkout: Path) -> Whitelist:
     path = (root / relative).resolve()
     where = f"gate {name!r}: whitelist {relative!r}"
     if not path.is_relative_to(root):
-        raise WhitelistInvalid(f"{where} is outside the repository; give a path relative "
-                               "to the repository root")
+        raise WhitelistInvalid(
+            f"{where} is outside the repository; give a path relative to the repository root"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise WhitelistInvalid(f"{where} is not a file in this commit (paths are relative to "
-                               "the repository root); add it or remove `whitelist`") from None
+        raise WhitelistInvalid(
+            f"{where} is not a file in this commit (paths are relative to "
+            "the repository root); add it or remove `whitelist`"
+        ) from None
     except UnicodeDecodeError:
         raise WhitelistInvalid(f"{where} is not UTF-8 text") from None
     return parse_whitelist(text, source=where, today=datetime.now(UTC).date())
 
 
-def _scan(name: str, what: str, system: str, settings: VulnixSettings,
-          ) -> tuple[Vulnerability, ...]:
+def _scan(
+    name: str,
+    what: str,
+    system: str,
+    settings: VulnixSettings,
+) -> tuple[Vulnerability, ...]:
     argv = [settings.program, "--json"]
     if settings.mirror:
         argv += ["--mirror", settings.mirror]
@@ -145,31 +178,45 @@ def _scan(name: str, what: str, system: str, settings: VulnixSettings,
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--cache-dir", str(settings.cache_dir)]
     try:
-        done = subprocess.run([*argv, "--", system], capture_output=True, text=True,
-                              timeout=settings.timeout, check=False)
+        done = subprocess.run(
+            [*argv, "--", system],
+            capture_output=True,
+            text=True,
+            timeout=settings.timeout,
+            check=False,
+        )
     except FileNotFoundError:
-        raise GateRefused(f"gate {name!r}: {settings.program!r} not found; install vulnix on "
-                          "this machine (on the agent's PATH) or remove the gate",
-                          reason="VulnixMissing") from None
+        raise GateRefused(
+            f"gate {name!r}: {settings.program!r} not found; install vulnix on "
+            "this machine (on the agent's PATH) or remove the gate",
+            reason="VulnixMissing",
+        ) from None
     except subprocess.TimeoutExpired:
-        raise TransientError(f"gate {name!r}: vulnix gave no answer about {what} after "
-                             f"{settings.timeout:g}s", reason="VulnixTimeout") from None
+        raise TransientError(
+            f"gate {name!r}: vulnix gave no answer about {what} after {settings.timeout:g}s",
+            reason="VulnixTimeout",
+        ) from None
     result = interpret_vulnix(done.returncode, done.stdout, done.stderr)
     if isinstance(result, ScanFailure):
         raise _failure(name, what, system, settings, result)
     return result
 
 
-def _failure(name: str, what: str, system: str, settings: VulnixSettings,
-             failure: ScanFailure) -> Exception:
+def _failure(
+    name: str, what: str, system: str, settings: VulnixSettings, failure: ScanFailure
+) -> Exception:
     head = f"gate {name!r}: vulnix (exit {failure.returncode}) "
     if failure.kind == "feed":
         return TransientError(
             f"{head}could not fetch the NVD feed from {settings.mirror or 'NVD'} "
             f"({failure.detail}); the gate does not pass until it can (set {MIRROR_ENV} "
-            "to a reachable mirror)", reason="VulnixFeedUnreachable")
+            "to a reachable mirror)",
+            reason="VulnixFeedUnreachable",
+        )
     if failure.kind == "scan":
-        return GateRefused(f"{head}could not scan {what} {system}: {failure.detail}",
-                           reason="VulnixFailed")
-    return TransientError(f"{head}failed scanning {what} {system}: {failure.detail}",
-                          reason="VulnixFailed")
+        return GateRefused(
+            f"{head}could not scan {what} {system}: {failure.detail}", reason="VulnixFailed"
+        )
+    return TransientError(
+        f"{head}failed scanning {what} {system}: {failure.detail}", reason="VulnixFailed"
+    )

@@ -19,8 +19,8 @@ import logging
 import os
 from pathlib import Path
 
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
-from reconciler.helper.config import MachineConfig
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.config import MachineConfig
 
 log = logging.getLogger("pullnix.agent")
 
@@ -74,8 +74,12 @@ class HelperUpgrade:
             return None
         # Remembered before sending: an answer lost on the way still counts as asked.
         self.asked.add(wanted)
-        log.info("asking the helper to upgrade itself: %s wants %s, its profile runs %s",
-                 self.wanted_link, wanted, current or "nothing")
+        log.info(
+            "asking the helper to upgrade itself: %s wants %s, its profile runs %s",
+            self.wanted_link,
+            wanted,
+            current or "nothing",
+        )
         try:
             answer = client.upgrade(wanted)
         except HelperError as exc:
@@ -84,6 +88,7 @@ class HelperUpgrade:
         except (HelperUnavailable, ValueError) as exc:
             log.warning("helper upgrade to %s: no answer (%s); not asking again", wanted, exc)
             return wanted
-        log.info("helper upgrade to %s %s", wanted,
-                 "queued" if answer.get("queued") else "under way")
+        log.info(
+            "helper upgrade to %s %s", wanted, "queued" if answer.get("queued") else "under way"
+        )
         return wanted

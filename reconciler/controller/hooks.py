@@ -30,12 +30,22 @@ def run_post_deploy(hook: Command, entry: HistoryEntry) -> int | None:
         "PULLNIX_STORE_PATH": entry.store_path,
     }
     try:
-        done = subprocess.run(list(hook.argv), env=env, capture_output=True, text=True,
-                              timeout=HOOK_TIMEOUT, check=False)
+        done = subprocess.run(
+            list(hook.argv),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HOOK_TIMEOUT,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("postDeploy hook %s could not run: %s", hook.argv[0], exc)
         return None
     if done.returncode != 0:
-        log.warning("postDeploy hook %s exited %d: %s", hook.argv[0], done.returncode,
-                    done.stderr.strip()[-500:])
+        log.warning(
+            "postDeploy hook %s exited %d: %s",
+            hook.argv[0],
+            done.returncode,
+            done.stderr.strip()[-500:],
+        )
     return done.returncode

@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.helper.server import bind, peer_credentials
+from reconciler.common.sockets import bind, peer_credentials
 
 log = logging.getLogger("pullnix.api")
 
@@ -128,8 +128,12 @@ class LocalApi:
             conn.settimeout(IDLE_TIMEOUT)
             with conn.makefile("rb") as reader:
                 if uid not in self.allowed:
-                    log.warning("refused a peer on the local API: pid %d uid %d is not root, "
-                                "the agent's uid or in helper.agent_uids", pid, uid)
+                    log.warning(
+                        "refused a peer on the local API: pid %d uid %d is not root, "
+                        "the agent's uid or in helper.agent_uids",
+                        pid,
+                        uid,
+                    )
                     conn.settimeout(1.0)
                     with contextlib.suppress(OSError):
                         reader.readline(MAX_MESSAGE + 1)  # let its request land, then refuse

@@ -36,20 +36,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.config import (
+    ConfigError,
+    MachineConfig,
+    load_machine_config,
+    require_urls,
+)
+from reconciler.common.durations import parse_duration
 from reconciler.controller.helper_upgrade import HelperUpgrade, wanted_helper_link
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import Wakeup
 from reconciler.core import schedule
 from reconciler.core.status import Outcome
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
-from reconciler.helper.config import (
-    ConfigError,
-    MachineConfig,
-    load_machine_config,
-    require_urls,
-)
-from reconciler.helper.durations import parse_duration
 
 log = logging.getLogger("pullnix.agent")
 #: How many finished passes the agent's status lists (newest first).
@@ -73,22 +73,36 @@ class PassReport:
 
     def to_json(self) -> dict[str, Any]:
         r = self.result
-        return {"number": self.number, "reasons": list(self.reasons),
-                "startedAt": self.started_at, "seconds": round(self.seconds, 3),
-                "action": type(r.action).__name__ if r.action is not None else None,
-                "phase": r.outcome.phase, "reason": r.outcome.reason,
-                "message": r.outcome.message, "exitCode": r.exit_code, "error": r.error,
-                "settled": r.settled, "traceId": r.trace_id, "operationId": r.operation_id}
+        return {
+            "number": self.number,
+            "reasons": list(self.reasons),
+            "startedAt": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "action": type(r.action).__name__ if r.action is not None else None,
+            "phase": r.outcome.phase,
+            "reason": r.outcome.reason,
+            "message": r.outcome.message,
+            "exitCode": r.exit_code,
+            "error": r.error,
+            "settled": r.settled,
+            "traceId": r.trace_id,
+            "operationId": r.operation_id,
+        }
 
 
 class PassLoop:
-    def __init__(self, machine: MachineConfig, wake: Wakeup, *,
-                 reload: Callable[[], MachineConfig],
-                 on_config: Callable[[MachineConfig, MachineConfig], None] = lambda a, b: None,
-                 on_pass: Callable[[PassReport], None] = lambda r: None,
-                 journal_watched: Callable[[], bool] = lambda: False,
-                 backoff: schedule.BackoffPolicy | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        machine: MachineConfig,
+        wake: Wakeup,
+        *,
+        reload: Callable[[], MachineConfig],
+        on_config: Callable[[MachineConfig, MachineConfig], None] = lambda a, b: None,
+        on_pass: Callable[[PassReport], None] = lambda r: None,
+        journal_watched: Callable[[], bool] = lambda: False,
+        backoff: schedule.BackoffPolicy | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self.machine = machine
         self.wake = wake
         self.reload = reload
@@ -113,7 +127,8 @@ class PassLoop:
         self._pending_changes: dict[str, Any] = {}
         config_path = reload.path if isinstance(reload, ConfigLoader) else None
         self.helper_upgrade = HelperUpgrade(
-            None if config_path is None else wanted_helper_link(config_path))
+            None if config_path is None else wanted_helper_link(config_path)
+        )
 
     # -- what other threads may ask -------------------------------------------------
 
@@ -126,6 +141,7 @@ class PassLoop:
 
     def wait_settled(self, target: int, timeout: float) -> PassReport | None:
         """The first report numbered `target` or later that is done; None on timeout or stop."""
+
         def ready() -> bool:
             last = self._last
             return self._stopping or (last is not None and last.number >= target and last.done)
@@ -149,13 +165,17 @@ class PassLoop:
     def snapshot(self) -> dict[str, Any]:
         with self._cond:
             last = self._last
-            return {"passes": last.number if last else 0, "running": self._running,
-                    "following": self.following, "failures": self.failures,
-                    "nextPassIn": round(max(0.0, self.next_at - time.monotonic()), 3),
-                    "lastPass": last.to_json() if last else None,
-                    "recentPasses": [r.to_json() for r in self._recent],
-                    "configError": self.config_error,
-                    "journalWatched": self.journal_watched()}
+            return {
+                "passes": last.number if last else 0,
+                "running": self._running,
+                "following": self.following,
+                "failures": self.failures,
+                "nextPassIn": round(max(0.0, self.next_at - time.monotonic()), 3),
+                "lastPass": last.to_json() if last else None,
+                "recentPasses": [r.to_json() for r in self._recent],
+                "configError": self.config_error,
+                "journalWatched": self.journal_watched(),
+            }
 
     def stop(self) -> None:
         with self._cond:
@@ -178,10 +198,12 @@ class PassLoop:
                     continue
                 if self.following and not self._follow_due(baseline):
                     self.next_at = time.monotonic() + schedule.next_delay(
-                        "following", 0, self._timing(), 0.0, self.journal_watched())
+                        "following", 0, self._timing(), 0.0, self.journal_watched()
+                    )
                     continue
-                reasons = frozenset({"helper" if self.following else
-                                     "retry" if self.failures else "interval"})
+                reasons = frozenset(
+                    {"helper" if self.following else "retry" if self.failures else "interval"}
+                )
             reasons = self._wait_gap(reasons, stop)
             if stop.is_set():
                 break
@@ -218,8 +240,9 @@ class PassLoop:
         kind = schedule.classify(error=result.error, settled=result.settled)
         self.failures = self.failures + 1 if kind == "failed" else 0
         self.following = kind == "following"
-        delay = schedule.next_delay(kind, self.failures, self._timing(), self.rand(),
-                                    self.journal_watched())
+        delay = schedule.next_delay(
+            kind, self.failures, self._timing(), self.rand(), self.journal_watched()
+        )
         self.on_pass(report)  # metrics and sd_notify first: whoever sees the pass done sees them
         with self._cond:
             if self._pending_changes:
@@ -231,9 +254,16 @@ class PassLoop:
             self._last = report
             self._recent.appendleft(report)
             self._cond.notify_all()
-        log.info("pass %d done in %.2fs: %s %s: %s (exit %d); next in %.1fs", number, seconds,
-                 result.outcome.phase, result.outcome.reason, result.outcome.message,
-                 result.exit_code, delay)
+        log.info(
+            "pass %d done in %.2fs: %s %s: %s (exit %d); next in %.1fs",
+            number,
+            seconds,
+            result.outcome.phase,
+            result.outcome.reason,
+            result.outcome.message,
+            result.exit_code,
+            delay,
+        )
         self.helper_upgrade.check(self.machine)
 
     def _run_pass(self) -> PassResult:
@@ -243,8 +273,9 @@ class PassLoop:
             return self._reconciler.run_pass()
         except Exception as exc:  # a bug or an unforeseen failure: back off, never die
             log.exception("the pass failed unexpectedly")
-            return PassResult(None, Outcome("Failing", "InternalError", repr(exc)), 1, "",
-                              error=True)
+            return PassResult(
+                None, Outcome("Failing", "InternalError", repr(exc)), 1, "", error=True
+            )
 
     def _reload_config(self) -> None:
         try:
@@ -269,7 +300,9 @@ class PassLoop:
         triggers = self.machine.triggers
         return schedule.Timing(
             interval=schedule.effective_interval(triggers.interval, self._spec_interval()),
-            jitter=triggers.jitter, backoff=self.backoff)
+            jitter=triggers.jitter,
+            backoff=self.backoff,
+        )
 
     def _spec_interval(self) -> float | None:
         doc = StateStore(self.machine.state_dir).load_status()
@@ -286,8 +319,12 @@ class PassLoop:
         except (HelperUnavailable, HelperError, ValueError):
             return "unavailable"
         op = status.get("operation") or {}
-        return (bool(status.get("busy")), op.get("id"), op.get("state"),
-                op.get("confirmedAt") is not None)
+        return (
+            bool(status.get("busy")),
+            op.get("id"),
+            op.get("state"),
+            op.get("confirmedAt") is not None,
+        )
 
     def _follow_due(self, baseline: Any) -> bool:
         """While following: has the operation moved (or has an interval passed regardless)?"""

@@ -22,6 +22,9 @@ from typing import Any
 
 from reconciler.api import for_host, load_spec_text
 from reconciler.api.convert import deployment_to_data
+from reconciler.common.client import HelperClient, HelperUnavailable
+from reconciler.common.config import MachineConfig
+from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer, apply_request_view
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
@@ -32,9 +35,6 @@ from reconciler.core.history import HistoryEntry, append_history, entry_from_ope
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.outcome import outcome_of
 from reconciler.core.status import Outcome, apply_outcome, exit_code
-from reconciler.helper.client import HelperClient, HelperUnavailable
-from reconciler.helper.config import MachineConfig
-from reconciler.helper.records import revision_of
 from reconciler.nix.observe import SystemObservation, observe_system
 from reconciler.source import FetchResult, GitSource
 from reconciler.telemetry import metrics
@@ -65,23 +65,29 @@ class PassResult:
 class Reconciler:
     """Runs passes for one machine; holds the long-lived clients, no policy."""
 
-    def __init__(self, machine: MachineConfig, *,
-                 on_build_line: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, machine: MachineConfig, *, on_build_line: Callable[[str], None] | None = None
+    ) -> None:
         init_tracing()  # idempotent; a no-op unless OTEL_* asks for an exporter
         self.machine = machine
         self.store = StateStore(machine.state_dir)
-        self.source = GitSource(machine.source, machine.state_dir,
-                                helper_state_dir=machine.helper.state_dir,
-                                current_system=machine.system.current_system)
+        self.source = GitSource(
+            machine.source,
+            machine.state_dir,
+            helper_state_dir=machine.helper.state_dir,
+            current_system=machine.system.current_system,
+        )
         self.helper = HelperClient(machine.helper.socket)
-        self.deployer = Deployer(machine, self.source, self.helper,
-                                 on_build_line=on_build_line or _log_build_line)
+        self.deployer = Deployer(
+            machine, self.source, self.helper, on_build_line=on_build_line or _log_build_line
+        )
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
 
     def run_pass(self) -> PassResult:
         """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
-        with reconcile_span({"host.name": self.machine.host,
-                             "vcs.ref.head.name": self.machine.source.branch}) as pass_trace:
+        with reconcile_span(
+            {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
+        ) as pass_trace:
             return self._run_pass(pass_trace)
 
     def _run_pass(self, pass_trace: PassTrace) -> PassResult:
@@ -105,15 +111,20 @@ class Reconciler:
             healthy = _verdict(new_entries)
             fetch = self._fetch()
             with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
-                tip = self.source.accept_tip(fetch.tip_sha, stored.record.last_applied_revision,
-                                             applied_source=stored.applied_source,
-                                             pin_of=self._pin_of)
+                tip = self.source.accept_tip(
+                    fetch.tip_sha,
+                    stored.record.last_applied_revision,
+                    applied_source=stored.applied_source,
+                    pin_of=self._pin_of,
+                )
                 span.set_attribute("pullnix.signer", tip.signer or "")
             spec_path = self.machine.source.spec_path
-            with step("spec.load", {"pullnix.spec.path": spec_path,
-                                    "vcs.ref.head.revision": tip.sha}) as span:
-                deployment = self._load_spec(self.source.read_file(tip.sha, spec_path),
-                                             f"{spec_path}@{tip.sha[:12]}")
+            with step(
+                "spec.load", {"pullnix.spec.path": spec_path, "vcs.ref.head.revision": tip.sha}
+            ) as span:
+                deployment = self._load_spec(
+                    self.source.read_file(tip.sha, spec_path), f"{spec_path}@{tip.sha[:12]}"
+                )
                 target = self.source.accept_pin(tip, deployment.spec.revision)
                 span.set_attribute("pullnix.spec.target", target.target.sha)
             stored = _bump_generation(stored, deployment)
@@ -124,30 +135,45 @@ class Reconciler:
                 system = observe_system(self.machine.system)
                 reboot = self.deployer.reboot_needed(system)
                 # Installed with `boot` and not booted yet: applied, and a reboot is needed.
-                activation = self.deployer.waiting_for_reboot(helper_status, stored.record,
-                                                              system, requested)
+                activation = self.deployer.waiting_for_reboot(
+                    helper_status, stored.record, system, requested
+                )
                 reboot = reboot or activation is not None
                 observed = d.Observed(
                     revision=target.target.sha,
-                    current_system=(stored.record.last_applied_store_path if activation
-                                    else system.current_system),
+                    current_system=(
+                        stored.record.last_applied_store_path
+                        if activation
+                        else system.current_system
+                    ),
                     helper=_helper_view(helper_status),
                     reboot_needed=reboot,
                     local_time=time.localtime()[3:5],
-                    current_revision=(revision_of(self.machine.helper.state_dir,
-                                                  system.current_system)
-                                      if system.current_system else None),
+                    current_revision=(
+                        revision_of(self.machine.helper.state_dir, system.current_system)
+                        if system.current_system
+                        else None
+                    ),
                 )
-                span.set_attributes({"nix.store_path": system.current_system or "",
-                                     "nixos.generation": system.current_generation or 0})
+                span.set_attributes(
+                    {
+                        "nix.store_path": system.current_system or "",
+                        "nixos.generation": system.current_generation or 0,
+                    }
+                )
             action = d.decide(deployment.spec, observed, stored.record)
             if isinstance(action, d.Converged):
                 stored = stored.converged(target.target.sha, tip.sha)
-            pass_trace.set({"pullnix.action": type(action).__name__,
-                            "vcs.ref.head.revision": target.target.sha})
+            pass_trace.set(
+                {
+                    "pullnix.action": type(action).__name__,
+                    "vcs.ref.head.revision": target.target.sha,
+                }
+            )
             log.info("decided %s", type(action).__name__)
-            stored, op_id, started = self._act(action, deployment, target, system, stored,
-                                               traceparent)
+            stored, op_id, started = self._act(
+                action, deployment, target, system, stored, traceparent
+            )
             if isinstance(action, d.Deploy | d.RevertDrift):
                 attempted = action.revision
             outcome = outcome_of(action, healthy, started or activation)
@@ -160,8 +186,9 @@ class Reconciler:
             error = True
             log.warning("pass failed: %s: %s", exc.reason, exc.message)
         self.store.save_record(stored)
-        self._write_status(status_doc, stored, deployment, fetch, system, outcome,
-                           new_entries, attempted)
+        self._write_status(
+            status_doc, stored, deployment, fetch, system, outcome, new_entries, attempted
+        )
         code = 1 if error else exit_code(conditions_of(self.store.load_status()))
         _report(pass_trace, outcome, stored, system, reboot)
         return PassResult(action, outcome, code, pass_trace.trace_id, op_id, error)
@@ -174,7 +201,9 @@ class Reconciler:
         except HelperUnavailable as exc:
             raise TransientError(
                 f"the helper does not answer on {self.machine.helper.socket}: {exc}; is "
-                "pullnix-helper.service running?", reason="HelperUnavailable") from None
+                "pullnix-helper.service running?",
+                reason="HelperUnavailable",
+            ) from None
 
     def _fetch(self) -> FetchResult:
         with step("source.fetch", {"vcs.ref.head.name": self.machine.source.branch}) as span:
@@ -183,9 +212,14 @@ class Reconciler:
             except PullnixError:
                 metrics.record_fetch_failure()
                 raise
-            span.set_attributes({"url.full": fetch.url, "vcs.ref.head.revision": fetch.tip_sha,
-                                 "pullnix.fetch.fetched": fetch.fetched,
-                                 "pullnix.fetch.attempts": fetch.attempts})
+            span.set_attributes(
+                {
+                    "url.full": fetch.url,
+                    "vcs.ref.head.revision": fetch.tip_sha,
+                    "pullnix.fetch.fetched": fetch.fetched,
+                    "pullnix.fetch.attempts": fetch.attempts,
+                }
+            )
         return fetch
 
     def _load_spec(self, text: bytes, origin: str) -> NixOSDeployment:
@@ -204,8 +238,9 @@ class Reconciler:
         path = self.machine.source.spec_path
         return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}").spec.revision
 
-    def _ingest(self, stored: StoredRecord, helper_status: dict[str, Any],
-                pass_trace: PassTrace) -> tuple[StoredRecord, list[HistoryEntry]]:
+    def _ingest(
+        self, stored: StoredRecord, helper_status: dict[str, Any], pass_trace: PassTrace
+    ) -> tuple[StoredRecord, list[HistoryEntry]]:
         """Fold the helper's finished operations this agent has not seen yet into the record.
 
         Each also becomes spans under the trace of the pass that started it
@@ -216,23 +251,28 @@ class Reconciler:
             if op["id"] in seen:
                 continue
             entry = entry_from_operation(op, stored.closure_diffs.get(op["id"]))
-            stored = replace(stored, record=ingest(stored.record, entry),
-                             seen_operations=(*stored.seen_operations, op["id"])
-                             ).finished(entry, (op.get("request") or {}).get("sourceRevision"))
+            stored = replace(
+                stored,
+                record=ingest(stored.record, entry),
+                seen_operations=(*stored.seen_operations, op["id"]),
+            ).finished(entry, (op.get("request") or {}).get("sourceRevision"))
             new_entries.append(entry)
             emit_operation(op)
             pass_trace.link(op.get("traceparent"))
             metrics.record_operation(entry.result, entry.kind, entry.health_checks)
-            log.info("operation %s ended %s for %s", entry.operation_id, entry.result,
-                     entry.revision[:12])
+            log.info(
+                "operation %s ended %s for %s",
+                entry.operation_id,
+                entry.result,
+                entry.revision[:12],
+            )
         if new_entries or not helper_status.get("busy"):
             # Builds the helper is done with, or that nothing is applying (an abandoned pass).
             busy_path = (helper_status.get("operation") or {}).get("storePath")
             self.deployer.release_roots(keep=busy_path)
         return stored, new_entries
 
-    def _run_hooks(self, deployment: NixOSDeployment,
-                   entries: list[HistoryEntry]) -> None:
+    def _run_hooks(self, deployment: NixOSDeployment, entries: list[HistoryEntry]) -> None:
         hook = deployment.spec.hooks.post_deploy
         if hook is None:
             return
@@ -240,9 +280,15 @@ class Reconciler:
             if entry.kind == "apply":
                 run_post_deploy(hook, entry)
 
-    def _act(self, action: d.Action, deployment: NixOSDeployment, target: Any,
-             system: SystemObservation, stored: StoredRecord, traceparent: str
-             ) -> tuple[StoredRecord, str | None, ActivationPlan | None]:
+    def _act(
+        self,
+        action: d.Action,
+        deployment: NixOSDeployment,
+        target: Any,
+        system: SystemObservation,
+        stored: StoredRecord,
+        traceparent: str,
+    ) -> tuple[StoredRecord, str | None, ActivationPlan | None]:
         """Carry `action` out: the record after it, the helper's operation, and for a
         deploy how it is activated."""
         spec = deployment.spec
@@ -255,28 +301,42 @@ class Reconciler:
             stored = stored.deploying(started.operation_id, target.tip.sha)
             return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
         if isinstance(action, d.RevertDrift):
-            op_id = self.deployer.apply_existing(spec, action.revision, action.store_path,
-                                                 traceparent)
+            op_id = self.deployer.apply_existing(
+                spec, action.revision, action.store_path, traceparent
+            )
             return stored, op_id, None
         return stored, None, None
 
     def _remember_failure(self, stored: StoredRecord, exc: TerminalError) -> StoredRecord:
         """A build or gate failure is tied to its commit, so decide() does not rebuild it."""
         revision = getattr(exc, "revision", None)
-        if revision and exc.reason in ("BuildFailed", "GateRefused", "EvaluationError",
-                                       "FlakeAttributeMissing", "NotASystem"):
+        if revision and exc.reason in (
+            "BuildFailed",
+            "GateRefused",
+            "EvaluationError",
+            "FlakeAttributeMissing",
+            "NotASystem",
+        ):
             reason = "GateRefused" if exc.reason == "GateRefused" else "BuildFailed"
             failed = {**stored.record.failed, revision: d.Failure(reason, exc.message)}  # type: ignore[arg-type]
             retry = stored.record.retry_revision
-            record = replace(stored.record, failed=failed,
-                             retry_revision=None if retry == revision else retry)
+            record = replace(
+                stored.record, failed=failed, retry_revision=None if retry == revision else retry
+            )
             return replace(stored, record=record)
         return stored
 
-    def _write_status(self, previous: dict[str, Any], stored: StoredRecord,
-                      deployment: NixOSDeployment | None, fetch: FetchResult | None,
-                      system: SystemObservation | None, outcome: Outcome,
-                      new_entries: list[HistoryEntry], attempted: str | None) -> None:
+    def _write_status(
+        self,
+        previous: dict[str, Any],
+        stored: StoredRecord,
+        deployment: NixOSDeployment | None,
+        fetch: FetchResult | None,
+        system: SystemObservation | None,
+        outcome: Outcome,
+        new_entries: list[HistoryEntry],
+        attempted: str | None,
+    ) -> None:
         now = _now()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
         history = history_of(previous)
@@ -288,12 +348,20 @@ class Reconciler:
             "conditions": [c.to_json() for c in conditions],
             "lastAppliedRevision": stored.record.last_applied_revision,
             "lastAttemptedRevision": attempted or old_status.get("lastAttemptedRevision"),
-            "currentGeneration": system.current_generation if system else
-            old_status.get("currentGeneration"),
-            "currentSystem": system.current_system if system else
-            old_status.get("currentSystem"),
-            "source": ({"url": fetch.url, "branch": fetch.branch, "revision": fetch.tip_sha,
-                        "skipped": list(fetch.skipped)} if fetch else old_status.get("source")),
+            "currentGeneration": system.current_generation
+            if system
+            else old_status.get("currentGeneration"),
+            "currentSystem": system.current_system if system else old_status.get("currentSystem"),
+            "source": (
+                {
+                    "url": fetch.url,
+                    "branch": fetch.branch,
+                    "revision": fetch.tip_sha,
+                    "skipped": list(fetch.skipped),
+                }
+                if fetch
+                else old_status.get("source")
+            ),
             "suspended": stored.record.suspended,
             "lastPassAt": now,
             "history": [h.to_json() for h in history],
@@ -301,29 +369,46 @@ class Reconciler:
         doc = {
             "apiVersion": "pullnix.dev/v1alpha1",
             "kind": "NixOSDeployment",
-            "metadata": {"name": deployment.metadata.name if deployment else
-                         previous.get("metadata", {}).get("name", self.machine.host),
-                         "generation": stored.generation,
-                         "annotations": {"pullnix.dev/host": self.machine.host}},
-            "spec": (deployment_to_data(deployment)["spec"] if deployment else
-                     previous.get("spec", {})),
+            "metadata": {
+                "name": deployment.metadata.name
+                if deployment
+                else previous.get("metadata", {}).get("name", self.machine.host),
+                "generation": stored.generation,
+                "annotations": {"pullnix.dev/host": self.machine.host},
+            },
+            "spec": (
+                deployment_to_data(deployment)["spec"] if deployment else previous.get("spec", {})
+            ),
             "status": status,
         }
         self.store.save_status(doc)
 
 
-def _report(pass_trace: PassTrace, outcome: Outcome, stored: StoredRecord,
-            system: SystemObservation | None, reboot: bool | None) -> None:
+def _report(
+    pass_trace: PassTrace,
+    outcome: Outcome,
+    stored: StoredRecord,
+    system: SystemObservation | None,
+    reboot: bool | None,
+) -> None:
     """The pass's verdict on its root span and in the metrics."""
-    pass_trace.set({"pullnix.outcome": outcome.reason, "pullnix.phase": outcome.phase,
-                    "nix.store_path": system.current_system if system else None,
-                    "nixos.generation": system.current_generation if system else None})
+    pass_trace.set(
+        {
+            "pullnix.outcome": outcome.reason,
+            "pullnix.phase": outcome.phase,
+            "nix.store_path": system.current_system if system else None,
+            "nixos.generation": system.current_generation if system else None,
+        }
+    )
     if outcome.phase in ("Stalled", "Failing"):
         pass_trace.fail(f"{outcome.reason}: {outcome.message}")
-    metrics.record_state(revision=stored.record.last_applied_revision,
-                         store_path=stored.record.last_applied_store_path,
-                         generation=system.current_generation if system else None,
-                         reboot_required=reboot, suspended=stored.record.suspended)
+    metrics.record_state(
+        revision=stored.record.last_applied_revision,
+        store_path=stored.record.last_applied_store_path,
+        generation=system.current_generation if system else None,
+        reboot_required=reboot,
+        suspended=stored.record.suspended,
+    )
 
 
 def _helper_view(status: dict[str, Any]) -> d.HelperView:

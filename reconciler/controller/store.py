@@ -28,10 +28,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from reconciler.common.atomic import write_json_atomic
 from reconciler.core.conditions import Condition
 from reconciler.core.decide import AgentRecord, Failure
 from reconciler.core.history import HistoryEntry
-from reconciler.helper.atomic import write_json_atomic
 
 RECORD_FILE = "record.json"
 STATUS_FILE = "status.json"
@@ -53,8 +53,9 @@ class StoredRecord:
 
     def deploying(self, operation_id: str, source: str) -> StoredRecord:
         """Remember that `operation_id` deploys what the branch tip `source` asked for."""
-        return replace(self, deploy_sources=MappingProxyType(
-            {**self.deploy_sources, operation_id: source}))
+        return replace(
+            self, deploy_sources=MappingProxyType({**self.deploy_sources, operation_id: source})
+        )
 
     def finished(self, entry: HistoryEntry, carried_by: str | None = None) -> StoredRecord:
         """After `entry` was ingested: a successful apply makes its tip the applied source:
@@ -100,10 +101,12 @@ class StateStore:
         rec = AgentRecord(
             last_applied_revision=doc.get("lastAppliedRevision"),
             last_applied_store_path=doc.get("lastAppliedStorePath"),
-            failed=MappingProxyType({
-                rev: Failure(f["reason"], f.get("message", ""))
-                for rev, f in (doc.get("failed") or {}).items()
-            }),
+            failed=MappingProxyType(
+                {
+                    rev: Failure(f["reason"], f.get("message", ""))
+                    for rev, f in (doc.get("failed") or {}).items()
+                }
+            ),
             retry_revision=doc.get("retryRevision"),
             suspended=bool(doc.get("suspended", False)),
         )
@@ -119,23 +122,32 @@ class StateStore:
 
     def save_record(self, stored: StoredRecord) -> None:
         rec = stored.record
-        write_json_atomic(self.state_dir / RECORD_FILE, {
-            "version": 1,
-            "lastAppliedRevision": rec.last_applied_revision,
-            "lastAppliedStorePath": rec.last_applied_store_path,
-            "failed": {rev: {"reason": f.reason, "message": f.message}
-                       for rev, f in rec.failed.items()},
-            "retryRevision": rec.retry_revision,
-            "suspended": rec.suspended,
-            "seenOperations": list(stored.seen_operations[-_MAX_SEEN:]),
-            "closureDiffs": {k: v for k, v in stored.closure_diffs.items()
-                             if k not in stored.seen_operations},
-            "specDigest": stored.spec_digest,
-            "generation": stored.generation,
-            "lastAppliedSourceRevision": stored.applied_source,
-            "deploySources": {k: v for k, v in stored.deploy_sources.items()
-                              if k not in stored.seen_operations},
-        }, unless_same=True)  # most passes change nothing here: spare them the fsyncs
+        write_json_atomic(
+            self.state_dir / RECORD_FILE,
+            {
+                "version": 1,
+                "lastAppliedRevision": rec.last_applied_revision,
+                "lastAppliedStorePath": rec.last_applied_store_path,
+                "failed": {
+                    rev: {"reason": f.reason, "message": f.message} for rev, f in rec.failed.items()
+                },
+                "retryRevision": rec.retry_revision,
+                "suspended": rec.suspended,
+                "seenOperations": list(stored.seen_operations[-_MAX_SEEN:]),
+                "closureDiffs": {
+                    k: v for k, v in stored.closure_diffs.items() if k not in stored.seen_operations
+                },
+                "specDigest": stored.spec_digest,
+                "generation": stored.generation,
+                "lastAppliedSourceRevision": stored.applied_source,
+                "deploySources": {
+                    k: v
+                    for k, v in stored.deploy_sources.items()
+                    if k not in stored.seen_operations
+                },
+            },
+            unless_same=True,
+        )  # most passes change nothing here: spare them the fsyncs
 
     def update_record(self, **changes: Any) -> StoredRecord:
         """Change fields of the AgentRecord under the lock (the CLI's suspend/resume/retry)."""
@@ -155,16 +167,18 @@ class StateStore:
 def conditions_of(status_doc: Mapping[str, Any]) -> tuple[Condition, ...]:
     """The conditions in a status document (none when absent or unreadable)."""
     try:
-        return tuple(Condition.from_json(c)
-                     for c in status_doc.get("status", {}).get("conditions", []))
+        return tuple(
+            Condition.from_json(c) for c in status_doc.get("status", {}).get("conditions", [])
+        )
     except (KeyError, TypeError, ValueError):
         return ()
 
 
 def history_of(status_doc: Mapping[str, Any]) -> tuple[HistoryEntry, ...]:
     try:
-        return tuple(HistoryEntry.from_json(e)
-                     for e in status_doc.get("status", {}).get("history", []))
+        return tuple(
+            HistoryEntry.from_json(e) for e in status_doc.get("status", {}).get("history", [])
+        )
     except (TypeError, AttributeError):
         return ()
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 import watchfiles
 
-from reconciler.helper.config import MachineConfig
+from reconciler.common.config import MachineConfig
 
 log = logging.getLogger("pullnix.triggers")
 
@@ -89,8 +89,7 @@ def watch_plan(machine: MachineConfig, config_path: Path) -> tuple[Watch, ...]:
     if config_dir.is_dir():
         plan.append(Watch(config_dir, "config", names=frozenset({config_path.name})))
     if journal_readable(machine.helper.state_dir):
-        plan.append(Watch(machine.helper.state_dir, "helper",
-                          names=frozenset({JOURNAL_FILE})))
+        plan.append(Watch(machine.helper.state_dir, "helper", names=frozenset({JOURNAL_FILE})))
     return tuple(plan)
 
 
@@ -105,15 +104,21 @@ def local_repository(url: str) -> Path | None:
 def journal_readable(state_dir: Path) -> bool:
     """Can this process list the helper's state dir and read its journal (root: yes)?"""
     journal = state_dir / JOURNAL_FILE
-    return (os.access(state_dir, os.R_OK | os.X_OK)
-            and (not journal.exists() or os.access(journal, os.R_OK)))
+    return os.access(state_dir, os.R_OK | os.X_OK) and (
+        not journal.exists() or os.access(journal, os.R_OK)
+    )
 
 
 class FileWatcher:
     """Watches the plan in background threads (one recursive, one not); fires reasons."""
 
-    def __init__(self, plan: Iterable[Watch], fire: Callable[[str], None],
-                 debounce_ms: int = 50, step_ms: int = 250) -> None:
+    def __init__(
+        self,
+        plan: Iterable[Watch],
+        fire: Callable[[str], None],
+        debounce_ms: int = 50,
+        step_ms: int = 250,
+    ) -> None:
         self.plan = tuple(plan)
         self.fire = fire
         self.debounce_ms = debounce_ms
@@ -132,9 +137,12 @@ class FileWatcher:
         for recursive in (True, False):
             group = tuple(w for w in self.plan if w.recursive is recursive)
             if group:
-                thread = threading.Thread(target=self._run, args=(group, recursive),
-                                          name=f"watch-{'tree' if recursive else 'dir'}",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(group, recursive),
+                    name=f"watch-{'tree' if recursive else 'dir'}",
+                    daemon=True,
+                )
                 thread.start()
                 self._threads.append(thread)
         for watch in self.plan:
@@ -154,11 +162,17 @@ class FileWatcher:
 
         try:
             for changes in watchfiles.watch(
-                    *directories, watch_filter=wanted, recursive=recursive,
-                    debounce=self.debounce_ms, step=self.step_ms, stop_event=self._stop,
-                    rust_timeout=1000, raise_interrupt=False, ignore_permission_denied=True):
-                reasons = {w.reason for _, path in changes for w in group
-                           if w.matches(Path(path))}
+                *directories,
+                watch_filter=wanted,
+                recursive=recursive,
+                debounce=self.debounce_ms,
+                step=self.step_ms,
+                stop_event=self._stop,
+                rust_timeout=1000,
+                raise_interrupt=False,
+                ignore_permission_denied=True,
+            ):
+                reasons = {w.reason for _, path in changes for w in group if w.matches(Path(path))}
                 for reason in sorted(reasons):
                     self.fire(reason)
         except (OSError, RuntimeError) as exc:  # a directory vanished, inotify ran out

@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.config import ConfigError, MachineConfig
 from reconciler.core.webhook_events import MAX_BODY, Ignored, Push, judge
-from reconciler.helper.config import ConfigError, MachineConfig
 
 log = logging.getLogger("pullnix.webhook")
 READ_TIMEOUT = 10.0
@@ -42,13 +42,16 @@ def read_secret(machine: MachineConfig) -> bytes:
     """The webhook secret; ConfigError when the receiver is on but has no usable secret."""
     path = machine.triggers.webhook_secret_file
     if path is None:
-        raise ConfigError("triggers.webhook_secret_file: required when webhook_listen is set "
-                          "(every push event must be signed with it)")
+        raise ConfigError(
+            "triggers.webhook_secret_file: required when webhook_listen is set "
+            "(every push event must be signed with it)"
+        )
     try:
         secret = Path(path).read_bytes().strip()
     except OSError as exc:
-        raise ConfigError(f"triggers.webhook_secret_file: cannot read {path}: "
-                          f"{exc.strerror}") from None
+        raise ConfigError(
+            f"triggers.webhook_secret_file: cannot read {path}: {exc.strerror}"
+        ) from None
     if not secret:
         raise ConfigError(f"triggers.webhook_secret_file: {path} is empty")
     return secret
@@ -57,8 +60,9 @@ def read_secret(machine: MachineConfig) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], secret: bytes, branch: str,
-                 fire: Callable[[str], None]) -> None:
+    def __init__(
+        self, address: tuple[str, int], secret: bytes, branch: str, fire: Callable[[str], None]
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -98,8 +102,12 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(verdict, Push):
             self.server.counts["queued"] += 1
             self.server.fire("webhook")
-            log.info("%s push to %s (%s): pass queued", verdict.forge, verdict.ref,
-                     verdict.after[:12] or "?")
+            log.info(
+                "%s push to %s (%s): pass queued",
+                verdict.forge,
+                verdict.ref,
+                verdict.after[:12] or "?",
+            )
             self._answer(verdict.status, {"status": "queued", "forge": verdict.forge})
         elif isinstance(verdict, Ignored):
             self.server.counts["ignored"] += 1
@@ -128,10 +136,16 @@ class WebhookReceiver:
         try:
             self._server = _Server(self.address, secret, machine.source.branch, fire)
         except OSError as exc:
-            raise ConfigError(f"triggers.webhook_listen: cannot listen on "
-                              f"{machine.triggers.webhook_listen}: {exc.strerror}") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+            raise ConfigError(
+                f"triggers.webhook_listen: cannot listen on "
+                f"{machine.triggers.webhook_listen}: {exc.strerror}"
+            ) from None
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            name="webhook",
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+        )
 
     @property
     def port(self) -> int:

@@ -110,10 +110,15 @@ def installed_for_next_boot(
         return False
     request = last_operation.get("request") or {}
     previous = last_operation.get("previous") or {}
-    return (last_operation.get("kind") == "apply" and last_operation.get("state") == "Succeeded"
-            and request.get("action") == "boot" and not request.get("trial", True)
-            and last_operation.get("storePath") == applied and profile == applied
-            and previous.get("currentSystem") == running)
+    return (
+        last_operation.get("kind") == "apply"
+        and last_operation.get("state") == "Succeeded"
+        and request.get("action") == "boot"
+        and not request.get("trial", True)
+        and last_operation.get("storePath") == applied
+        and profile == applied
+        and previous.get("currentSystem") == running
+    )
 
 
 def _show(inhibitors: tuple[str, ...] | None) -> str:

@@ -48,8 +48,9 @@ class Condition:
     def from_json(cls, doc: Mapping[str, Any]) -> Condition:
         status = doc["status"]
         if status not in ("True", "False", "Unknown"):
-            raise ValueError(f"condition {doc.get('type')!r}: status {status!r} "
-                             "is not True, False or Unknown")
+            raise ValueError(
+                f"condition {doc.get('type')!r}: status {status!r} is not True, False or Unknown"
+            )
         return cls(
             type=str(doc["type"]),
             status=status,

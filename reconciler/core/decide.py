@@ -132,8 +132,17 @@ class Converged:
     reboot_required: bool = False  # needed but not allowed now (policy or window)
 
 
-Action = (Confirm | WaitForHelper | Suspended | Blocked | Deploy | RevertDrift | ReportDrift
-          | Reboot | Converged)
+Action = (
+    Confirm
+    | WaitForHelper
+    | Suspended
+    | Blocked
+    | Deploy
+    | RevertDrift
+    | ReportDrift
+    | Reboot
+    | Converged
+)
 
 
 def decide(spec: DeploymentSpec, observed: Observed, record: AgentRecord) -> Action:
@@ -141,9 +150,13 @@ def decide(spec: DeploymentSpec, observed: Observed, record: AgentRecord) -> Act
     helper = observed.helper
     if helper.busy:
         # A suspended agent still confirms: silence would roll the machine back.
-        if (helper.awaiting_confirm and not helper.confirmed and helper.operation_id
-                and helper.store_path is not None
-                and helper.store_path == observed.current_system):
+        if (
+            helper.awaiting_confirm
+            and not helper.confirmed
+            and helper.operation_id
+            and helper.store_path is not None
+            and helper.store_path == observed.current_system
+        ):
             return Confirm(helper.operation_id, helper.revision)
         return WaitForHelper(helper.operation_id, helper.state)
     if record.suspended:

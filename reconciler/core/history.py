@@ -114,23 +114,33 @@ def ingest(record: AgentRecord, entry: HistoryEntry) -> AgentRecord:
     retry = None if record.retry_revision == entry.revision else record.retry_revision
     if entry.result == "Succeeded" and entry.kind == "apply":
         failed.pop(entry.revision, None)
-        return replace(record, last_applied_revision=entry.revision or None,
-                       last_applied_store_path=entry.store_path or None,
-                       failed=MappingProxyType(failed), retry_revision=retry)
+        return replace(
+            record,
+            last_applied_revision=entry.revision or None,
+            last_applied_store_path=entry.store_path or None,
+            failed=MappingProxyType(failed),
+            retry_revision=retry,
+        )
     if entry.result == "Succeeded":  # a rollback the operator asked for
         if record.last_applied_revision:
-            failed[record.last_applied_revision] = Failure("RolledBack", entry.message or
-                                                           "rolled back on request")
-        return replace(record, last_applied_revision=entry.revision or None,
-                       last_applied_store_path=entry.store_path or None,
-                       failed=MappingProxyType(failed), retry_revision=retry)
+            failed[record.last_applied_revision] = Failure(
+                "RolledBack", entry.message or "rolled back on request"
+            )
+        return replace(
+            record,
+            last_applied_revision=entry.revision or None,
+            last_applied_store_path=entry.store_path or None,
+            failed=MappingProxyType(failed),
+            retry_revision=retry,
+        )
     if entry.revision:
         reason = "RolledBack" if entry.result == "RolledBack" else "ActivationFailed"
         failed[entry.revision] = Failure(reason, entry.message)  # type: ignore[arg-type]
     return replace(record, failed=MappingProxyType(failed), retry_revision=retry)
 
 
-def append_history(history: Sequence[HistoryEntry], entry: HistoryEntry) -> tuple[
-        HistoryEntry, ...]:
+def append_history(
+    history: Sequence[HistoryEntry], entry: HistoryEntry
+) -> tuple[HistoryEntry, ...]:
     """Newest first, bounded."""
     return (entry, *history)[:MAX_HISTORY]

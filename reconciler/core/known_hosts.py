@@ -25,18 +25,18 @@ from enum import Enum
 class KnownHost:
     """One usable line of a known_hosts file."""
 
-    patterns: tuple[str, ...]   # host patterns, or one hashed `|1|salt|hmac` entry
+    patterns: tuple[str, ...]  # host patterns, or one hashed `|1|salt|hmac` entry
     key_type: str
-    key_sha256: bytes           # SHA-256 of the decoded key blob
+    key_sha256: bytes  # SHA-256 of the decoded key blob
     revoked: bool = False
     line: int = 0
 
 
 class HostKeyVerdict(Enum):
     TRUSTED = "trusted"
-    UNKNOWN = "unknown"      # no pinned key for this host
-    CHANGED = "changed"      # keys pinned for this host, none is the one presented
-    REVOKED = "revoked"      # the presented key is marked @revoked
+    UNKNOWN = "unknown"  # no pinned key for this host
+    CHANGED = "changed"  # keys pinned for this host, none is the one presented
+    REVOKED = "revoked"  # the presented key is marked @revoked
 
 
 def parse_known_hosts(text: str) -> list[KnownHost]:
@@ -59,13 +59,15 @@ def parse_known_hosts(text: str) -> list[KnownHost]:
             blob = base64.b64decode(fields[2], validate=True)
         except (binascii.Error, ValueError):
             continue
-        entries.append(KnownHost(
-            patterns=tuple(fields[0].split(",")),
-            key_type=fields[1],
-            key_sha256=hashlib.sha256(blob).digest(),
-            revoked=revoked,
-            line=number,
-        ))
+        entries.append(
+            KnownHost(
+                patterns=tuple(fields[0].split(",")),
+                key_type=fields[1],
+                key_sha256=hashlib.sha256(blob).digest(),
+                revoked=revoked,
+                line=number,
+            )
+        )
     return entries
 
 
@@ -94,8 +96,9 @@ def matches_host(patterns: tuple[str, ...], host: str, port: int | None) -> bool
     return matched
 
 
-def judge_host_key(entries: list[KnownHost], host: str, port: int | None,
-                   presented_sha256: bytes) -> HostKeyVerdict:
+def judge_host_key(
+    entries: list[KnownHost], host: str, port: int | None, presented_sha256: bytes
+) -> HostKeyVerdict:
     """Is the key the server presented (by SHA-256 fingerprint) pinned for `host`:`port`?"""
     pinned = [e for e in entries if matches_host(e.patterns, host, port)]
     if any(e.revoked and e.key_sha256 == presented_sha256 for e in entries):

@@ -31,8 +31,9 @@ FieldPath = tuple[str | int, ...]
 def _exactly_one(owner: str, kinds: Mapping[str, object]) -> str:
     present = [name for name, value in kinds.items() if value is not None]
     if len(present) != 1:
-        raise ValueError(f"{owner} needs exactly one of {', '.join(kinds)}, got "
-                         f"{', '.join(present) or 'none'}")
+        raise ValueError(
+            f"{owner} needs exactly one of {', '.join(kinds)}, got {', '.join(present) or 'none'}"
+        )
     return present[0]
 
 
@@ -119,8 +120,13 @@ class HealthCheck:
         _exactly_one(f"health check {self.name!r}", self._kinds())
 
     def _kinds(self) -> dict[str, CheckKind | None]:
-        return {"gitRemote": self.git_remote, "http": self.http, "tcp": self.tcp,
-                "systemd": self.systemd, "command": self.command}
+        return {
+            "gitRemote": self.git_remote,
+            "http": self.http,
+            "tcp": self.tcp,
+            "systemd": self.systemd,
+            "command": self.command,
+        }
 
     @property
     def kind(self) -> CheckKind:
@@ -209,7 +215,8 @@ class HostOverride:
     patch: Mapping[str, Any]
     origin: str = field(default="", compare=False)
     positions: Mapping[FieldPath, tuple[int, int]] = field(
-        default_factory=lambda: MappingProxyType({}), compare=False)
+        default_factory=lambda: MappingProxyType({}), compare=False
+    )
 
 
 @dataclass(frozen=True)

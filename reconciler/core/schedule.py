@@ -61,7 +61,7 @@ class BackoffPolicy:
         if failures < 1:
             return 0.0
         exponent = min(failures - 1, 64)  # 2.0**1024 overflows; the cap is reached long before
-        return min(self.cap, self.initial * self.multiplier ** exponent) + rand * self.jitter
+        return min(self.cap, self.initial * self.multiplier**exponent) + rand * self.jitter
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ def classify(*, error: bool, settled: bool) -> PassKind:
     return "settled" if settled else "following"
 
 
-def next_delay(kind: PassKind, failures: int, timing: Timing, rand: float,
-               journal_watched: bool) -> float:
+def next_delay(
+    kind: PassKind, failures: int, timing: Timing, rand: float, journal_watched: bool
+) -> float:
     """Seconds from the end of a pass until the next one, unless a trigger comes first."""
     interval = timing.interval + rand * timing.jitter
     if kind == "failed":

@@ -55,15 +55,23 @@ def signature_kind(signature: bytes | None) -> SignatureKind | None:
     return "openpgp"
 
 
-def signature_precheck(kind: SignatureKind | None, trust_ssh: bool, trust_openpgp: bool,
-                       ) -> str | None:
+def signature_precheck(
+    kind: SignatureKind | None,
+    trust_ssh: bool,
+    trust_openpgp: bool,
+) -> str | None:
     """None when the signature should go on to cryptographic verification (or when no trust
     root is configured, so none is required); otherwise why the commit is refused."""
     if not (trust_ssh or trust_openpgp):
         return None
     configured = " and ".join(
-        name for name, on in (("SSH (allowed_signers_file)", trust_ssh),
-                              ("OpenPGP (gpg_keyring)", trust_openpgp)) if on)
+        name
+        for name, on in (
+            ("SSH (allowed_signers_file)", trust_ssh),
+            ("OpenPGP (gpg_keyring)", trust_openpgp),
+        )
+        if on
+    )
     if kind is None:
         return f"unsigned: this machine requires commits signed with {configured}"
     if (kind == "ssh" and trust_ssh) or (kind == "openpgp" and trust_openpgp):
@@ -85,15 +93,18 @@ def gpg_verdict(status: str) -> SignatureCheck:
     tokens: dict[str, list[str]] = {}
     for line in status.splitlines():
         if line.startswith("[GNUPG:] "):
-            name, *args = line[len("[GNUPG:] "):].split(" ")
+            name, *args = line[len("[GNUPG:] ") :].split(" ")
             tokens.setdefault(name, args)
     if "BADSIG" in tokens:
         return SignatureCheck("bad signature: the OpenPGP signature does not match the commit")
     if "NO_PUBKEY" in tokens or ("ERRSIG" in tokens and "GOODSIG" not in tokens):
         key = (tokens.get("NO_PUBKEY") or tokens.get("ERRSIG") or ["?"])[0]
         return SignatureCheck(f"untrusted signer: OpenPGP key {key} is not in gpg_keyring")
-    for bad, why in (("EXPKEYSIG", "has expired"), ("REVKEYSIG", "is revoked"),
-                     ("EXPSIG", "signature has expired")):
+    for bad, why in (
+        ("EXPKEYSIG", "has expired"),
+        ("REVKEYSIG", "is revoked"),
+        ("EXPSIG", "signature has expired"),
+    ):
         if bad in tokens:
             key = tokens[bad][0] if tokens[bad] else "?"
             return SignatureCheck(f"untrusted signer: OpenPGP key {key} {why}")
@@ -119,8 +130,9 @@ class Baseline:
     deployed: bool = False
 
 
-def downgrade_baselines(applied_revision: str | None, applied_source: str | None,
-                        running: Baseline | None) -> list[Baseline]:
+def downgrade_baselines(
+    applied_revision: str | None, applied_source: str | None, running: Baseline | None
+) -> list[Baseline]:
     """The baselines a new tip is checked against.
 
     `applied_revision` and `applied_source` are the agent's record (what was built,
@@ -143,8 +155,12 @@ def downgrade_baselines(applied_revision: str | None, applied_source: str | None
     return [*baselines, running]
 
 
-def downgrade_refusal(tip: str, checks: Sequence[tuple[Baseline, bool]],
-                      allow_downgrade: bool, pinned: str | None = None) -> str | None:
+def downgrade_refusal(
+    tip: str,
+    checks: Sequence[tuple[Baseline, bool]],
+    allow_downgrade: bool,
+    pinned: str | None = None,
+) -> str | None:
     """None when `tip` may be applied; else why it is a downgrade.
 
     `checks` pairs each known baseline with "tip is that baseline or descends from
@@ -160,11 +176,13 @@ def downgrade_refusal(tip: str, checks: Sequence[tuple[Baseline, bool]],
             continue
         if baseline.deployed and pinned == baseline.revision:
             continue
-        return (f"commit {tip} does not descend from {baseline.revision} "
-                f"({baseline.origin}): the branch was force-pushed to older or unrelated "
-                "history. Push a commit on top of the applied one, pin an older revision "
-                "deliberately with spec.revision, or set allow_downgrade = true in "
-                "[source] of the machine config")
+        return (
+            f"commit {tip} does not descend from {baseline.revision} "
+            f"({baseline.origin}): the branch was force-pushed to older or unrelated "
+            "history. Push a commit on top of the applied one, pin an older revision "
+            "deliberately with spec.revision, or set allow_downgrade = true in "
+            "[source] of the machine config"
+        )
     return None
 
 

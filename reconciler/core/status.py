@@ -64,27 +64,39 @@ def apply_outcome(
         conds = remove_condition(conds, RECONCILING)
     else:
         ready_status: ConditionStatus = {"Ready": "True", "Progressing": "Unknown"}.get(
-            phase, "False")  # type: ignore[assignment]
-        conds = set_condition(conds, READY, ready_status, outcome.reason, outcome.message,
-                              now, gen)
+            phase, "False"
+        )  # type: ignore[assignment]
+        conds = set_condition(conds, READY, ready_status, outcome.reason, outcome.message, now, gen)
         if phase == "Progressing":
-            conds = set_condition(conds, RECONCILING, "True", outcome.reason, outcome.message,
-                                  now, gen)
+            conds = set_condition(
+                conds, RECONCILING, "True", outcome.reason, outcome.message, now, gen
+            )
         else:
             conds = remove_condition(conds, RECONCILING)
         if phase == "Stalled":
-            conds = set_condition(conds, STALLED, "True", outcome.reason, outcome.message,
-                                  now, gen)
+            conds = set_condition(conds, STALLED, "True", outcome.reason, outcome.message, now, gen)
         else:
             conds = remove_condition(conds, STALLED)
     if outcome.healthy is not None:
         conds = set_condition(
-            conds, HEALTHY, "True" if outcome.healthy else "False",
+            conds,
+            HEALTHY,
+            "True" if outcome.healthy else "False",
             "Succeeded" if outcome.healthy else "HealthCheckFailed",
-            "every health check passed" if outcome.healthy else outcome.message, now, gen)
+            "every health check passed" if outcome.healthy else outcome.message,
+            now,
+            gen,
+        )
     elif find(conds, HEALTHY) is None:
-        conds = set_condition(conds, HEALTHY, "Unknown", "Progressing",
-                              "no deployment has been verified yet", now, gen)
+        conds = set_condition(
+            conds,
+            HEALTHY,
+            "Unknown",
+            "Progressing",
+            "no deployment has been verified yet",
+            now,
+            gen,
+        )
     return conds
 
 

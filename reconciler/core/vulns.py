@@ -38,8 +38,13 @@ _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 _NAME_VERSION = re.compile(r"^(\S+?)-([0-9]\S*)$")
 _RULE_KEYS = frozenset({"cve", "until", "comment", "issue_url", "status"})
 # Python's traceback lines naming a failure to fetch or read the feed.
-_FEED_ERRORS = ("requests.exceptions.", "urllib3.exceptions.", "gzip.BadGzipFile",
-                "json.decoder.JSONDecodeError", "zlib.error")
+_FEED_ERRORS = (
+    "requests.exceptions.",
+    "urllib3.exceptions.",
+    "gzip.BadGzipFile",
+    "json.decoder.JSONDecodeError",
+    "zlib.error",
+)
 _DETAIL_LINES = 3
 
 
@@ -87,9 +92,11 @@ class WhitelistRule:
     cves: frozenset[str] = frozenset()
 
     def covers(self, vuln: Vulnerability) -> bool:
-        return ((self.package in ("*", vuln.package))
-                and self.version in (None, vuln.version)
-                and (not self.cves or vuln.cve_id in self.cves))
+        return (
+            (self.package in ("*", vuln.package))
+            and self.version in (None, vuln.version)
+            and (not self.cves or vuln.cve_id in self.cves)
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,12 @@ class Whitelist:
         return any(rule.covers(vuln) for rule in self.rules)
 
 
-def new_vulnerabilities(old: Iterable[Vulnerability], new: Iterable[Vulnerability],
-                        threshold: float, whitelist: Whitelist) -> list[Vulnerability]:
+def new_vulnerabilities(
+    old: Iterable[Vulnerability],
+    new: Iterable[Vulnerability],
+    threshold: float,
+    whitelist: Whitelist,
+) -> list[Vulnerability]:
     """The vulnerabilities of `new` that refuse it, most severe first (unscored first of all)."""
     known = {(v.cve_id, v.package) for v in old}
     found: dict[tuple[str, str, str], Vulnerability] = {}
@@ -119,13 +130,20 @@ def _severity_order(vuln: Vulnerability) -> tuple[float, str, str]:
     return (-score, vuln.cve_id, vuln.name)
 
 
-def describe_refusal(gate: str, found: list[Vulnerability], threshold: float,
-                     whitelist_path: str | None, limit: int = 10) -> str:
+def describe_refusal(
+    gate: str,
+    found: list[Vulnerability],
+    threshold: float,
+    whitelist_path: str | None,
+    limit: int = 10,
+) -> str:
     """What a refused deploy says: each new CVE (at most `limit`) and how to accept one."""
     shown = found[:limit]
-    lines = [f"gate {gate!r} refused the new system: it brings {len(found)} "
-             f"{'vulnerability' if len(found) == 1 else 'vulnerabilities'} at or above "
-             f"CVSS {threshold:g} that the running system does not have:"]
+    lines = [
+        f"gate {gate!r} refused the new system: it brings {len(found)} "
+        f"{'vulnerability' if len(found) == 1 else 'vulnerabilities'} at or above "
+        f"CVSS {threshold:g} that the running system does not have:"
+    ]
     lines += [f"  {v.cve_id}  {v.package} {v.version}  {_score_text(v)}" for v in shown]
     if len(found) > limit:
         lines.append(f"  ... and {len(found) - limit} more")
@@ -134,13 +152,18 @@ def describe_refusal(gate: str, found: list[Vulnerability], threshold: float,
         by_name.setdefault(vuln.name, []).append(vuln.cve_id)
     snippet = []
     for name, cves in by_name.items():
-        snippet += [f'  ["{name}"]', "  cve = [" + ", ".join(f'"{c}"' for c in cves) + "]",
-                    '  comment = "why this is acceptable here"']
+        snippet += [
+            f'  ["{name}"]',
+            "  cve = [" + ", ".join(f'"{c}"' for c in cves) + "]",
+            '  comment = "why this is acceptable here"',
+        ]
     them = "it" if len(found) == 1 else "them"
-    where = (f"add {them} to {whitelist_path} at the repository root"
-             if whitelist_path else
-             "set `whitelist: vulnix-whitelist.toml` on this gate and write that file at the "
-             "repository root")
+    where = (
+        f"add {them} to {whitelist_path} at the repository root"
+        if whitelist_path
+        else "set `whitelist: vulnix-whitelist.toml` on this gate and write that file at the "
+        "repository root"
+    )
     lines.append(f"To accept {them}, fix or update the packages, or {where} (vulnix's format):")
     return "\n".join(lines + snippet)
 
@@ -153,8 +176,11 @@ def _score_text(vuln: Vulnerability) -> str:
     return "no CVSS score in vulnix's report (counted as severe)"
 
 
-def interpret_vulnix(returncode: int, stdout: str, stderr: str,
-                     ) -> tuple[Vulnerability, ...] | ScanFailure:
+def interpret_vulnix(
+    returncode: int,
+    stdout: str,
+    stderr: str,
+) -> tuple[Vulnerability, ...] | ScanFailure:
     """vulnix's outcome: the vulnerabilities it reported, or why there is no report."""
     if returncode in (VULNIX_CLEAN, VULNIX_FOUND):
         try:
@@ -187,8 +213,12 @@ def parse_vulnix_report(text: str) -> tuple[Vulnerability, ...]:
             raise ValueError("an entry is not an object")
         pname, version = entry.get("pname"), entry.get("version")
         cves = entry.get("affected_by")
-        if not isinstance(pname, str) or not isinstance(version, str) \
-                or not isinstance(cves, list) or not all(isinstance(c, str) for c in cves):
+        if (
+            not isinstance(pname, str)
+            or not isinstance(version, str)
+            or not isinstance(cves, list)
+            or not all(isinstance(c, str) for c in cves)
+        ):
             raise ValueError("an entry lacks pname, version or affected_by")
         v3 = _scores(entry.get("cvssv3_basescore"))
         v2 = _scores(entry.get("cvssv2_basescore"))  # not in vulnix 1.10's output
@@ -200,7 +230,8 @@ def _scores(value: Any) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(
-            isinstance(s, int | float) and not isinstance(s, bool) for s in value.values()):
+        isinstance(s, int | float) and not isinstance(s, bool) for s in value.values()
+    ):
         raise ValueError("scores are not a mapping of CVE ids to numbers")
     return {str(cve): float(score) for cve, score in value.items()}
 
@@ -225,22 +256,26 @@ def parse_whitelist(text: str, *, source: str, today: date) -> Whitelist:
 
 def _rule(section: str, body: Any, where: str, today: date) -> WhitelistRule | None:
     if not isinstance(body, dict):
-        raise WhitelistInvalid(f"{where}: expected a table such as [\"openssl-3.0.13\"], "
-                               "got a plain key")
+        raise WhitelistInvalid(
+            f'{where}: expected a table such as ["openssl-3.0.13"], got a plain key'
+        )
     nested = [key for key, value in body.items() if isinstance(value, dict)]
     if nested:
-        raise WhitelistInvalid(f"{where}: has a table inside ({nested[0]!r}); quote the "
-                               "package name in the header, e.g. [\"openssl-1.1.1t\"]")
+        raise WhitelistInvalid(
+            f"{where}: has a table inside ({nested[0]!r}); quote the "
+            'package name in the header, e.g. ["openssl-1.1.1t"]'
+        )
     unknown = sorted(set(body) - _RULE_KEYS)
     if unknown:
-        raise WhitelistInvalid(f"{where}: unknown key {unknown[0]!r}; the keys are "
-                               f"{', '.join(sorted(_RULE_KEYS))}")
+        raise WhitelistInvalid(
+            f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(sorted(_RULE_KEYS))}"
+        )
     cves = _strings(body.get("cve", []), f"{where}: cve")
     bad = [c for c in cves if not _CVE.match(c)]
     if bad:
         raise WhitelistInvalid(f"{where}: {bad[0]!r} is not a CVE id like CVE-2023-12345")
     if section == "*" and not cves:
-        raise WhitelistInvalid(f"{where}: a rule for every package (\"*\") must list its cve")
+        raise WhitelistInvalid(f'{where}: a rule for every package ("*") must list its cve')
     until = _until(body.get("until"), where)
     if until is not None and until <= today:
         return None
@@ -265,4 +300,3 @@ def _until(value: Any, where: str) -> date | None:
         except ValueError:
             pass
     raise WhitelistInvalid(f"{where}: until must be a date like 2026-12-31, got {value!r}")
-

@@ -96,8 +96,7 @@ def judge(headers: Mapping[str, str], body: bytes, secret: bytes, branch: str) -
     return Push(forge, ref, after if isinstance(after, str) else "")
 
 
-def _authenticate(h: Mapping[str, str], body: bytes, secret: bytes
-                  ) -> tuple[Forge | None, str]:
+def _authenticate(h: Mapping[str, str], body: bytes, secret: bytes) -> tuple[Forge | None, str]:
     if "x-gitea-signature" in h:
         ok = _same(h["x-gitea-signature"].strip().lower(), sign(secret, body))
         return ("gitea", "") if ok else (None, "X-Gitea-Signature does not match")
@@ -108,13 +107,18 @@ def _authenticate(h: Mapping[str, str], body: bytes, secret: bytes
         scheme, _, digest = h["x-hub-signature-256"].strip().partition("=")
         ok = scheme == "sha256" and _same(digest.lower(), sign(secret, body))
         return ("github", "") if ok else (None, "X-Hub-Signature-256 does not match")
-    return None, ("no signature: send X-Hub-Signature-256 (GitHub), X-Gitea-Signature "
-                  "(Gitea) or X-Gitlab-Token (GitLab)")
+    return None, (
+        "no signature: send X-Hub-Signature-256 (GitHub), X-Gitea-Signature "
+        "(Gitea) or X-Gitlab-Token (GitLab)"
+    )
 
 
 def _event(forge: Forge, h: Mapping[str, str]) -> str:
-    names = {"github": ("x-github-event",), "gitea": ("x-gitea-event", "x-github-event"),
-             "gitlab": ("x-gitlab-event",)}[forge]
+    names = {
+        "github": ("x-github-event",),
+        "gitea": ("x-gitea-event", "x-github-event"),
+        "gitlab": ("x-gitlab-event",),
+    }[forge]
     for name in names:
         if name in h:
             return h[name].strip()

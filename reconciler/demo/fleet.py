@@ -33,8 +33,9 @@ _AUTHOR = pygit2.Signature("pullnix demo", "demo@pullnix.invalid")
 class DemoFleet:
     def __init__(self, bare: Path, sandbox: Sandbox, host: str, spec: str) -> None:
         self.bare = bare
-        self.repo = pygit2.init_repository(str(bare), bare=True,
-                                           initial_head=f"refs/heads/{BRANCH}")
+        self.repo = pygit2.init_repository(
+            str(bare), bare=True, initial_head=f"refs/heads/{BRANCH}"
+        )
         self.knobs: dict[str, Any] = knobs_document(sandbox, hosts=(host,), version="1")
         self.spec = spec
 
@@ -48,9 +49,11 @@ class DemoFleet:
     def commit(self, message: str, **knobs: Any) -> str:
         """Commit the fleet with `knobs` changed (they accumulate); the new commit's SHA."""
         self.knobs = with_knobs(self.knobs, **knobs)
-        files = {FLAKE_FILE: FLAKE_SOURCE.read_bytes(),
-                 KNOBS_FILE: render_knobs(self.knobs).encode(),
-                 "pullnix.yaml": self.spec.encode()}
+        files = {
+            FLAKE_FILE: FLAKE_SOURCE.read_bytes(),
+            KNOBS_FILE: render_knobs(self.knobs).encode(),
+            "pullnix.yaml": self.spec.encode(),
+        }
         return self._commit(files, message)
 
     def _commit(self, files: Mapping[str, bytes], message: str) -> str:

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.controller.apiclient import AgentClient, AgentUnavailable
 from reconciler.demo.fakenixos import Sandbox
 from reconciler.demo.fleet import DemoFleet
 from reconciler.demo.progress import Progress
-from reconciler.helper.client import HelperClient, HelperError, HelperUnavailable
 
 
 class DemoFailed(Exception):
@@ -71,8 +71,13 @@ def start(stage: Stage, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     found = program(argv[0])
     assert found is not None  # the story's preflight checked
     with stage.log(name).open("ab") as log:
-        return subprocess.Popen([found, *argv[1:]], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log, start_new_session=True)
+        return subprocess.Popen(
+            [found, *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
 
 
 def stop(stage: Stage) -> None:
@@ -97,15 +102,19 @@ def check_alive(stage: Stage) -> None:
 def cli(stage: Stage, *args: str, check: bool = False) -> str:
     found = program("pullnix")
     assert found is not None
-    done = subprocess.run([found, "--config", str(stage.config), *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [found, "--config", str(stage.config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if check and done.returncode != 0:
         raise DemoFailed(f"pullnix {' '.join(args)} exited {done.returncode}: {done.stderr}")
     return done.stdout or done.stderr
 
 
-def wait(progress: Progress, what: str, ready: Callable[[], bool],
-          timeout: float = 30.0) -> None:
+def wait(progress: Progress, what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:

@@ -117,11 +117,15 @@ def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
 
 def _preflight() -> str:
     if shutil.which("nix") is None or shutil.which("nix-env") is None:
-        return ("Nix is not installed: `apt-get install nix-bin` (scripts/install.sh does it); "
-                "the demo builds a small fake NixOS system with real Nix")
+        return (
+            "Nix is not installed: `apt-get install nix-bin` (scripts/install.sh does it); "
+            "the demo builds a small fake NixOS system with real Nix"
+        )
     if not os.access("/nix/store", os.W_OK):
-        return ("cannot write to /nix/store: run the demo as root (Debian's nix-bin has no "
-                "daemon, so only root can build)")
+        return (
+            "cannot write to /nix/store: run the demo as root (Debian's nix-bin has no "
+            "daemon, so only root can build)"
+        )
     for name in ("pullnix", "pullnix-helper"):
         if program(name) is None:
             return f"cannot find the `{name}` program next to this one or on PATH"
@@ -133,9 +137,11 @@ def _preflight() -> str:
 
 def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     progress.act("Setting the stage: a sandbox machine following a git repository")
-    progress.say(f"A fake NixOS machine under {root}, built by real Nix; the real pullnix agent "
-                 "and pullnix-helper\nrun as processes and follow a local git repository. "
-                 "Nothing outside the sandbox is touched.\n")
+    progress.say(
+        f"A fake NixOS machine under {root}, built by real Nix; the real pullnix agent "
+        "and pullnix-helper\nrun as processes and follow a local git repository. "
+        "Nothing outside the sandbox is touched.\n"
+    )
     sandbox = make_sandbox(root)
     spec = SPEC.format(health=sandbox.health_dir / "status", hooks=root / "post-deploy.log")
     fleet = DemoFleet(root / "fleet.git", sandbox, HOST, spec)
@@ -151,15 +157,22 @@ def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     stage = Stage(root, sandbox, fleet, config, sockets)
     stage.processes["helper"] = start(stage, "helper", ["pullnix-helper", "--config", str(config)])
     wait(progress, "the helper to listen", lambda: answers(stage.helper.ping))
-    progress.event("helper", f"pullnix-helper listening on {sockets / 'helper.sock'} "
-                   f"(pid {stage.processes['helper'].pid})")
-    stage.processes["agent"] = start(stage, "agent",
-                                      ["pullnix", "--config", str(config), "agent"])
+    progress.event(
+        "helper",
+        f"pullnix-helper listening on {sockets / 'helper.sock'} "
+        f"(pid {stage.processes['helper'].pid})",
+    )
+    stage.processes["agent"] = start(stage, "agent", ["pullnix", "--config", str(config), "agent"])
     wait(progress, "the agent's local API", lambda: answers(stage.agent.ping))
-    progress.event("agent", f"pullnix agent running (pid {stage.processes['agent'].pid}), "
-                   f"watching {fleet.url}")
-    follow(stage, progress, f"the agent to adopt {sha[:12]}",
-            lambda s: s.get("lastAppliedRevision") == sha)
+    progress.event(
+        "agent", f"pullnix agent running (pid {stage.processes['agent'].pid}), watching {fleet.url}"
+    )
+    follow(
+        stage,
+        progress,
+        f"the agent to adopt {sha[:12]}",
+        lambda s: s.get("lastAppliedRevision") == sha,
+    )
     return stage
 
 
@@ -167,7 +180,7 @@ def _agent_toml(root: Path, sockets: Path, sandbox: Sandbox, fleet: DemoFleet) -
     return f"""\
 # The demo machine's config: everything under {root}.
 host = "{HOST}"
-state_dir = "{root / 'agent-state'}"
+state_dir = "{root / "agent-state"}"
 
 [source]
 urls = ["{fleet.url}"]
@@ -180,13 +193,13 @@ booted_system = "{sandbox.booted_system}"
 keep_generations = 5
 
 [helper]
-socket = "{sockets / 'helper.sock'}"
-state_dir = "{root / 'helper-state'}"
-profile = "{root / 'helper-profile' / 'helper'}"
+socket = "{sockets / "helper.sock"}"
+state_dir = "{root / "helper-state"}"
+profile = "{root / "helper-profile" / "helper"}"
 agent_uids = [{os.getuid()}]
 
 [agent]
-socket = "{sockets / 'agent.sock'}"
+socket = "{sockets / "agent.sock"}"
 
 [triggers]
 interval = "1h"
@@ -202,22 +215,31 @@ def _tell(stage: Stage, progress: Progress) -> None:
     progress.act("Act 1: a change is pushed; the machine converges by itself")
     good = fleet.commit("fleet: version 2", version="2")
     progress.event("git", f"pushed {good[:12]} (fake NixOS version 2)")
-    follow(stage, progress, f"the machine to converge on {good[:12]}",
-            lambda s: s.get("lastAppliedRevision") == good)
+    follow(
+        stage,
+        progress,
+        f"the machine to converge on {good[:12]}",
+        lambda s: s.get("lastAppliedRevision") == good,
+    )
     running = os.readlink(stage.sandbox.current_system)
     progress.event("demo", f"running {running}", "ok")
 
     progress.act("Act 2: a change that breaks the machine's health is pushed")
     bad = fleet.commit("fleet: version 3 (its health check fails)", version="3", health="broken")
     progress.event("git", f"pushed {bad[:12]} (fake NixOS version 3, health broken)")
-    entry = follow(stage, progress, f"the helper's verdict on {bad[:12]}",
-                    lambda s: _history_has(s, bad, "RolledBack"))
+    entry = follow(
+        stage,
+        progress,
+        f"the helper's verdict on {bad[:12]}",
+        lambda s: _history_has(s, bad, "RolledBack"),
+    )
     now = os.readlink(stage.sandbox.current_system)
     if now != running:
         raise DemoFailed(f"after the rollback the machine runs {now}, not {running}")
     progress.event("demo", f"rolled back by itself: still running {now}", "ok")
-    checks = ", ".join(f"{c['name']} {'ok' if c.get('ok') else 'FAILED'}"
-                       for c in entry.get("healthChecks") or [])
+    checks = ", ".join(
+        f"{c['name']} {'ok' if c.get('ok') else 'FAILED'}" for c in entry.get("healthChecks") or []
+    )
     progress.event("demo", f"health checks of {bad[:12]}: {checks}")
 
     progress.act("Act 3: what an operator sees")
@@ -234,24 +256,32 @@ def _explain_traces(stage: Stage, progress: Progress) -> None:
     status = _status(stage)
     ids = [e["traceId"] for e in status.get("history", []) if e.get("traceId")]
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    progress.say("\nTraces: one per deploy, with every step (fetch, verify, build, the helper's "
-                 "activation, each health check, commit or rollback).")
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    progress.say(
+        "\nTraces: one per deploy, with every step (fetch, verify, build, the helper's "
+        "activation, each health check, commit or rollback)."
+    )
     if endpoint:
         progress.say(f"They were sent over OTLP to {endpoint}; open them there by trace id:")
     else:
-        progress.say("No OTLP endpoint was set, so they were not exported. To see them in "
-                     "Jaeger (examples/jaeger/), run Jaeger all-in-one and then:\n"
-                     "  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 pullnix demo\n"
-                     "The trace ids the history keeps:")
+        progress.say(
+            "No OTLP endpoint was set, so they were not exported. To see them in "
+            "Jaeger (examples/jaeger/), run Jaeger all-in-one and then:\n"
+            "  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 pullnix demo\n"
+            "The trace ids the history keeps:"
+        )
     for trace_id in ids:
         progress.say(f"  {trace_id}")
 
 
 def _history_has(status: dict[str, Any], revision: str, result: str) -> bool:
     history = status.get("history") or []
-    return bool(history) and history[0].get("revision") == revision and \
-        history[0].get("result") == result
+    return (
+        bool(history)
+        and history[0].get("revision") == revision
+        and history[0].get("result") == result
+    )
 
 
 def _status(stage: Stage) -> dict[str, Any]:
@@ -260,11 +290,13 @@ def _status(stage: Stage) -> dict[str, Any]:
 
 
 def _nix_build(flake_ref: str) -> str:
-    done = subprocess.run(["nix", "build", "--no-link", "--json",
-                           f"{flake_ref}#{toplevel_attr(HOST)}"],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        ["nix", "build", "--no-link", "--json", f"{flake_ref}#{toplevel_attr(HOST)}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if done.returncode != 0:
         raise DemoFailed(f"nix build of the first system failed:\n{done.stderr[-2000:]}")
     return str(json.loads(done.stdout)[0]["outputs"]["out"])
-
-

@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.common.client import HelperError, HelperUnavailable
 from reconciler.demo.progress import Progress
 from reconciler.demo.stage import DemoFailed, Stage, check_alive
-from reconciler.helper.client import HelperError, HelperUnavailable
 
 ACT_TIMEOUT = 300.0
 
 
-def follow(stage: Stage, progress: Progress, what: str,
-            done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+def follow(
+    stage: Stage, progress: Progress, what: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
     """Print what the agent and the helper report until `done(status)` and the agent is idle;
     the newest history entry then (or {})."""
     seen_steps: dict[str, int] = {}
@@ -50,10 +51,16 @@ def follow(stage: Stage, progress: Progress, what: str,
 
 def _report_pass(report: dict[str, Any], progress: Progress) -> None:
     mood = "ok" if report["phase"] == "Ready" else "bad" if report["error"] else ""
-    verdict = report["phase"] if report["phase"] == report["reason"] else \
-        f"{report['phase']} ({report['reason']})"
-    progress.event("agent", f"pass {report['number']} ({', '.join(report['reasons'])}): "
-                   f"{verdict}: {report['message']}", mood)
+    verdict = (
+        report["phase"]
+        if report["phase"] == report["reason"]
+        else f"{report['phase']} ({report['reason']})"
+    )
+    progress.event(
+        "agent",
+        f"pass {report['number']} ({', '.join(report['reasons'])}): {verdict}: {report['message']}",
+        mood,
+    )
 
 
 def _report_operation(op: dict[str, Any], seen: dict[str, int], progress: Progress) -> None:
@@ -61,7 +68,7 @@ def _report_operation(op: dict[str, Any], seen: dict[str, int], progress: Progre
     steps = [("state", t) for t in op.get("transitions", [])]
     steps += [("check", c) for c in op.get("checks", []) if c.get("finishedAt")]
     steps.sort(key=lambda s: str(s[1].get("at") or s[1].get("finishedAt") or ""))
-    for kind, step in steps[seen.get(op["id"], 0):]:
+    for kind, step in steps[seen.get(op["id"], 0) :]:
         if kind == "state":
             state = step["state"]
             mood = {"Succeeded": "ok", "RolledBack": "bad", "Failed": "bad"}.get(state, "")
@@ -69,8 +76,11 @@ def _report_operation(op: dict[str, Any], seen: dict[str, int], progress: Progre
             progress.event("helper", f"{op['kind']} {op['id'][-6:]}: {state}{detail}", mood)
         else:
             verdict = "passed" if step.get("ok") else f"failed: {step.get('message', '')}"
-            progress.event("helper", f"health check {step['name']} ({step['kind']}) {verdict}",
-                           "ok" if step.get("ok") else "bad")
+            progress.event(
+                "helper",
+                f"health check {step['name']} ({step['kind']}) {verdict}",
+                "ok" if step.get("ok") else "bad",
+            )
     seen[op["id"]] = len(steps)
 
 
@@ -82,5 +92,3 @@ def helper_ops(stage: Stage) -> list[dict[str, Any]]:
         return []
     ops = [answer["operation"]] if answer.get("operation") else []
     return ops + [op for op in answer.get("recent", []) if op not in ops]
-
-

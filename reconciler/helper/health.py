@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reconciler.helper.config import SourceConfig
-from reconciler.helper.operation import CheckResult, iso
-from reconciler.helper.protocol import CheckSpec
-from reconciler.helper.urls import redact, redact_url
+from reconciler.common.config import SourceConfig
+from reconciler.common.operation import CheckResult, iso
+from reconciler.common.protocol import CheckSpec
+from reconciler.common.urls import redact, redact_url
 
 _BODY_LIMIT = 1024 * 1024
 # The http check's GET runs in a child interpreter (standard library only, isolated):
@@ -57,8 +57,9 @@ class CheckFailed(Exception):
     """One attempt failed; the message says what was seen."""
 
 
-def run_check(spec: CheckSpec, source: SourceConfig,
-              clock: Callable[[], float] = time.time) -> CheckResult:
+def run_check(
+    spec: CheckSpec, source: SourceConfig, clock: Callable[[], float] = time.time
+) -> CheckResult:
     """Run `spec` until it passes or its retries are spent."""
     started = clock()
     attempts, message = 0, ""
@@ -66,24 +67,30 @@ def run_check(spec: CheckSpec, source: SourceConfig,
         attempts = attempt + 1
         try:
             message = _ATTEMPT[spec.kind](spec, source)
-            return CheckResult(spec.name, spec.kind, True, message, attempts,
-                               iso(started), iso(clock()))
+            return CheckResult(
+                spec.name, spec.kind, True, message, attempts, iso(started), iso(clock())
+            )
         except CheckFailed as exc:
             message = str(exc)
         if attempt < spec.retries:
             time.sleep(spec.interval)
     suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
-    return CheckResult(spec.name, spec.kind, False, message + suffix, attempts,
-                       iso(started), iso(clock()))
+    return CheckResult(
+        spec.name, spec.kind, False, message + suffix, attempts, iso(started), iso(clock())
+    )
 
 
 def _http(spec: CheckSpec, source: SourceConfig) -> str:
     url, expect = spec.param("url"), spec.param("expectStatus", 200)
-    argv = [sys.executable, "-I", "-S", "-c", _HTTP_GET, url, repr(spec.timeout),
-            str(_BODY_LIMIT)]
+    argv = [sys.executable, "-I", "-S", "-c", _HTTP_GET, url, repr(spec.timeout), str(_BODY_LIMIT)]
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=spec.timeout + _HTTP_GRACE, check=False)
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=spec.timeout + _HTTP_GRACE,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"GET {url}: no answer within {spec.timeout:g}s") from None
     except OSError as exc:
@@ -92,8 +99,10 @@ def _http(spec: CheckSpec, source: SourceConfig) -> str:
         answer = json.loads(proc.stdout)
     except ValueError:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CheckFailed(f"GET {url}: the request's interpreter exited {proc.returncode}"
-                          + (f": {err[-1]}" if err else "")) from None
+        raise CheckFailed(
+            f"GET {url}: the request's interpreter exited {proc.returncode}"
+            + (f": {err[-1]}" if err else "")
+        ) from None
     if "error" in answer:
         raise CheckFailed(f"GET {url}: {answer['error']}")
     status, body = int(answer["status"]), str(answer["body"])
@@ -101,8 +110,7 @@ def _http(spec: CheckSpec, source: SourceConfig) -> str:
         raise CheckFailed(f"GET {url}: status {status}, expected {expect}")
     pattern = spec.param("bodyRegex")
     if pattern and not re.search(pattern, body):
-        raise CheckFailed(f"GET {url}: status {status} but the body does not match "
-                          f"{pattern!r}")
+        raise CheckFailed(f"GET {url}: status {status} but the body does not match {pattern!r}")
     return f"GET {url}: status {status}"
 
 
@@ -118,19 +126,21 @@ def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
 def _command(spec: CheckSpec, source: SourceConfig) -> str:
     argv = list(spec.param("argv"))
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=spec.timeout, check=False)
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=spec.timeout, check=False
+        )
     except FileNotFoundError:
         raise CheckFailed(f"{argv[0]}: no such command") from None
     except subprocess.TimeoutExpired:
-        raise CheckFailed(f"{shlex.join(argv)}: still running after "
-                          f"{spec.timeout:g}s") from None
+        raise CheckFailed(f"{shlex.join(argv)}: still running after {spec.timeout:g}s") from None
     except OSError as exc:
         raise CheckFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
     if proc.returncode != 0:
         out = (proc.stderr or proc.stdout).decode(errors="replace").strip()
-        raise CheckFailed(f"{shlex.join(argv)} exited {proc.returncode}"
-                          + (f": {out.splitlines()[-1]}" if out else ""))
+        raise CheckFailed(
+            f"{shlex.join(argv)} exited {proc.returncode}"
+            + (f": {out.splitlines()[-1]}" if out else "")
+        )
     return f"{shlex.join(argv)} exited 0"
 
 
@@ -139,13 +149,19 @@ def _systemd(spec: CheckSpec, source: SourceConfig) -> str:
     if systemctl is None:
         raise CheckFailed("systemctl not found: systemd checks need systemd on this machine")
     if not os.path.isdir("/run/systemd/system"):
-        raise CheckFailed("systemd is not running as the init system (no /run/systemd/system)"
-                          "; cannot check units")
+        raise CheckFailed(
+            "systemd is not running as the init system (no /run/systemd/system); cannot check units"
+        )
     bad = []
     for unit in spec.param("units"):
         try:
-            proc = subprocess.run([systemctl, "is-active", unit], stdin=subprocess.DEVNULL,
-                                  capture_output=True, timeout=spec.timeout, check=False)
+            proc = subprocess.run(
+                [systemctl, "is-active", unit],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=spec.timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             bad.append(f"{unit}: systemctl did not answer in {spec.timeout:g}s")
             continue
@@ -183,8 +199,13 @@ def git_environment(url: str, source: SourceConfig) -> dict[str, str]:
     if source.token_file and url.startswith(("http://", "https://")):
         token = Path(source.token_file).read_text(encoding="utf-8").strip()
         # Same as `git -c http.extraHeader=...`, but kept out of argv (and so out of ps).
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}",
+            }
+        )
     return env
 
 
@@ -199,20 +220,29 @@ def _ls_remote(url: str, source: SourceConfig, timeout: float) -> None:
     except OSError as exc:
         raise CheckFailed(f"{url}: cannot read token_file: {exc.strerror}") from None
     try:
-        proc = subprocess.run(["git", "ls-remote", "--heads", "--", url],
-                              stdin=subprocess.DEVNULL, capture_output=True, env=env,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["git", "ls-remote", "--heads", "--", url],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise CheckFailed(f"{url}: no answer in {timeout:g}s") from None
     except FileNotFoundError:
         raise CheckFailed("git not found on PATH") from None
     if proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CheckFailed(f"{url}: git ls-remote exited {proc.returncode}"
-                          + (f": {err[-1]}" if err else ""))
+        raise CheckFailed(
+            f"{url}: git ls-remote exited {proc.returncode}" + (f": {err[-1]}" if err else "")
+        )
 
 
 _ATTEMPT: dict[str, Callable[[CheckSpec, SourceConfig], str]] = {
-    "http": _http, "tcp": _tcp, "command": _command, "systemd": _systemd,
+    "http": _http,
+    "tcp": _tcp,
+    "command": _command,
+    "systemd": _systemd,
     "gitRemote": _git_remote,
 }

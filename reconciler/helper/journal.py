@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler.helper.atomic import write_json_atomic
-from reconciler.helper.operation import (
+from reconciler.common.atomic import write_json_atomic
+from reconciler.common.operation import (
     CheckResult,
     Operation,
     Phase,
@@ -30,7 +30,7 @@ from reconciler.helper.operation import (
     Touched,
     Transition,
 )
-from reconciler.helper.protocol import apply_from_wire, apply_to_wire
+from reconciler.common.protocol import apply_from_wire, apply_to_wire
 
 JOURNAL_FILE = "journal.json"
 OPERATIONS_DIR = "operations"
@@ -54,22 +54,45 @@ def to_json(op: Operation) -> dict[str, Any]:
         "storePath": op.request.store_path,
         "revision": op.request.revision,
         "traceparent": op.request.traceparent,
-        "previous": {"currentSystem": op.previous.current_system,
-                     "profilePath": op.previous.profile_path,
-                     "profileGeneration": op.previous.profile_generation},
-        "touched": {"running": op.touched.running, "boot": op.touched.boot,
-                    "profile": op.touched.profile},
+        "previous": {
+            "currentSystem": op.previous.current_system,
+            "profilePath": op.previous.profile_path,
+            "profileGeneration": op.previous.profile_generation,
+        },
+        "touched": {
+            "running": op.touched.running,
+            "boot": op.touched.boot,
+            "profile": op.touched.profile,
+        },
         "done": list(op.done),
-        "checks": [{"name": c.name, "kind": c.kind, "ok": c.ok, "message": c.message,
-                    "attempts": c.attempts, "startedAt": c.started_at,
-                    "finishedAt": c.finished_at} for c in op.checks],
+        "checks": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "ok": c.ok,
+                "message": c.message,
+                "attempts": c.attempts,
+                "startedAt": c.started_at,
+                "finishedAt": c.finished_at,
+            }
+            for c in op.checks
+        ],
         "confirmedAt": op.confirmed_at,
         "confirmDeadline": op.confirm_deadline,
         "generation": op.generation,
-        "transitions": [{"state": str(t.state), "at": t.at, "message": t.message}
-                        for t in op.transitions],
-        "phases": [{"name": p.name, "startedAt": p.started_at, "finishedAt": p.finished_at,
-                    "ok": p.ok, "message": p.message} for p in op.phases],
+        "transitions": [
+            {"state": str(t.state), "at": t.at, "message": t.message} for t in op.transitions
+        ],
+        "phases": [
+            {
+                "name": p.name,
+                "startedAt": p.started_at,
+                "finishedAt": p.finished_at,
+                "ok": p.ok,
+                "message": p.message,
+            }
+            for p in op.phases
+        ],
         "message": op.message,
         "createdAt": op.created_at,
         "finishedAt": op.finished_at,
@@ -80,22 +103,38 @@ def to_json(op: Operation) -> dict[str, Any]:
 def from_json(d: dict[str, Any]) -> Operation:
     prev, touched = d["previous"], d["touched"]
     return Operation(
-        id=d["id"], kind=d["kind"], request=apply_from_wire(d["request"]),
-        state=State(d["state"]), created_at=d["createdAt"],
-        previous=Previous(prev["currentSystem"], prev["profilePath"],
-                          prev["profileGeneration"]),
-        touched=Touched(bool(touched["running"]), bool(touched["boot"]),
-                        bool(touched["profile"])),
+        id=d["id"],
+        kind=d["kind"],
+        request=apply_from_wire(d["request"]),
+        state=State(d["state"]),
+        created_at=d["createdAt"],
+        previous=Previous(prev["currentSystem"], prev["profilePath"], prev["profileGeneration"]),
+        touched=Touched(bool(touched["running"]), bool(touched["boot"]), bool(touched["profile"])),
         done=tuple(d["done"]),
-        checks=tuple(CheckResult(c["name"], c["kind"], c["ok"], c["message"], c["attempts"],
-                                 c["startedAt"], c["finishedAt"]) for c in d["checks"]),
-        confirmed_at=d["confirmedAt"], confirm_deadline=d["confirmDeadline"],
+        checks=tuple(
+            CheckResult(
+                c["name"],
+                c["kind"],
+                c["ok"],
+                c["message"],
+                c["attempts"],
+                c["startedAt"],
+                c["finishedAt"],
+            )
+            for c in d["checks"]
+        ),
+        confirmed_at=d["confirmedAt"],
+        confirm_deadline=d["confirmDeadline"],
         generation=d["generation"],
-        transitions=tuple(Transition(State(t["state"]), t["at"], t["message"])
-                          for t in d["transitions"]),
-        phases=tuple(Phase(p["name"], p["startedAt"], p["finishedAt"], p["ok"], p["message"])
-                     for p in d["phases"]),
-        message=d["message"], finished_at=d["finishedAt"],
+        transitions=tuple(
+            Transition(State(t["state"]), t["at"], t["message"]) for t in d["transitions"]
+        ),
+        phases=tuple(
+            Phase(p["name"], p["startedAt"], p["finishedAt"], p["ok"], p["message"])
+            for p in d["phases"]
+        ),
+        message=d["message"],
+        finished_at=d["finishedAt"],
     )
 
 
@@ -122,9 +161,11 @@ class Journal:
             raise JournalError(f"{self.path}: malformed journal: {exc!r}") from None
 
     def write(self, op: Operation | None) -> None:
-        write_json_atomic(self.path, {"v": FORMAT,
-                                      "operation": None if op is None else to_json(op)},
-                          mode=FILE_MODE)
+        write_json_atomic(
+            self.path,
+            {"v": FORMAT, "operation": None if op is None else to_json(op)},
+            mode=FILE_MODE,
+        )
 
     def finish(self, op: Operation, between: Callable[[], None] = lambda: None) -> None:
         """Archive a finished operation, then clear the journal (both idempotent)."""
@@ -137,8 +178,11 @@ class Journal:
         """Remove temp files a killed writer left behind (never the files themselves)."""
         for directory in (self.state_dir, self.archive):
             try:
-                leftovers = [p for p in directory.iterdir()
-                             if p.name.startswith(".") and p.name.endswith(".tmp")]
+                leftovers = [
+                    p
+                    for p in directory.iterdir()
+                    if p.name.startswith(".") and p.name.endswith(".tmp")
+                ]
             except FileNotFoundError:
                 continue
             for path in leftovers:
@@ -159,7 +203,8 @@ class Journal:
             return None
         try:
             value: dict[str, Any] = json.loads(
-                (self.archive / f"{op_id}.json").read_text(encoding="utf-8"))
+                (self.archive / f"{op_id}.json").read_text(encoding="utf-8")
+            )
             return value
         except (OSError, ValueError):
             return None
@@ -169,8 +214,11 @@ class Journal:
 
     def _archived(self) -> list[Path]:
         try:
-            return sorted(p for p in self.archive.iterdir() if p.suffix == ".json"
-                          and not p.name.startswith("."))
+            return sorted(
+                p
+                for p in self.archive.iterdir()
+                if p.suffix == ".json" and not p.name.startswith(".")
+            )
         except FileNotFoundError:
             return []
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.helper.operation import (
+from reconciler.common.operation import (
     TERMINAL,
     Activate,
     AwaitConfirm,
@@ -68,7 +68,7 @@ from reconciler.helper.operation import (
     WaitOver,
     iso,
 )
-from reconciler.helper.protocol import ApplyRequest
+from reconciler.common.protocol import ApplyRequest
 
 # The operation's values are re-exported, so callers need only `machine as m`.
 __all__ = [
@@ -108,12 +108,19 @@ __all__ = [
 ]
 
 
-def begin(op_id: str, kind: str, request: ApplyRequest, previous: Previous,
-          now: float) -> Operation:
+def begin(
+    op_id: str, kind: str, request: ApplyRequest, previous: Previous, now: float
+) -> Operation:
     at = iso(now)
-    op = Operation(id=op_id, kind=kind, request=request, previous=previous,
-                   state=State.PENDING, created_at=at,
-                   transitions=(Transition(State.PENDING, at, "accepted"),))
+    op = Operation(
+        id=op_id,
+        kind=kind,
+        request=request,
+        previous=previous,
+        state=State.PENDING,
+        created_at=at,
+        transitions=(Transition(State.PENDING, at, "accepted"),),
+    )
     return _open_phase(op, now)
 
 
@@ -159,8 +166,11 @@ def _commit_plan(op: Operation) -> list[Effect]:
     req = op.request
     if not commits(req):
         return []
-    return [SetProfile(req.store_path, req.generation), InstallBoot(req.store_path),
-            RecordCommit(req.store_path, req.revision, op.generation, req.source_revision)]
+    return [
+        SetProfile(req.store_path, req.generation),
+        InstallBoot(req.store_path),
+        RecordCommit(req.store_path, req.revision, op.generation, req.source_revision),
+    ]
 
 
 def _rollback_plan(op: Operation) -> list[Effect]:
@@ -168,8 +178,12 @@ def _rollback_plan(op: Operation) -> list[Effect]:
     plan: list[Effect] = []
     if touched.profile and prev.profile_path:
         plan.append(RestoreProfile(prev.profile_path, prev.profile_generation))
-    if touched.running and touched.boot and prev.current_system == prev.profile_path \
-            and prev.current_system:
+    if (
+        touched.running
+        and touched.boot
+        and prev.current_system == prev.profile_path
+        and prev.current_system
+    ):
         plan.append(Reactivate(prev.current_system, "switch"))
         return plan
     if touched.running and prev.current_system:
@@ -199,41 +213,66 @@ def advance(op: Operation, event: Event, now: float) -> Operation:
     op = _close_phase(op, event, now)
     state, req = op.state, op.request
     if state is State.PENDING:
-        touched = Touched(running=req.trial or req.action in ("switch", "test"),
-                          boot=not req.trial and req.action in ("switch", "boot"))
+        touched = Touched(
+            running=req.trial or req.action in ("switch", "test"),
+            boot=not req.trial and req.action in ("switch", "boot"),
+        )
         return _to(replace(op, touched=touched), State.ACTIVATING, now)
     if state is State.ACTIVATING:
         if isinstance(event, Broke):
             return _to(op, State.ROLLING_BACK, now, f"activation failed: {event.message}")
-        return _to(replace(op, confirm_deadline=now + req.confirm_timeout),
-                   State.VERIFYING, now)
+        return _to(replace(op, confirm_deadline=now + req.confirm_timeout), State.VERIFYING, now)
     if state is State.VERIFYING:
         if isinstance(event, Checked):
             op = replace(op, checks=(*op.checks, event.result))
             if not event.result.ok:
-                return _to(op, State.ROLLING_BACK, now, f"health check {event.result.name!r} "
-                           f"failed: {event.result.message}")
+                return _to(
+                    op,
+                    State.ROLLING_BACK,
+                    now,
+                    f"health check {event.result.name!r} failed: {event.result.message}",
+                )
             return _open_phase(op, now)
         if isinstance(event, WaitOver) and op.confirmed_at is None:
-            return _to(op, State.ROLLING_BACK, now, "the new generation's agent did not "
-                       f"confirm within {req.confirm_timeout:g}s")
+            return _to(
+                op,
+                State.ROLLING_BACK,
+                now,
+                f"the new generation's agent did not confirm within {req.confirm_timeout:g}s",
+            )
         if isinstance(event, Broke):
             return _to(op, State.ROLLING_BACK, now, event.message)
-        return _to(replace(op, touched=replace(op.touched, profile=commits(req),
-                                               boot=op.touched.boot or commits(req))),
-                   State.COMMITTING, now)
+        return _to(
+            replace(
+                op,
+                touched=replace(
+                    op.touched, profile=commits(req), boot=op.touched.boot or commits(req)
+                ),
+            ),
+            State.COMMITTING,
+            now,
+        )
     if state is State.COMMITTING:
         effect = next_effect(op)
         assert effect is not None
         if isinstance(event, Broke):
             if isinstance(effect, RecordCommit):
-                return _to(op, State.FAILED, now, "the generation is committed but could not "
-                           f"be recorded (downgrade protection needs it): {event.message}")
-            return _to(op, State.ROLLING_BACK, now, f"commit failed at {effect.step}: "
-                       f"{event.message}")
+                return _to(
+                    op,
+                    State.FAILED,
+                    now,
+                    "the generation is committed but could not "
+                    f"be recorded (downgrade protection needs it): {event.message}",
+                )
+            return _to(
+                op, State.ROLLING_BACK, now, f"commit failed at {effect.step}: {event.message}"
+            )
         if isinstance(effect, Proceed):
-            message = (f"committed generation {op.generation}" if commits(req)
-                       else "activated until reboot (action test): nothing to commit")
+            message = (
+                f"committed generation {op.generation}"
+                if commits(req)
+                else "activated until reboot (action test): nothing to commit"
+            )
             return _to(op, State.SUCCEEDED, now, message)
         if isinstance(effect, SetProfile):
             op = replace(op, generation=event.generation if isinstance(event, Done) else None)
@@ -242,14 +281,19 @@ def advance(op: Operation, event: Event, now: float) -> Operation:
         effect = next_effect(op)
         assert effect is not None
         if isinstance(event, Broke):
-            return _to(op, State.FAILED, now, f"ROLLBACK FAILED at {effect.step}: "
-                       f"{event.message}; the machine needs a human")
+            return _to(
+                op,
+                State.FAILED,
+                now,
+                f"ROLLBACK FAILED at {effect.step}: {event.message}; the machine needs a human",
+            )
         if isinstance(effect, Proceed):
             cause = _cannot_roll_back(op)
             if cause:
                 return _to(op, State.FAILED, now, f"ROLLBACK INCOMPLETE: {cause}")
-            reason = next((t.message for t in reversed(op.transitions)
-                           if t.state is State.ROLLING_BACK), "")
+            reason = next(
+                (t.message for t in reversed(op.transitions) if t.state is State.ROLLING_BACK), ""
+            )
             return _to(op, State.ROLLED_BACK, now, reason)
         return _open_phase(replace(op, done=(*op.done, effect.step)), now)
     raise AssertionError(f"no transition from {state}")  # every state is handled above
@@ -266,8 +310,12 @@ def needs_journal(before: Operation, after: Operation) -> bool:
     """
     if after.terminal or isinstance(next_effect(after), Proceed):
         return False
-    return (after.state is not before.state or after.touched != before.touched
-            or after.checks != before.checks or after.confirmed_at != before.confirmed_at)
+    return (
+        after.state is not before.state
+        or after.touched != before.touched
+        or after.checks != before.checks
+        or after.confirmed_at != before.confirmed_at
+    )
 
 
 def _recover(op: Operation, now: float) -> Operation:
@@ -275,21 +323,39 @@ def _recover(op: Operation, now: float) -> Operation:
         return op
     op = _close_phase(op, Broke("the helper stopped during this step"), now)
     if op.state is State.PENDING:
-        return _to(op, State.ROLLED_BACK, now,
-                   "the helper restarted before activation began; nothing was changed")
+        return _to(
+            op,
+            State.ROLLED_BACK,
+            now,
+            "the helper restarted before activation began; nothing was changed",
+        )
     if op.state in (State.ACTIVATING, State.VERIFYING):
-        return _to(op, State.ROLLING_BACK, now,
-                   f"the helper restarted during {op.state}; rolling back")
+        return _to(
+            op, State.ROLLING_BACK, now, f"the helper restarted during {op.state}; rolling back"
+        )
     # Committing and RollingBack resume where they were; the step in flight is redone.
     at = iso(now)
-    return _open_phase(replace(op, transitions=(
-        *op.transitions, Transition(op.state, at, f"resumed {op.state} after a restart"))), now)
+    return _open_phase(
+        replace(
+            op,
+            transitions=(
+                *op.transitions,
+                Transition(op.state, at, f"resumed {op.state} after a restart"),
+            ),
+        ),
+        now,
+    )
 
 
 def _to(op: Operation, state: State, now: float, message: str = "") -> Operation:
     at = iso(now)
-    op = replace(op, state=state, done=(), message=message or op.message,
-                 transitions=(*op.transitions, Transition(state, at, message)))
+    op = replace(
+        op,
+        state=state,
+        done=(),
+        message=message or op.message,
+        transitions=(*op.transitions, Transition(state, at, message)),
+    )
     if state in TERMINAL:
         return replace(op, finished_at=at)
     return _open_phase(op, now)
@@ -307,10 +373,17 @@ def _open_phase(op: Operation, now: float) -> Operation:
 def _close_phase(op: Operation, event: Event, now: float) -> Operation:
     if not op.phases or op.phases[-1].finished_at is not None:
         return op
-    ok = not isinstance(event, Broke) and not (
-        isinstance(event, Checked) and not event.result.ok) and not (
-        isinstance(event, WaitOver) and op.confirmed_at is None)
-    message = (event.message if isinstance(event, Broke | Done)
-               else event.result.message if isinstance(event, Checked) else "")
+    ok = (
+        not isinstance(event, Broke)
+        and not (isinstance(event, Checked) and not event.result.ok)
+        and not (isinstance(event, WaitOver) and op.confirmed_at is None)
+    )
+    message = (
+        event.message
+        if isinstance(event, Broke | Done)
+        else event.result.message
+        if isinstance(event, Checked)
+        else ""
+    )
     last = replace(op.phases[-1], finished_at=iso(now), ok=ok, message=message)
     return replace(op, phases=(*op.phases[:-1], last))

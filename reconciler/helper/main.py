@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from reconciler.helper.config import DEFAULT_PATH, ConfigError, load_machine_config
+from reconciler.common.config import DEFAULT_PATH, ConfigError, load_machine_config
+from reconciler.common.sockets import SocketInUse, bind
 from reconciler.helper.log import log
-from reconciler.helper.server import Server, SocketInUse, bind
+from reconciler.helper.server import Server
 
 VERSION = "0.1.0"
 #: The state dir: ours to write; its group (set by whoever made it, e.g. tmpfiles) reads.
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         listener = bind(config.helper.socket)
     except (SocketInUse, OSError) as exc:
-        print(f"pullnix-helper: cannot listen on {config.helper.socket}: {exc}",
-              file=sys.stderr)
+        print(f"pullnix-helper: cannot listen on {config.helper.socket}: {exc}", file=sys.stderr)
         return 1
     server = Server(listener, config.helper.agent_uids, VERSION)
     wake = stop_signals()
@@ -140,11 +140,15 @@ def prepare_state_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode):
-        raise StateDirError(f"{path}: the state dir is not a directory (a symlink?); "
-                            "make it a directory owned by the helper's user")
+        raise StateDirError(
+            f"{path}: the state dir is not a directory (a symlink?); "
+            "make it a directory owned by the helper's user"
+        )
     if info.st_uid != os.geteuid():
-        raise StateDirError(f"{path}: the state dir belongs to uid {info.st_uid}, not to "
-                            f"the helper (uid {os.geteuid()}); chown it to the helper's user")
+        raise StateDirError(
+            f"{path}: the state dir belongs to uid {info.st_uid}, not to "
+            f"the helper (uid {os.geteuid()}); chown it to the helper's user"
+        )
     wanted = STATE_DIR_MODE | (info.st_mode & stat.S_ISGID)
     if stat.S_IMODE(info.st_mode) != wanted:
         os.chmod(path, wanted)

@@ -36,12 +36,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from reconciler.helper import machine as m
-from reconciler.helper import system
-from reconciler.helper.config import MachineConfig
-from reconciler.helper.journal import Journal, to_json
-from reconciler.helper.log import log
-from reconciler.helper.protocol import (
+from reconciler.common.config import MachineConfig
+from reconciler.common.protocol import (
     ApplyRequest,
     Busy,
     ConfirmRequest,
@@ -49,8 +45,12 @@ from reconciler.helper.protocol import (
     ProtocolError,
     RollbackRequest,
 )
-from reconciler.helper.records import CommittedGeneration, append_committed, read_committed
-from reconciler.helper.records import revision_of as recorded_revision
+from reconciler.common.records import CommittedGeneration, append_committed, read_committed
+from reconciler.common.records import revision_of as recorded_revision
+from reconciler.helper import machine as m
+from reconciler.helper import system
+from reconciler.helper.journal import Journal, to_json
+from reconciler.helper.log import log
 from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
@@ -61,7 +61,8 @@ PRUNE = "prune"  # retention after a commit: a step of the shell, not of the mac
 CRASH_POINTS: tuple[str, ...] = (
     *(str(state) for state in m.State),
     *(effect.step for effect in typing.get_args(m.Effect) if effect is not m.Proceed),
-    PRUNE)
+    PRUNE,
+)
 
 
 def crash_point(name: str) -> None:
@@ -77,8 +78,13 @@ def new_operation_id(now: float) -> str:
 
 
 class Operator:
-    def __init__(self, config: MachineConfig, journal: Journal,
-                 reexec: Callable[[], None], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: MachineConfig,
+        journal: Journal,
+        reexec: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.journal = journal
         self.clock = clock
@@ -109,13 +115,20 @@ class Operator:
             self._refuse_if_busy()
             now = self.clock()
             profile = system.profile_state(self.config.system.profile)
-            previous = m.Previous(system.resolve(self.config.system.current_system),
-                                  profile.path, profile.generation)
+            previous = m.Previous(
+                system.resolve(self.config.system.current_system), profile.path, profile.generation
+            )
             op = m.begin(new_operation_id(now), kind, request, previous, now)
             self.journal.write(op)
             self._op = op
-        log.info("operation %s: %s %s (revision %s, trial %s)", op.id, kind,
-                 request.store_path, request.revision or "-", request.trial)
+        log.info(
+            "operation %s: %s %s (revision %s, trial %s)",
+            op.id,
+            kind,
+            request.store_path,
+            request.revision or "-",
+            request.trial,
+        )
         self._start_worker(initial_state=None)
         return {"ok": True, "operationId": op.id, "state": str(op.state)}
 
@@ -126,15 +139,23 @@ class Operator:
         current = system.profile_state(profile).generation
         older = [g for g in system.generations(profile) if current is None or g < current]
         if not older:
-            raise ProtocolError(ErrorCode.NOTHING_TO_DO,
-                                f"{profile} has no generation before {current} to roll back to")
+            raise ProtocolError(
+                ErrorCode.NOTHING_TO_DO,
+                f"{profile} has no generation before {current} to roll back to",
+            )
         target = older[-1]
         path = system.generation_path(profile, target)
         if path is None:
             raise ProtocolError(ErrorCode.NOTHING_TO_DO, f"generation {target} is dangling")
         revision = recorded_revision(self.config.helper.state_dir, path) or ""
-        req = ApplyRequest(store_path=path, revision=revision, action="switch", trial=False,
-                           traceparent=request.traceparent, generation=target)
+        req = ApplyRequest(
+            store_path=path,
+            revision=revision,
+            action="switch",
+            trial=False,
+            traceparent=request.traceparent,
+            generation=target,
+        )
         return self.apply(req, kind="rollback")
 
     def _refuse_if_busy(self) -> None:
@@ -144,8 +165,9 @@ class Operator:
             raise ProtocolError(ErrorCode.BUSY, "the helper is upgrading itself")
 
     def _start_worker(self, initial_state: m.State | None) -> None:
-        threading.Thread(target=self._drive, args=(initial_state,), name="operation",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._drive, args=(initial_state,), name="operation", daemon=True
+        ).start()
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -188,8 +210,7 @@ class Operator:
         logfile = self.journal.log_path(op.id)
         try:
             if isinstance(effect, m.Activate | m.Reactivate):
-                system.switch(effect.store_path, effect.action, logfile,
-                              req.activation_timeout)
+                system.switch(effect.store_path, effect.action, logfile, req.activation_timeout)
             elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
                 system.switch(effect.store_path, "boot", logfile, req.activation_timeout)
             elif isinstance(effect, m.RunCheck):
@@ -199,12 +220,15 @@ class Operator:
                 return m.Checked(run_check(effect.spec, cfg.source))
             elif isinstance(effect, m.AwaitConfirm):
                 with self._cond:
-                    self._cond.wait_for(lambda: self._op is None or self._op.confirmed_at
-                                        is not None, timeout=effect.deadline - self.clock())
+                    self._cond.wait_for(
+                        lambda: self._op is None or self._op.confirmed_at is not None,
+                        timeout=effect.deadline - self.clock(),
+                    )
                 return m.WaitOver()
             elif isinstance(effect, m.SetProfile | m.RestoreProfile):
-                generation = system.set_profile(cfg.system.profile, effect.store_path,
-                                                effect.generation, logfile)
+                generation = system.set_profile(
+                    cfg.system.profile, effect.store_path, effect.generation, logfile
+                )
                 return m.Done(generation=generation)
             elif isinstance(effect, m.RecordCommit):
                 self._record(effect)
@@ -218,13 +242,22 @@ class Operator:
     def _record(self, effect: m.RecordCommit) -> None:
         state_dir = self.config.helper.state_dir
         committed = read_committed(state_dir)
-        if committed and (committed[-1].generation, committed[-1].store_path,
-                          committed[-1].revision) == (
-                effect.generation, effect.store_path, effect.revision):
+        if committed and (
+            committed[-1].generation,
+            committed[-1].store_path,
+            committed[-1].revision,
+        ) == (effect.generation, effect.store_path, effect.revision):
             return  # already recorded before a restart
-        append_committed(state_dir, CommittedGeneration(
-            effect.generation, effect.store_path, effect.revision, m.iso(self.clock()),
-            source_revision=effect.source_revision))
+        append_committed(
+            state_dir,
+            CommittedGeneration(
+                effect.generation,
+                effect.store_path,
+                effect.revision,
+                m.iso(self.clock()),
+                source_revision=effect.source_revision,
+            ),
+        )
 
     def _prune(self, op: m.Operation) -> m.Operation:
         """Retention after a commit (see `retention`): the operation, its message noting it.
@@ -240,7 +273,8 @@ class Operator:
             current=system.profile_state(profile).generation,
             booted=system.resolve(cfg.booted_system),
             running=system.resolve(cfg.current_system),
-            pinned=() if op.generation is None else (op.generation,))
+            pinned=() if op.generation is None else (op.generation,),
+        )
         if not plan.delete:
             return op
         shown = ", ".join(map(str, plan.delete))
@@ -251,8 +285,9 @@ class Operator:
             note = f"deleting old generations {shown} failed: {exc}"
         else:
             kept = ", ".join(f"{n} ({why})" for n, why in plan.protected)
-            note = (f"deleted old generations {shown} (keep_generations = "
-                    f"{cfg.keep_generations}" + (f"; also kept {kept})" if kept else ")"))
+            note = f"deleted old generations {shown} (keep_generations = {cfg.keep_generations}" + (
+                f"; also kept {kept})" if kept else ")"
+            )
             log.info("operation %s: %s", op.id, note)
         return replace(op, message=f"{op.message}; {note}")
 
@@ -261,7 +296,8 @@ class Operator:
     def confirm(self, request: ConfirmRequest) -> dict[str, Any]:
         def matches(op_id: str, revision: str) -> bool:
             return op_id == request.operation_id or (
-                request.revision is not None and revision == request.revision)
+                request.revision is not None and revision == request.revision
+            )
 
         with self._cond:
             op = self._op
@@ -273,20 +309,31 @@ class Operator:
                 return {"ok": True, "operationId": op.id, "state": str(self._op.state)}
         for done in self.journal.recent():
             if matches(done["id"], done["revision"]):
-                return {"ok": True, "operationId": done["id"], "state": done["state"],
-                        "message": "that operation is already over"}
+                return {
+                    "ok": True,
+                    "operationId": done["id"],
+                    "state": done["state"],
+                    "message": "that operation is already over",
+                }
         wanted = request.operation_id or f"revision {request.revision}"
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation for {wanted}")
 
     def status(self, operation_id: str | None = None) -> dict[str, Any]:
         with self._cond:
             current = None if self._op is None else to_json(self._op)
-        answer: dict[str, Any] = {"ok": True, "busy": current is not None,
-                                  "operation": current, "recent": self.journal.recent(),
-                                  "upgradePending": self.upgrade_pending}
+        answer: dict[str, Any] = {
+            "ok": True,
+            "busy": current is not None,
+            "operation": current,
+            "recent": self.journal.recent(),
+            "upgradePending": self.upgrade_pending,
+        }
         if operation_id is not None:
-            found = current if current and current["id"] == operation_id \
+            found = (
+                current
+                if current and current["id"] == operation_id
                 else self.journal.find(operation_id)
+            )
             if found is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
             answer["found"] = found
@@ -300,9 +347,12 @@ class Operator:
         with self._cond:
             self.upgrade_pending = real
             if self._op is not None:
-                return {"ok": True, "queued": True,
-                        "message": f"operation {self._op.id} is in progress; the upgrade "
-                                   "waits until it is over"}
+                return {
+                    "ok": True,
+                    "queued": True,
+                    "message": f"operation {self._op.id} is in progress; the upgrade "
+                    "waits until it is over",
+                }
         return {"ok": True, "queued": False, "message": "upgrading now"}
 
     def upgrade_if_idle(self) -> None:
@@ -329,4 +379,3 @@ class Operator:
             log.error("cannot re-execute %s: %s; carrying on as before", path, exc)
             with self._cond:
                 self._upgrading = False
-

@@ -15,65 +15,26 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import stat
-import struct
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.helper import protocol as p
+from reconciler.common import protocol as p
+from reconciler.common.sockets import peer_credentials
 from reconciler.helper.log import log
 
 if TYPE_CHECKING:
     from reconciler.helper.operator import Operator
 
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 IDLE_TIMEOUT = 600.0
 STARTUP_WAIT = 60.0  # how long a request waits for the operator to be attached
 
 
-class SocketInUse(OSError):
-    """Another process already answers on the socket, or the path is not a socket."""
-
-
-def bind(path: Path, who: str = "helper") -> socket.socket:
-    """Listen on `path`: mode 0660, a stale socket replaced, a live one refused (SocketInUse,
-    naming `who` listens there). The agent's local API binds its socket the same way."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise SocketInUse(f"{path} exists and is not a socket; refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale: nobody listens
-        else:
-            raise SocketInUse(f"another {who} is listening on {path}")
-        finally:
-            probe.close()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o660)
-    listener.listen(64)
-    return listener
-
-
-def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
-    pid, uid, gid = _UCRED.unpack(
-        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return pid, uid, gid
-
-
 class Server:
-    def __init__(self, listener: socket.socket, allowed_uids: tuple[int, ...],
-                 version: str) -> None:
+    def __init__(
+        self, listener: socket.socket, allowed_uids: tuple[int, ...], version: str
+    ) -> None:
         self.listener = listener
         self.operator: Operator | None = None
         self._attached = threading.Event()
@@ -99,13 +60,13 @@ class Server:
         with conn:
             pid, uid, _gid = peer_credentials(conn)
             if uid not in self.allowed:
-                log.warning("refused a peer: pid %d uid %d is not root or in agent_uids",
-                            pid, uid)
+                log.warning("refused a peer: pid %d uid %d is not root or in agent_uids", pid, uid)
                 conn.settimeout(1.0)
                 with contextlib.suppress(OSError), conn.makefile("rb") as reader:
                     reader.readline(p.MAX_MESSAGE + 1)  # let its request land, then refuse
-                self._send(conn, p.error(p.ErrorCode.FORBIDDEN,
-                                         f"uid {uid} may not use the helper"))
+                self._send(
+                    conn, p.error(p.ErrorCode.FORBIDDEN, f"uid {uid} may not use the helper")
+                )
                 return
             conn.settimeout(IDLE_TIMEOUT)
             reader = conn.makefile("rb")
@@ -118,8 +79,10 @@ class Server:
                     if not line:
                         return
                     if len(line) > p.MAX_MESSAGE:
-                        self._send(conn, p.error(p.ErrorCode.TOO_LARGE,
-                                                 f"message over {p.MAX_MESSAGE} bytes"))
+                        self._send(
+                            conn,
+                            p.error(p.ErrorCode.TOO_LARGE, f"message over {p.MAX_MESSAGE} bytes"),
+                        )
                         return  # cannot find the next message boundary: hang up
                     answer, after = self.handle(line, uid)
                     if not self._send(conn, answer):
@@ -142,14 +105,19 @@ class Server:
             log.exception("request failed")
             return p.error(p.ErrorCode.INTERNAL, f"internal error: {exc!r}"), None
 
-    def _dispatch(self, request: p.Request,
-                  message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def _dispatch(self, request: p.Request, message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         if isinstance(request, p.PingRequest):
-            return {"ok": True, "version": self.version, "protocol": p.PROTOCOL_VERSION,
-                    "pid": os.getpid(), "ready": self._attached.is_set(),
-                    "uptime": round(time.monotonic() - self.started_mono, 3),
-                    "startedAt": self.started, "program": os.path.realpath(sys.argv[0]),
-                    "features": list(p.FEATURES)}, None
+            return {
+                "ok": True,
+                "version": self.version,
+                "protocol": p.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "ready": self._attached.is_set(),
+                "uptime": round(time.monotonic() - self.started_mono, 3),
+                "startedAt": self.started,
+                "program": os.path.realpath(sys.argv[0]),
+                "features": list(p.FEATURES),
+            }, None
         if not self._attached.wait(STARTUP_WAIT) or self.operator is None:
             raise p.ProtocolError(p.ErrorCode.STARTING, "the helper is still starting")
         op = self.operator
@@ -171,4 +139,3 @@ class Server:
             return True
         except OSError:
             return False
-

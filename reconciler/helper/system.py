@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from reconciler.helper.protocol import STORE_DIR, ErrorCode, ProtocolError
+from reconciler.common.protocol import STORE_DIR, ErrorCode, ProtocolError
 
 LOG_LIMIT = 1024 * 1024  # per operation log
 _GENERATION_LINK = re.compile(r"^(?P<name>.+)-(?P<n>[0-9]+)-link$")
@@ -83,13 +83,19 @@ def check_store_path(path: str, needs: str) -> str:
     if real is None:
         raise ProtocolError(ErrorCode.BAD_STORE_PATH, f"{path}: does not exist")
     if os.path.dirname(real) != STORE_DIR:
-        raise ProtocolError(ErrorCode.BAD_STORE_PATH,
-                            f"{path}: resolves to {real}, which is not a store path")
+        raise ProtocolError(
+            ErrorCode.BAD_STORE_PATH, f"{path}: resolves to {real}, which is not a store path"
+        )
     target = resolve(Path(real) / needs)
-    if target is None or not target.startswith(STORE_DIR + "/") \
-            or not os.path.isfile(target) or not os.access(target, os.X_OK):
-        raise ProtocolError(ErrorCode.BAD_STORE_PATH,
-                            f"{path}: has no executable {needs} inside {STORE_DIR}")
+    if (
+        target is None
+        or not target.startswith(STORE_DIR + "/")
+        or not os.path.isfile(target)
+        or not os.access(target, os.X_OK)
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_STORE_PATH, f"{path}: has no executable {needs} inside {STORE_DIR}"
+        )
     return real
 
 
@@ -98,8 +104,7 @@ def switch(store_path: str, action: str, log: Path, timeout: float) -> None:
     run([f"{store_path}/bin/switch-to-configuration", action], log, timeout)
 
 
-def set_profile(profile: Path, store_path: str, generation: int | None,
-                log: Path) -> int | None:
+def set_profile(profile: Path, store_path: str, generation: int | None, log: Path) -> int | None:
     """Point `profile` at `store_path` (at `generation` if given); the generation after."""
     state = profile_state(profile)
     if state.path == store_path and (generation is None or state.generation == generation):
@@ -111,16 +116,14 @@ def set_profile(profile: Path, store_path: str, generation: int | None,
         run(["nix-env", "-p", str(profile), "--set", store_path], log, 120)
     after = profile_state(profile)
     if after.path != store_path:
-        raise StepFailed(f"{profile} points at {after.path} after nix-env, "
-                           f"not {store_path}")
+        raise StepFailed(f"{profile} points at {after.path} after nix-env, not {store_path}")
     return after.generation
 
 
 def delete_generations(profile: Path, numbers: Sequence[int], log: Path) -> None:
     """`nix-env -p PROFILE --delete-generations N...`; deleting an absent one is harmless."""
     if numbers:
-        run(["nix-env", "-p", str(profile), "--delete-generations", *map(str, numbers)],
-            log, 300)
+        run(["nix-env", "-p", str(profile), "--delete-generations", *map(str, numbers)], log, 300)
 
 
 def run(argv: list[str], log: Path, timeout: float) -> None:
@@ -131,14 +134,20 @@ def run(argv: list[str], log: Path, timeout: float) -> None:
         sink.write(f"$ {' '.join(argv)}\n".encode())
         sink.flush()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise StepFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
         with proc:
             assert proc.stdout is not None
-            copier = threading.Thread(target=_copy, args=(proc.stdout.fileno(), sink, tail),
-                                      daemon=True)
+            copier = threading.Thread(
+                target=_copy, args=(proc.stdout.fileno(), sink, tail), daemon=True
+            )
             copier.start()
             try:
                 code = proc.wait(timeout=timeout)
@@ -151,8 +160,9 @@ def run(argv: list[str], log: Path, timeout: float) -> None:
         raise StepFailed(f"{' '.join(argv)}: still running after {timeout:g}s; killed")
     if code != 0:
         last = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
-        raise StepFailed(f"{' '.join(argv)} exited {code}"
-                         + (f": {' / '.join(last)}" if last else ""))
+        raise StepFailed(
+            f"{' '.join(argv)} exited {code}" + (f": {' / '.join(last)}" if last else "")
+        )
 
 
 def _copy(fd: int, sink: BinaryIO, tail: list[bytes]) -> None:

@@ -84,13 +84,16 @@ def toplevel_attr(template: str, host: str) -> str:
     A host name with dots is quoted as one attribute (`"edge.example.org"`).
     """
     if not _HOST.fullmatch(host):
-        raise InvalidAttribute(f"host name {host!r} cannot name a flake attribute; use letters, "
-                               "digits, '.', '_' and '-' (set `host` in the machine config)")
+        raise InvalidAttribute(
+            f"host name {host!r} cannot name a flake attribute; use letters, "
+            "digits, '.', '_' and '-' (set `host` in the machine config)"
+        )
     filled = template.replace("{host}", f'"{host}"' if "." in host else host)
     if not template or not _ATTR.fullmatch(filled) or "{" in filled:
         raise InvalidAttribute(
             f"spec.configuration.flake {template!r} is not an attribute path such as "
-            "'nixosConfigurations.{host}' ({host} is the only placeholder)")
+            "'nixosConfigurations.{host}' ({host} is the only placeholder)"
+        )
     return f"{filled}.{TOPLEVEL}"
 
 
@@ -114,17 +117,30 @@ def build_flake(
     """Build the host's toplevel from `mirror` at `sha`; return it held by a GC root."""
     installable = flake_installable(mirror, ref, sha, template, host)
     root = _gc_root(settings, host, sha)
-    argv = ["nix", *FEATURES, "build", "--json", "--out-link", str(root), *LOG_FORMAT,
-            *settings.extra_args, installable]
+    argv = [
+        "nix",
+        *FEATURES,
+        "build",
+        "--json",
+        "--out-link",
+        str(root),
+        *LOG_FORMAT,
+        *settings.extra_args,
+        installable,
+    ]
     run = run_nix(argv, timeout=settings.timeout, on_line=on_line, env=settings.env())
     if not run.ok:
-        raise _failure(run, f"{toplevel_attr(template, host)} at {sha[:12]}", where=(
-            f"the flake in {mirror} at commit {sha[:12]} (ref {ref})"))
+        raise _failure(
+            run,
+            f"{toplevel_attr(template, host)} at {sha[:12]}",
+            where=(f"the flake in {mirror} at commit {sha[:12]} (ref {ref})"),
+        )
     try:
         store_path = str(json.loads(run.stdout)[0]["outputs"]["out"])
     except (ValueError, LookupError, TypeError):
-        raise NixCommandFailed(f"nix build printed no store path for {installable}: "
-                               f"{run.stdout[:200]!r}") from None
+        raise NixCommandFailed(
+            f"nix build printed no store path for {installable}: {run.stdout[:200]!r}"
+        ) from None
     return _checked(BuiltSystem(store_path, root, installable, sha, run.seconds))
 
 
@@ -140,16 +156,31 @@ def build_classic(
     rel = template.replace("{host}", host)
     config = (exported / rel).resolve()
     if not _HOST.fullmatch(host) or not config.is_relative_to(exported.resolve()):
-        raise InvalidAttribute(f"spec.configuration.classic {template!r} with host {host!r} "
-                               "does not name a file inside the repository")
+        raise InvalidAttribute(
+            f"spec.configuration.classic {template!r} with host {host!r} "
+            "does not name a file inside the repository"
+        )
     if not config.is_file():
-        raise ConfigurationMissing(f"{rel} does not exist at revision {revision or '?'}; "
-                                   f"check spec.configuration.classic ({template!r})")
+        raise ConfigurationMissing(
+            f"{rel} does not exist at revision {revision or '?'}; "
+            f"check spec.configuration.classic ({template!r})"
+        )
     root = _gc_root(settings, host, revision or "classic")
-    argv = ["nix-build", "<nixpkgs/nixos>", "-A", "system", "-I", f"nixos-config={config}",
-            "--out-link", str(root), *LOG_FORMAT, *settings.extra_args]
-    run = run_nix(argv, timeout=settings.timeout, on_line=on_line, env=settings.env(),
-                  cwd=str(exported))
+    argv = [
+        "nix-build",
+        "<nixpkgs/nixos>",
+        "-A",
+        "system",
+        "-I",
+        f"nixos-config={config}",
+        "--out-link",
+        str(root),
+        *LOG_FORMAT,
+        *settings.extra_args,
+    ]
+    run = run_nix(
+        argv, timeout=settings.timeout, on_line=on_line, env=settings.env(), cwd=str(exported)
+    )
     if not run.ok:
         raise _failure(run, f"the classic configuration {rel}", where=f"{rel}")
     lines = [line for line in run.stdout.splitlines() if line.startswith("/")]
@@ -189,7 +220,8 @@ def _checked(built: BuiltSystem) -> BuiltSystem:
         raise NotASystem(
             f"{built.store_path} (built from {built.installable}) is not a NixOS system: it has "
             "no executable bin/switch-to-configuration; point spec.configuration at a NixOS "
-            "configuration (pullnix builds <attr>.config.system.build.toplevel)")
+            "configuration (pullnix builds <attr>.config.system.build.toplevel)"
+        )
     return built
 
 
@@ -199,17 +231,20 @@ def _failure(run: NixRun, what: str, where: str) -> PullnixError:
     if kind is FlakeAttributeMissing:
         return FlakeAttributeMissing(
             f"{where} has no attribute for this host: {summary}. Check spec.configuration.flake "
-            "and that this host is defined in the flake")
+            "and that this host is defined in the flake"
+        )
     if kind is RevisionNotInMirror:
-        return RevisionNotInMirror(f"{where} is not available: {summary}; retrying after the "
-                                   "next fetch")
+        return RevisionNotInMirror(
+            f"{where} is not available: {summary}; retrying after the next fetch"
+        )
     if kind is NixStoreBusy:
         return NixStoreBusy(f"Nix could not build {what} now: {summary}; retrying")
     if kind is NixpkgsMissing:
         return NixpkgsMissing(
             f"building {what} needs <nixpkgs> on the Nix search path: {summary}. Add a channel "
             "(nix-channel --add https://nixos.org/channels/nixos-unstable nixos), set "
-            "NIX_PATH=nixpkgs=..., or describe the system as a flake")
+            "NIX_PATH=nixpkgs=..., or describe the system as a flake"
+        )
     if kind is BuildFailed:
         drv = next((m.group(1) for line in run.tail if (m := _DRV.search(line))), None)
         hint = f"full log: nix log {drv}" if drv else ""

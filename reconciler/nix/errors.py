@@ -76,12 +76,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], type[Exception]], ...] = tuple(
     for p, kind in (
         (r"does not provide attribute", FlakeAttributeMissing),
         (r"file 'nixpkgs(/[^']*)?' was not found in the Nix search path", NixpkgsMissing),
-        (r"Cannot find Git revision|does not appear to be a git repository"
-         r"|unknown revision or path not in the working tree", RevisionNotInMirror),
-        (r"database is locked|SQLite database .* is busy|Resource temporarily unavailable"
-         r"|unable to download|Could not resolve host|No space left on device", NixStoreBusy),
-        (r"builder for '.*' failed|build of '.*' failed|dependencies of derivation .* failed"
-         r"|[Cc]annot build '", BuildFailed),
+        (
+            r"Cannot find Git revision|does not appear to be a git repository"
+            r"|unknown revision or path not in the working tree",
+            RevisionNotInMirror,
+        ),
+        (
+            r"database is locked|SQLite database .* is busy|Resource temporarily unavailable"
+            r"|unable to download|Could not resolve host|No space left on device",
+            NixStoreBusy,
+        ),
+        (
+            r"builder for '.*' failed|build of '.*' failed|dependencies of derivation .* failed"
+            r"|[Cc]annot build '",
+            BuildFailed,
+        ),
     )
 )
 

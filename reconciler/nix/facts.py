@@ -95,10 +95,14 @@ def gather_facts(
         new_system=new_system,
         running_system=running_system,
         booted_system=booted_system,
-        closure_diff=(closure_diff(running_system, new_system, timeout=timeout,
-                                   search_path=search_path) if running_system else None),
-        reboot_components=(boot_components_changed(booted_files, boot_files(new_system))
-                           if booted_system else ()),
+        closure_diff=(
+            closure_diff(running_system, new_system, timeout=timeout, search_path=search_path)
+            if running_system
+            else None
+        ),
+        reboot_components=(
+            boot_components_changed(booted_files, boot_files(new_system)) if booted_system else ()
+        ),
         running_inhibitors=read_inhibitors(running_system),
         new_inhibitors=read_inhibitors(new_system),
         version=_read(new_system, "nixos-version"),
@@ -113,8 +117,9 @@ def closure_diff(
     env = None if search_path is None else {**os.environ, "PATH": search_path}
     run = run_nix(["nix", *FEATURES, "store", "diff-closures", old, new], timeout=timeout, env=env)
     if not run.ok:
-        raise NixCommandFailed(f"comparing the closures of {old} and {new} failed: "
-                               f"{first_error(run.tail)}")
+        raise NixCommandFailed(
+            f"comparing the closures of {old} and {new} failed: {first_error(run.tail)}"
+        )
     text = _ANSI.sub("", run.stdout)
     return ClosureDiff(parse_diff_closures(text), text)
 
@@ -134,8 +139,14 @@ def parse_diff_closures(text: str) -> tuple[ClosureChange, ...]:
         before, arrow, after = rest.partition(_ARROW)
         if not arrow and size is None:
             continue
-        changes.append(ClosureChange(name.strip(), _versions(before) if arrow else (),
-                                     _versions(after) if arrow else (), size))
+        changes.append(
+            ClosureChange(
+                name.strip(),
+                _versions(before) if arrow else (),
+                _versions(after) if arrow else (),
+                size,
+            )
+        )
     return tuple(changes)
 
 
@@ -161,4 +172,3 @@ def _read(system: str, name: str) -> str | None:
         return Path(system, name).read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None
-

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.helper.config import SystemConfig
+from reconciler.common.config import SystemConfig
 
 STORE_DIR = os.environ.get("NIX_STORE_DIR", "/nix/store")
 _MAX_HOPS = 40
@@ -115,4 +115,3 @@ def resolve_store_path(link: Path) -> str | None:
             return path
         path = os.path.normpath(os.path.join(os.path.dirname(path), target))
     return None
-

@@ -62,8 +62,12 @@ def run_nix(
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [binary, *argv[1:]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=dict(env) if env is not None else None, cwd=cwd,
+            [binary, *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
             start_new_session=True,
         )
     except FileNotFoundError:
@@ -90,8 +94,13 @@ def run_nix(
         raise
     finally:
         _close(proc)
-    return NixRun(tuple(argv), proc.wait(), stdout.decode("utf-8", "replace"), tuple(tail),
-                  time.monotonic() - started)
+    return NixRun(
+        tuple(argv),
+        proc.wait(),
+        stdout.decode("utf-8", "replace"),
+        tuple(tail),
+        time.monotonic() - started,
+    )
 
 
 def _pump(proc: subprocess.Popen[bytes], deadline: float, emit: Callable[[bytes], None]) -> bytes:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.common.records import committed_of
 from reconciler.core.errors import TerminalError
 from reconciler.core.source_policy import (
     Baseline,
@@ -37,7 +38,6 @@ from reconciler.core.source_policy import (
     needs_pin,
     usable_baseline,
 )
-from reconciler.helper.records import committed_of
 
 REASON = "DowngradeRefused"
 REVISION_FILE = "configuration-revision"
@@ -56,8 +56,10 @@ def running_baseline(helper_state_dir: Path, current_system: Path) -> Baseline |
             continue
         where = f"recorded by the helper for the running system {store_path}"
         if usable_baseline(entry.source_revision):
-            return Baseline(entry.source_revision.strip().lower(),
-                            f"the branch tip that carried the running system, {where}")
+            return Baseline(
+                entry.source_revision.strip().lower(),
+                f"the branch tip that carried the running system, {where}",
+            )
         if usable_baseline(entry.revision):
             return Baseline(entry.revision.strip().lower(), where, deployed=True)
     try:
@@ -79,10 +81,16 @@ def descends(repo: pygit2.Repository, tip: str, base: str) -> bool:
         return False
 
 
-def check_downgrade(repo: pygit2.Repository, tip: str, last_applied: str | None,
-                    running: Baseline | None, allow_downgrade: bool, *,
-                    applied_source: str | None = None,
-                    pinned: Callable[[], str | None] | None = None) -> None:
+def check_downgrade(
+    repo: pygit2.Repository,
+    tip: str,
+    last_applied: str | None,
+    running: Baseline | None,
+    allow_downgrade: bool,
+    *,
+    applied_source: str | None = None,
+    pinned: Callable[[], str | None] | None = None,
+) -> None:
     """Raise TerminalError(DowngradeRefused) unless `tip` descends from every baseline
     (or pins, per `pinned()`, a deployed revision whose carrying tip is unknown)."""
     baselines = downgrade_baselines(last_applied, applied_source, running)

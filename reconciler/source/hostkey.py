@@ -43,8 +43,8 @@ from reconciler.core.known_hosts import (
 
 REASON = "HostKeyRefused"
 WRITTEN_FOR = "pygit2 1.21 (libgit2 1.9)"
-_CERT_HOSTKEY_LIBSSH2 = 2   # git_cert_t GIT_CERT_HOSTKEY_LIBSSH2
-_CERT_SSH_SHA256 = 1 << 2   # git_cert_ssh_t GIT_CERT_SSH_SHA256
+_CERT_HOSTKEY_LIBSSH2 = 2  # git_cert_t GIT_CERT_HOSTKEY_LIBSSH2
+_CERT_SSH_SHA256 = 1 << 2  # git_cert_ssh_t GIT_CERT_SSH_SHA256
 _SHA256_OFFSET = 4 + 4 + 16 + 20
 
 
@@ -67,11 +67,12 @@ def presented_sha256(frame: FrameType | None) -> bytes | None:
     flags = int.from_bytes(raw[4:8], sys.byteorder)
     if not flags & _CERT_SSH_SHA256:
         return None
-    return raw[_SHA256_OFFSET:_SHA256_OFFSET + 32]
+    return raw[_SHA256_OFFSET : _SHA256_OFFSET + 32]
 
 
-def check_host_key(known_hosts_file: Path | None, host: str, port: int | None,
-                   digest: bytes | None) -> None:
+def check_host_key(
+    known_hosts_file: Path | None, host: str, port: int | None, digest: bytes | None
+) -> None:
     """Return if `digest` is pinned for host:port in `known_hosts_file`; else raise."""
     where = host_token(host, port)
     if digest is None:
@@ -79,17 +80,22 @@ def check_host_key(known_hosts_file: Path | None, host: str, port: int | None,
             f"cannot read the host key {where} presented, so it cannot be checked against "
             f"known_hosts_file; refusing the connection. pygit2 {_pygit2_version()} is "
             f"installed and the host-key check is written for {WRITTEN_FOR}: install "
-            "that version (pyproject.toml pins it)", reason=REASON)
+            "that version (pyproject.toml pins it)",
+            reason=REASON,
+        )
     if known_hosts_file is None:
         raise TerminalError(
             f"SSH host {where} presented key {fingerprint(digest)}, but [source] "
             "known_hosts_file is not set; pin the host key there (ssh-keyscan -p PORT HOST)",
-            reason=REASON)
+            reason=REASON,
+        )
     try:
         text = known_hosts_file.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise TerminalError(f"cannot read known_hosts_file {known_hosts_file}: {exc}; "
-                            f"refusing SSH host {where}", reason=REASON) from None
+        raise TerminalError(
+            f"cannot read known_hosts_file {known_hosts_file}: {exc}; refusing SSH host {where}",
+            reason=REASON,
+        ) from None
     verdict = judge_host_key(parse_known_hosts(text), host, port, digest)
     if verdict is HostKeyVerdict.TRUSTED:
         return
@@ -101,7 +107,8 @@ def check_host_key(known_hosts_file: Path | None, host: str, port: int | None,
     raise TerminalError(
         f"SSH host key of {where} {what} {known_hosts_file} (presented {fingerprint(digest)}). "
         "If the server's key really changed, verify it out of band and update that file",
-        reason=REASON)
+        reason=REASON,
+    )
 
 
 def _pygit2_version() -> str:

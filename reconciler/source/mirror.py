@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.common.config import SourceConfig
+from reconciler.common.urls import redact_url
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.source_policy import is_full_sha, pin_lookups
-from reconciler.helper.config import SourceConfig
-from reconciler.helper.urls import redact_url
 from reconciler.source.downgrade import check_downgrade, running_baseline
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
@@ -49,11 +49,20 @@ PINNED_REF = "refs/pullnix/pinned"
 class GitSource:
     """The git source of one machine: `sync()`, then accept, read and export commits."""
 
-    def __init__(self, config: SourceConfig, state_dir: Path, helper_state_dir: Path,
-                 current_system: Path, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        state_dir: Path,
+        helper_state_dir: Path,
+        current_system: Path,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         if not config.urls:
-            raise TerminalError("[source] urls is empty: list at least one git URL to pull "
-                                "from in the machine config", reason="SourceUnavailable")
+            raise TerminalError(
+                "[source] urls is empty: list at least one git URL to pull "
+                "from in the machine config",
+                reason="SourceUnavailable",
+            )
         self.config = config
         self.state_dir = state_dir
         self.helper_state_dir = helper_state_dir
@@ -97,36 +106,52 @@ class GitSource:
         advertised = {str(h.name): str(h.oid) for h in heads}
         tip = advertised.get(self.ref)
         if tip is None:
-            branches = sorted(n.removeprefix("refs/heads/") for n in advertised
-                              if n.startswith("refs/heads/"))
-            raise TerminalError(f"{redact_url(url)} has no branch {self.config.branch!r} (it has: "
-                                f"{', '.join(branches) or 'none'}); fix [source] branch",
-                                reason="BranchMissing")
+            branches = sorted(
+                n.removeprefix("refs/heads/") for n in advertised if n.startswith("refs/heads/")
+            )
+            raise TerminalError(
+                f"{redact_url(url)} has no branch {self.config.branch!r} (it has: "
+                f"{', '.join(branches) or 'none'}); fix [source] branch",
+                reason="BranchMissing",
+            )
         if tip in repo:  # unchanged, or moved (back) to a commit the mirror already has
             local = repo.references.get(self.ref)
             if local is None or str(local.target) != tip:
                 repo.references.create(self.ref, tip, force=True)
-            return FetchResult(redact_url(url), self.config.branch, self.ref, tip,
-                               fetched=False, skipped=skipped)
+            return FetchResult(
+                redact_url(url), self.config.branch, self.ref, tip, fetched=False, skipped=skipped
+            )
         try:
-            stats = remote.fetch([f"+{self.ref}:{self.ref}"], callbacks=callbacks,
-                                 prune=pygit2.enums.FetchPrune.NO_PRUNE)
+            stats = remote.fetch(
+                [f"+{self.ref}:{self.ref}"],
+                callbacks=callbacks,
+                prune=pygit2.enums.FetchPrune.NO_PRUNE,
+            )
         except Exception as exc:
             raise classify(exc, url) from None
         fetched_tip = str(repo.references[self.ref].target)
-        return FetchResult(redact_url(url), self.config.branch, self.ref, fetched_tip,
-                           fetched=True, received_objects=stats.received_objects,
-                           received_bytes=stats.received_bytes, skipped=skipped)
+        return FetchResult(
+            redact_url(url),
+            self.config.branch,
+            self.ref,
+            fetched_tip,
+            fetched=True,
+            received_objects=stats.received_objects,
+            received_bytes=stats.received_bytes,
+            skipped=skipped,
+        )
 
     def _fetch_refspecs(self, refspecs: list[str]) -> None:
         """Fetch `refspecs` from the first URL that serves them (with retries)."""
+
         def once() -> None:
             failures: list[PullnixError] = []
             for url in self.config.urls:
                 callbacks = SourceCallbacks(url, self.config)
                 try:
                     self.repo().remotes.create_anonymous(url).fetch(
-                        refspecs, callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE)
+                        refspecs, callbacks=callbacks, prune=pygit2.enums.FetchPrune.NO_PRUNE
+                    )
                     return
                 except Exception as exc:
                     failures.append(classify(exc, url))
@@ -157,8 +182,10 @@ class GitSource:
         except (ValueError, pygit2.GitError):
             obj = None
         if obj is None:
-            raise TerminalError(f"commit {sha} is not in the mirror {self.mirror_path}; "
-                                "sync() first", reason="RevisionMissing")
+            raise TerminalError(
+                f"commit {sha} is not in the mirror {self.mirror_path}; sync() first",
+                reason="RevisionMissing",
+            )
         commit = obj.peel(pygit2.Commit)
         assert isinstance(commit, pygit2.Commit)
         return commit
@@ -169,18 +196,28 @@ class GitSource:
         """Check `sha`'s signature against the machine's trust roots (SignatureRefused)."""
         return verify_commit(self.repo(), str(self._commit(sha).id), self.config)
 
-    def check_downgrade(self, sha: str, last_applied: str | None, *,
-                        applied_source: str | None = None,
-                        pin_of: Callable[[str], str] | None = None) -> None:
+    def check_downgrade(
+        self,
+        sha: str,
+        last_applied: str | None,
+        *,
+        applied_source: str | None = None,
+        pin_of: Callable[[str], str] | None = None,
+    ) -> None:
         """Refuse (DowngradeRefused) a `sha` that does not descend from what was trusted:
         `applied_source` (the tip that carried `last_applied`; else `last_applied`) and
         the records of the running system. `pin_of(sha)` returns the spec.revision the
         tip carries; it is asked only when a deployed revision of unknown carrier fails."""
         tip = str(self._commit(sha).id)
-        check_downgrade(self.repo(), tip, last_applied,
-                        running_baseline(self.helper_state_dir, self.current_system),
-                        self.config.allow_downgrade, applied_source=applied_source,
-                        pinned=None if pin_of is None else lambda: self._pinned(tip, pin_of))
+        check_downgrade(
+            self.repo(),
+            tip,
+            last_applied,
+            running_baseline(self.helper_state_dir, self.current_system),
+            self.config.allow_downgrade,
+            applied_source=applied_source,
+            pinned=None if pin_of is None else lambda: self._pinned(tip, pin_of),
+        )
 
     def _pinned(self, tip: str, pin_of: Callable[[str], str]) -> str | None:
         """The commit `tip`'s pin names; None when it has none or it cannot be read."""
@@ -190,13 +227,19 @@ class GitSource:
         except TerminalError:
             return None
 
-    def accept_tip(self, tip_sha: str, last_applied: str | None, *,
-                   applied_source: str | None = None,
-                   pin_of: Callable[[str], str] | None = None) -> Verified:
+    def accept_tip(
+        self,
+        tip_sha: str,
+        last_applied: str | None,
+        *,
+        applied_source: str | None = None,
+        pin_of: Callable[[str], str] | None = None,
+    ) -> Verified:
         """The branch tip, once its signature and descent are checked (read the spec after)."""
         verified = self.verify(tip_sha)
-        self.check_downgrade(verified.sha, last_applied, applied_source=applied_source,
-                             pin_of=pin_of)
+        self.check_downgrade(
+            verified.sha, last_applied, applied_source=applied_source, pin_of=pin_of
+        )
         return verified
 
     def accept_pin(self, tip: Verified, pin: str) -> AcceptedRevision:
@@ -218,8 +261,11 @@ class GitSource:
         lookups = pin_lookups(pin)
         found = self._lookup(lookups)
         if found is None:
-            refspecs = [f"+{lk}:{lk}" if lk.startswith("refs/") else f"+{lk}:{PINNED_REF}"
-                        for lk in lookups if lk.startswith("refs/") or is_full_sha(lk)]
+            refspecs = [
+                f"+{lk}:{lk}" if lk.startswith("refs/") else f"+{lk}:{PINNED_REF}"
+                for lk in lookups
+                if lk.startswith("refs/") or is_full_sha(lk)
+            ]
             for refspec in refspecs:
                 try:
                     self._fetch_refspecs([refspec])
@@ -229,10 +275,12 @@ class GitSource:
                 if found is not None:
                     break
         if found is None:
-            raise TerminalError(f"spec.revision {pin!r} names no commit or tag in "
-                                f"{', '.join(map(redact_url, self.config.urls))}; "
-                                "fix the pin in the spec",
-                                reason="RevisionMissing")
+            raise TerminalError(
+                f"spec.revision {pin!r} names no commit or tag in "
+                f"{', '.join(map(redact_url, self.config.urls))}; "
+                "fix the pin in the spec",
+                reason="RevisionMissing",
+            )
         return found
 
     def _lookup(self, lookups: list[str]) -> str | None:
@@ -255,8 +303,9 @@ class GitSource:
         """A ref in the mirror whose history contains `sha` (for nix's `ref=`)."""
         repo = self.repo()
         branch = repo.references.get(self.ref)
-        if branch is not None and (str(branch.target) == sha
-                                   or repo.descendant_of(branch.target, sha)):
+        if branch is not None and (
+            str(branch.target) == sha or repo.descendant_of(branch.target, sha)
+        ):
             return self.ref
         repo.references.create(PINNED_REF, sha, force=True)
         return PINNED_REF
@@ -273,31 +322,40 @@ class GitSource:
             obj = tree[clean]
         except (KeyError, ValueError):
             top = ", ".join(sorted(e.name for e in tree if e.name)[:20])
-            raise TerminalError(f"{path} does not exist in commit {sha} (top level: {top}); "
-                                "add it to the repository or fix [source] spec_path",
-                                reason="FileMissing") from None
+            raise TerminalError(
+                f"{path} does not exist in commit {sha} (top level: {top}); "
+                "add it to the repository or fix [source] spec_path",
+                reason="FileMissing",
+            ) from None
         if not isinstance(obj, pygit2.Blob):
-            raise TerminalError(f"{path} in commit {sha} is a directory, not a file",
-                                reason="FileMissing")
+            raise TerminalError(
+                f"{path} in commit {sha} is a directory, not a file", reason="FileMissing"
+            )
         if obj.filemode == pygit2.enums.FileMode.LINK:
-            raise TerminalError(f"{path} in commit {sha} is a symbolic link; point "
-                                "spec_path at the file itself", reason="FileMissing")
+            raise TerminalError(
+                f"{path} in commit {sha} is a symbolic link; point spec_path at the file itself",
+                reason="FileMissing",
+            )
         return bytes(obj.data)
 
     def export_tree(self, sha: str, dest: Path) -> Path:
         """Write the tree of commit `sha` to `dest` (which must not exist), atomically:
         into a sibling temp directory first, then renamed. For classic Nix configs."""
         if dest.exists():
-            raise TerminalError(f"cannot export {sha} to {dest}: it already exists",
-                                reason="ExportFailed")
+            raise TerminalError(
+                f"cannot export {sha} to {dest}: it already exists", reason="ExportFailed"
+            )
         commit = self._commit(sha)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         try:
-            strategy = (pygit2.enums.CheckoutStrategy.FORCE
-                        | pygit2.enums.CheckoutStrategy.DONT_UPDATE_INDEX)
+            strategy = (
+                pygit2.enums.CheckoutStrategy.FORCE
+                | pygit2.enums.CheckoutStrategy.DONT_UPDATE_INDEX
+            )
             self.repo().checkout_tree(  # type: ignore[no-untyped-call]
-                commit.tree, directory=str(tmp), strategy=strategy)
+                commit.tree, directory=str(tmp), strategy=strategy
+            )
             tmp.rename(dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

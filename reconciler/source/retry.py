@@ -37,8 +37,8 @@ class RetryPolicy:
     max_wait: float = 30.0
     jitter: float = 0.5
     deadline: float = 120.0
-    connect_timeout: float = 10.0   # libgit2 connect timeout, seconds
-    io_timeout: float = 30.0        # libgit2 read/write timeout, seconds
+    connect_timeout: float = 10.0  # libgit2 connect timeout, seconds
+    io_timeout: float = 30.0  # libgit2 read/write timeout, seconds
 
 
 def run_with_retries(policy: RetryPolicy, operation: Callable[[], T]) -> tuple[T, int]:

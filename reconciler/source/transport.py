@@ -20,7 +20,7 @@ Owns what differs between file://, git://, smart HTTP(S) and SSH:
   listeners and a real sshd. So no worker thread or deadline wrapper is needed.
   They bound each read, not a whole fetch: a server that trickles a byte per
   read timeout keeps a fetch alive.
-- What a URL looks like in anything a user reads (`redact_url`, in reconciler/helper/urls.py
+- What a URL looks like in anything a user reads (`redact_url`, in reconciler/common/urls.py
   so the helper's gitRemote check shows URLs the same way): user info with
   a password or token (`https://user:TOKEN@host/...`) becomes `user:***@`, in
   messages, `FetchResult.url` and `skipped`, so it never reaches status.json or
@@ -42,9 +42,9 @@ from urllib.parse import urlsplit
 
 import pygit2
 
+from reconciler.common.config import SourceConfig
+from reconciler.common.urls import redact, redact_url
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
-from reconciler.helper.config import SourceConfig
-from reconciler.helper.urls import redact, redact_url
 from reconciler.source.hostkey import REASON as HOSTKEY_REASON
 from reconciler.source.hostkey import check_host_key, presented_sha256
 
@@ -98,12 +98,16 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
         try:
             token = self.config.token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise TerminalError(f"cannot read token_file {self.config.token_file}: {exc}; "
-                                f"needed for {self.url}", reason="AuthenticationFailed") from None
+            raise TerminalError(
+                f"cannot read token_file {self.config.token_file}: {exc}; needed for {self.url}",
+                reason="AuthenticationFailed",
+            ) from None
         if not token:
-            raise TerminalError(f"token_file {self.config.token_file} is empty; "
-                                f"write the access token for {self.url} there",
-                                reason="AuthenticationFailed")
+            raise TerminalError(
+                f"token_file {self.config.token_file} is empty; "
+                f"write the access token for {self.url} there",
+                reason="AuthenticationFailed",
+            )
         return token
 
     def custom_headers(self) -> list[str] | None:
@@ -116,25 +120,31 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
             self._count_attempt()
             key = self.config.ssh_key_file
             pub = key.with_name(key.name + ".pub")
-            return pygit2.Keypair(username_from_url or "git", str(pub) if pub.exists() else None,
-                                  str(key), "")
+            return pygit2.Keypair(
+                username_from_url or "git", str(pub) if pub.exists() else None, str(key), ""
+            )
         token = self._token()
         if allowed & pygit2.enums.CredentialType.USERPASS_PLAINTEXT and token:
             self._count_attempt()
             return pygit2.UserPass(username_from_url or DEFAULT_HTTP_USER, token)
         if allowed & pygit2.enums.CredentialType.USERNAME:  # asked before the key; not a try
             return pygit2.Username(username_from_url or "git")
-        raise TerminalError(f"{self.url}: the server asks for credentials and none is "
-                            f"configured ({self._credential_source()})",
-                            reason="AuthenticationFailed")
+        raise TerminalError(
+            f"{self.url}: the server asks for credentials and none is "
+            f"configured ({self._credential_source()})",
+            reason="AuthenticationFailed",
+        )
 
     def _count_attempt(self) -> None:
         """libgit2 asks again after a refusal; the second ask means the first was refused."""
         self.credential_requests += 1
         if self.credential_requests > 1:
-            raise TerminalError(f"{self.url}: the server refused our credentials "
-                                f"({self._credential_source()}); check them and the "
-                                "server's access rules", reason="AuthenticationFailed")
+            raise TerminalError(
+                f"{self.url}: the server refused our credentials "
+                f"({self._credential_source()}); check them and the "
+                "server's access rules",
+                reason="AuthenticationFailed",
+            )
 
     def _credential_source(self) -> str:
         if self.endpoint.scheme == "ssh":
@@ -144,15 +154,17 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
     def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
         if self.endpoint.scheme == "ssh":
             digest = presented_sha256(sys._getframe(1))
-            check_host_key(self.config.known_hosts_file, self.endpoint.host,
-                           self.endpoint.port, digest)
+            check_host_key(
+                self.config.known_hosts_file, self.endpoint.host, self.endpoint.port, digest
+            )
             return True
         if not valid:
-            raise TerminalError(f"{self.url}: the TLS certificate of {host.decode()} is not "
-                                "valid for it; fix the server's certificate or the CA store",
-                                reason="CertificateRefused")
+            raise TerminalError(
+                f"{self.url}: the TLS certificate of {host.decode()} is not "
+                "valid for it; fix the server's certificate or the CA store",
+                reason="CertificateRefused",
+            )
         return True
-
 
 
 _TERMINAL_HINTS = (
@@ -172,13 +184,15 @@ def classify(exc: BaseException, url: str) -> PullnixError:
     message = redact(str(exc).strip() or type(exc).__name__, url)
     url = redact_url(url)
     if isinstance(exc, pygit2.errors.AuthError):
-        return TerminalError(f"{url}: authentication refused: {message}",
-                             reason="AuthenticationFailed")
+        return TerminalError(
+            f"{url}: authentication refused: {message}", reason="AuthenticationFailed"
+        )
     if isinstance(exc, pygit2.errors.CertificateError):
         return TerminalError(f"{url}: certificate refused: {message}", reason=HOSTKEY_REASON)
     lowered = message.lower()
     for hint, reason in _TERMINAL_HINTS:
         if hint in lowered:
-            return TerminalError(f"{url}: {message}; check the credentials in the machine "
-                                 "config", reason=reason)
+            return TerminalError(
+                f"{url}: {message}; check the credentials in the machine config", reason=reason
+            )
     return TransientError(f"{url}: {message}", reason="SourceUnavailable")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.common.config import SourceConfig
 from reconciler.core.errors import TerminalError
 from reconciler.core.source_policy import (
     METHOD_NONE,
@@ -35,7 +36,6 @@ from reconciler.core.source_policy import (
     signature_kind,
     signature_precheck,
 )
-from reconciler.helper.config import SourceConfig
 from reconciler.source.results import Verified
 
 REASON = "SignatureRefused"
@@ -73,11 +73,13 @@ def _refused(sha: str, why: str) -> TerminalError:
 
 def _run(argv: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT,
-                              check=False)
+        return subprocess.run(
+            argv, input=stdin, capture_output=True, timeout=TOOL_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise TerminalError(f"cannot run {argv[0]} to verify a signature: {exc}",
-                            reason=REASON) from None
+        raise TerminalError(
+            f"cannot run {argv[0]} to verify a signature: {exc}", reason=REASON
+        ) from None
 
 
 def _ssh_check(allowed_signers: Path, signature: bytes, payload: bytes) -> SignatureCheck:
@@ -86,21 +88,38 @@ def _ssh_check(allowed_signers: Path, signature: bytes, payload: bytes) -> Signa
     with tempfile.TemporaryDirectory(prefix="pullnix-sig-") as tmp:
         sigfile = Path(tmp) / "commit.sig"
         sigfile.write_bytes(signature)
-        found = _run(["ssh-keygen", "-Y", "find-principals", "-s", str(sigfile),
-                      "-f", str(allowed_signers)])
+        found = _run(
+            ["ssh-keygen", "-Y", "find-principals", "-s", str(sigfile), "-f", str(allowed_signers)]
+        )
         principals = [p for p in found.stdout.decode(errors="replace").split() if p]
         if found.returncode != 0 or not principals:
-            return SignatureCheck(f"untrusted signer: the SSH signing key is not in "
-                                  f"{allowed_signers}")
+            return SignatureCheck(
+                f"untrusted signer: the SSH signing key is not in {allowed_signers}"
+            )
         for principal in principals:
-            checked = _run(["ssh-keygen", "-Y", "verify", "-n", "git", "-f",
-                            str(allowed_signers), "-I", principal, "-s", str(sigfile)],
-                           stdin=payload)
+            checked = _run(
+                [
+                    "ssh-keygen",
+                    "-Y",
+                    "verify",
+                    "-n",
+                    "git",
+                    "-f",
+                    str(allowed_signers),
+                    "-I",
+                    principal,
+                    "-s",
+                    str(sigfile),
+                ],
+                stdin=payload,
+            )
             if checked.returncode == 0:
                 return SignatureCheck(None, principal)
         detail = checked.stderr.decode(errors="replace").strip().splitlines()
-        return SignatureCheck(f"bad signature: the SSH signature by {', '.join(principals)} "
-                              f"does not verify ({detail[-1] if detail else 'no detail'})")
+        return SignatureCheck(
+            f"bad signature: the SSH signature by {', '.join(principals)} "
+            f"does not verify ({detail[-1] if detail else 'no detail'})"
+        )
 
 
 def _gpg_check(keyring: Path, signature: bytes, payload: bytes) -> SignatureCheck:
@@ -113,8 +132,25 @@ def _gpg_check(keyring: Path, signature: bytes, payload: bytes) -> SignatureChec
         payload_file = Path(tmp) / "commit.payload"
         sigfile.write_bytes(signature)
         payload_file.write_bytes(payload)
-        done = _run(["gpg", "--batch", "--no-tty", "--no-autostart", "--homedir", str(home),
-                     "--no-default-keyring", "--keyring", str(keyring.resolve()),
-                     "--trust-model", "always", "--no-auto-key-retrieve",
-                     "--status-fd", "1", "--verify", str(sigfile), str(payload_file)])
+        done = _run(
+            [
+                "gpg",
+                "--batch",
+                "--no-tty",
+                "--no-autostart",
+                "--homedir",
+                str(home),
+                "--no-default-keyring",
+                "--keyring",
+                str(keyring.resolve()),
+                "--trust-model",
+                "always",
+                "--no-auto-key-retrieve",
+                "--status-fd",
+                "1",
+                "--verify",
+                str(sigfile),
+                str(payload_file),
+            ]
+        )
     return gpg_verdict(done.stdout.decode(errors="replace"))

@@ -28,10 +28,12 @@ def otlp_exporter(settings: ExportSettings) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
         )
+
         return GrpcExporter(timeout=settings.timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
     )
+
     return HttpExporter(timeout=settings.timeout)
 
 
@@ -44,13 +46,20 @@ class CountingProcessor(BatchSpanProcessor):
     evict) and counted; so every span is counted exactly once when none arrives.
     """
 
-    def __init__(self, exporter: SpanExporter, max_queue_size: int,
-                 max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        max_queue_size: int,
+        max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    ) -> None:
         self._max = max_queue_size
         self._waiting = 0
         self._lock = threading.Lock()
-        super().__init__(_CountingExporter(exporter, self._handed), max_queue_size=max_queue_size,
-                         max_export_batch_size=min(max_export_batch_size, max_queue_size))
+        super().__init__(
+            _CountingExporter(exporter, self._handed),
+            max_queue_size=max_queue_size,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+        )
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is None or not span.context.trace_flags.sampled:

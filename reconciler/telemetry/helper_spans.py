@@ -68,10 +68,13 @@ def operation_spans(op: Mapping[str, Any]) -> list[TimedSpan]:
             check_name = name.removeprefix("check:")
             found = checks.get(check_name) or [{}]
             check = found.pop(0) if len(found) > 1 else found[0]
-            attrs = {**base, "pullnix.check.name": check_name,
-                     "pullnix.check.kind": check.get("kind"),
-                     "pullnix.check.attempts": check.get("attempts"),
-                     "pullnix.check.ok": check.get("ok")}
+            attrs = {
+                **base,
+                "pullnix.check.name": check_name,
+                "pullnix.check.kind": check.get("kind"),
+                "pullnix.check.attempts": check.get("attempts"),
+                "pullnix.check.ok": check.get("ok"),
+            }
             spans.append(TimedSpan("helper.health_check", start, end, attrs, error))
         else:
             spans.append(TimedSpan(f"helper.{name.replace('-', '_')}", start, end, base, error))
@@ -82,9 +85,14 @@ def operation_spans(op: Mapping[str, Any]) -> list[TimedSpan]:
     return sorted(spans, key=lambda s: s.start_ns)
 
 
-def _group_span(group: str, entered: str, steps: list[Mapping[str, Any]],
-                op: Mapping[str, Any], base: Mapping[str, Any],
-                finished: int | None) -> TimedSpan | None:
+def _group_span(
+    group: str,
+    entered: str,
+    steps: list[Mapping[str, Any]],
+    op: Mapping[str, Any],
+    base: Mapping[str, Any],
+    finished: int | None,
+) -> TimedSpan | None:
     """helper.commit or helper.rollback: from entering its state to leaving it."""
     start, end = _state_window(op, entered)
     starts = [t for t in (to_ns(s.get("startedAt")) for s in steps) if t is not None]
@@ -93,14 +101,20 @@ def _group_span(group: str, entered: str, steps: list[Mapping[str, Any]],
     if start is None:
         return None
     end = end or finished or max(ends, default=start)
-    events = [(str(s.get("name")), to_ns(s.get("finishedAt")) or end,
-               {"pullnix.step.ok": s.get("ok"), "pullnix.step.message": s.get("message") or None})
-              for s in steps]
+    events = [
+        (
+            str(s.get("name")),
+            to_ns(s.get("finishedAt")) or end,
+            {"pullnix.step.ok": s.get("ok"), "pullnix.step.message": s.get("message") or None},
+        )
+        for s in steps
+    ]
     state, kind = str(op.get("state", "")), str(op.get("kind", "apply"))
     failed_step = next((s for s in steps if s.get("ok") is False), None)
     error: str | None = None
-    deploy_failed = (state != "Succeeded" if group == "commit"
-                     else kind == "apply" or state == "Failed")
+    deploy_failed = (
+        state != "Succeeded" if group == "commit" else kind == "apply" or state == "Failed"
+    )
     if deploy_failed:
         error = str(op.get("message") or f"the operation ended {state}")
     elif failed_step is not None:

@@ -23,7 +23,12 @@ FORMATS = ("logfmt", "json")
 
 #: Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "trace_id", "span_id", "taskName"}
+    "message",
+    "asctime",
+    "trace_id",
+    "span_id",
+    "taskName",
+}
 
 
 class TraceContextFilter(logging.Filter):
@@ -62,8 +67,11 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def rfc3339(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,8 +81,7 @@ class JsonFormatter(logging.Formatter):
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{key}={logfmt_value(value)}"
-                        for key, value in fields_of(record).items())
+        return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields_of(record).items())
 
 
 def logfmt_value(value: Any) -> str:
@@ -87,8 +94,13 @@ def logfmt_value(value: Any) -> str:
         text = str(value)
     if text and not any(c in text for c in ' ="\\\n\r\t') and text.isprintable():
         return text
-    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -99,8 +111,7 @@ class _PullnixHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     """Send the root logger's records to stderr, one `log_format` line each."""
     if log_format not in FORMATS:
-        raise ValueError(f"telemetry.log_format: {log_format!r} is not one of "
-                         f"{', '.join(FORMATS)}")
+        raise ValueError(f"telemetry.log_format: {log_format!r} is not one of {', '.join(FORMATS)}")
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _PullnixHandler)]:
         root.removeHandler(old)

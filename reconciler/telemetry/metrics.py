@@ -27,45 +27,74 @@ class _Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
         self.registry = registry = CollectorRegistry(auto_describe=True)
-        self.passes = Counter("pullnix_reconcile_passes", "Reconcile passes, by result.",
-                              ["result"], registry=registry)
+        self.passes = Counter(
+            "pullnix_reconcile_passes",
+            "Reconcile passes, by result.",
+            ["result"],
+            registry=registry,
+        )
         self.duration = Histogram(
-            "pullnix_reconcile_duration_seconds", "How long a reconcile pass took, by result.",
-            ["result"], registry=registry,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+            "pullnix_reconcile_duration_seconds",
+            "How long a reconcile pass took, by result.",
+            ["result"],
+            registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
         self.last_success = Gauge(
             "pullnix_last_success_timestamp_seconds",
             "When a pass last ended converged and healthy (exit code 0), Unix time.",
-            registry=registry)
-        self.last_exit = Gauge("pullnix_reconcile_last_exit_code",
-                               "The exit code `reconcile --once` would give for the last pass "
-                               "(0 ok, 3 not ready, 1 error).", registry=registry)
-        self.deployed = Info("pullnix_deployed_revision",
-                             "The revision last applied and its store path.", registry=registry)
-        self.generation = Gauge("pullnix_current_generation",
-                                "The system profile generation now running.", registry=registry)
-        self.rollbacks = Counter("pullnix_rollbacks", "Deployments the helper rolled back.",
-                                 registry=registry)
-        self.deployments = Counter("pullnix_deployments",
-                                   "Helper operations that ended, by result.", ["result"],
-                                   registry=registry)
+            registry=registry,
+        )
+        self.last_exit = Gauge(
+            "pullnix_reconcile_last_exit_code",
+            "The exit code `reconcile --once` would give for the last pass "
+            "(0 ok, 3 not ready, 1 error).",
+            registry=registry,
+        )
+        self.deployed = Info(
+            "pullnix_deployed_revision",
+            "The revision last applied and its store path.",
+            registry=registry,
+        )
+        self.generation = Gauge(
+            "pullnix_current_generation",
+            "The system profile generation now running.",
+            registry=registry,
+        )
+        self.rollbacks = Counter(
+            "pullnix_rollbacks", "Deployments the helper rolled back.", registry=registry
+        )
+        self.deployments = Counter(
+            "pullnix_deployments",
+            "Helper operations that ended, by result.",
+            ["result"],
+            registry=registry,
+        )
         self.check_up = Gauge(
             "pullnix_health_check_up",
             "1 if the health check passed in the last finished deployment, else 0.",
-            ["check"], registry=registry)
+            ["check"],
+            registry=registry,
+        )
         self.reboot = Gauge(
             "pullnix_reboot_required",
             "1 if the running system's kernel or initrd differs from the booted one.",
-            registry=registry)
-        self.suspended = Gauge("pullnix_suspended", "1 while reconciliation is suspended.",
-                               registry=registry)
-        self.fetch_failures = Counter("pullnix_fetch_failures",
-                                      "Passes whose fetch from the source failed.",
-                                      registry=registry)
+            registry=registry,
+        )
+        self.suspended = Gauge(
+            "pullnix_suspended", "1 while reconciliation is suspended.", registry=registry
+        )
+        self.fetch_failures = Counter(
+            "pullnix_fetch_failures",
+            "Passes whose fetch from the source failed.",
+            registry=registry,
+        )
         self.spans_dropped = Counter(
             "pullnix_trace_spans_dropped",
-            "Trace spans never delivered: queue full, or export failed.", ["reason"],
-            registry=registry)
+            "Trace spans never delivered: queue full, or export failed.",
+            ["reason"],
+            registry=registry,
+        )
 
 
 _metrics: _Metrics | None = None
@@ -91,8 +120,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` (or `[v6]:port`) as a pair; ValueError saying what is wrong."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ValueError(f"telemetry.metrics_listen: {listen!r} is not host:port "
-                         "(e.g. 127.0.0.1:9171)")
+        raise ValueError(
+            f"telemetry.metrics_listen: {listen!r} is not host:port (e.g. 127.0.0.1:9171)"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -140,8 +170,14 @@ def record_operation(result: str, kind: str, checks: Iterable[Mapping[str, Any]]
             m.check_up.labels(check=str(name)).set(1 if check.get("ok") else 0)
 
 
-def record_state(*, revision: str | None, store_path: str | None, generation: int | None,
-                 reboot_required: bool | None, suspended: bool) -> None:
+def record_state(
+    *,
+    revision: str | None,
+    store_path: str | None,
+    generation: int | None,
+    reboot_required: bool | None,
+    suspended: bool,
+) -> None:
     """What the machine runs and wants, as the pass left it (None: not known this pass)."""
     if (m := _metrics) is None:
         return

@@ -58,22 +58,32 @@ def export_settings(env: Mapping[str, str]) -> ExportSettings | None:
         if unknown:
             raise TelemetrySettingsError(
                 f"OTEL_TRACES_EXPORTER={_get(env, 'OTEL_TRACES_EXPORTER')!r}: pullnix exports "
-                "traces with `otlp` only (or `none`)")
-    elif not (_get(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
-              or _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+                "traces with `otlp` only (or `none`)"
+            )
+    elif not (
+        _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
         return None
-    protocol = (_get(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or _get(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf")
+    protocol = (
+        _get(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or _get(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
     if protocol not in PROTOCOLS:
         raise TelemetrySettingsError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use one of {', '.join(PROTOCOLS)}")
-    explicit = (_get(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-                or _get(env, "OTEL_EXPORTER_OTLP_TIMEOUT"))
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use one of {', '.join(PROTOCOLS)}"
+        )
+    explicit = _get(env, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or _get(
+        env, "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )
     queue = _positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
     batch = _positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE)
-    return ExportSettings(protocol=protocol,
-                          timeout=None if explicit else DEFAULT_EXPORT_TIMEOUT,
-                          max_queue_size=queue, max_export_batch_size=min(batch, queue))
+    return ExportSettings(
+        protocol=protocol,
+        timeout=None if explicit else DEFAULT_EXPORT_TIMEOUT,
+        max_queue_size=queue,
+        max_export_batch_size=min(batch, queue),
+    )
 
 
 def _get(env: Mapping[str, str], key: str) -> str:

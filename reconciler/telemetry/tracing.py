@@ -95,8 +95,9 @@ def shutdown_tracing(timeout: float = 5.0) -> None:
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        log.warning("traces not flushed within %gs (is the collector down?); giving up on them",
-                    timeout)
+        log.warning(
+            "traces not flushed within %gs (is the collector down?); giving up on them", timeout
+        )
 
 
 def tracing_enabled() -> bool:
@@ -139,13 +140,18 @@ class PassTrace:
 def reconcile_span(attributes: Mapping[str, Any]) -> Iterator[PassTrace]:
     """The root span `pullnix.reconcile`, current for the block; ended when it exits."""
     if _provider is None:
-        span: Span = NonRecordingSpan(SpanContext(
-            trace_id=int.from_bytes(secrets.token_bytes(16)) or 1,
-            span_id=int.from_bytes(secrets.token_bytes(8)) or 1,
-            is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+        span: Span = NonRecordingSpan(
+            SpanContext(
+                trace_id=int.from_bytes(secrets.token_bytes(16)) or 1,
+                span_id=int.from_bytes(secrets.token_bytes(8)) or 1,
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+        )
     else:
-        span = _tracer().start_span("pullnix.reconcile", context=Context(),
-                                    attributes=_clean(attributes))
+        span = _tracer().start_span(
+            "pullnix.reconcile", context=Context(), attributes=_clean(attributes)
+        )
     with trace.use_span(span, end_on_exit=True):
         yield PassTrace(span)
 
@@ -156,9 +162,12 @@ def step(name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Spa
     if _provider is None:
         yield INVALID_SPAN
         return
-    with _tracer().start_as_current_span(name, attributes=_clean(attributes or {}),
-                                         record_exception=False,
-                                         set_status_on_exception=False) as span:
+    with _tracer().start_as_current_span(
+        name,
+        attributes=_clean(attributes or {}),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         try:
             yield span
         except Exception as exc:
@@ -185,12 +194,12 @@ def emit(spans: Sequence[TimedSpan], traceparent: str | None) -> None:
     if _provider is None or not spans:
         return
     parent = span_context_of(traceparent)
-    ctx = (trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None
-           else None)
+    ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
     tracer = _tracer()
     for timed in spans:
-        span = tracer.start_span(timed.name, context=ctx, start_time=timed.start_ns,
-                                 attributes=_clean(timed.attributes))
+        span = tracer.start_span(
+            timed.name, context=ctx, start_time=timed.start_ns, attributes=_clean(timed.attributes)
+        )
         for name, at, attrs in timed.events:
             span.add_event(name, attributes=_clean(attrs), timestamp=at)
         if timed.error is not None:
@@ -226,6 +235,8 @@ def _tracer() -> trace.Tracer:
 
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes OTel accepts: drop None, keep str/bool/int/float."""
-    return {k: v for k, v in attributes.items()
-            if v is not None and isinstance(v, str | bool | int | float)}
-
+    return {
+        k: v
+        for k, v in attributes.items()
+        if v is not None and isinstance(v, str | bool | int | float)
+    }

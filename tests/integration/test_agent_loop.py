@@ -46,8 +46,8 @@ def test_a_push_to_a_file_remote_triggers_a_pass_through_watchfiles(machine: Mac
     agent = machine.wait_idle()
     assert agent["passes"] > before
     assert "source" in machine.agent_status()["lastPass"]["reasons"] or any(
-        "source" in line for line in machine.agents[0].log_text().splitlines()
-        if "starts" in line)
+        "source" in line for line in machine.agents[0].log_text().splitlines() if "starts" in line
+    )
     assert machine.status()["status"]["lastAppliedRevision"] == sha
 
 
@@ -80,11 +80,17 @@ def test_suspend_and_resume_go_through_the_agent(machine: Machine) -> None:
     before = machine.current()
     suspended = machine.cli("suspend")
     assert suspended.returncode == 0, suspended.stderr
-    wait_for(lambda: machine.condition("Ready")["reason"] == "Suspended", 30,
-             "the agent to report Suspended")
+    wait_for(
+        lambda: machine.condition("Ready")["reason"] == "Suspended",
+        30,
+        "the agent to report Suspended",
+    )
     sha = commit_fleet(machine.repo, version="2")
-    wait_for(lambda: "source" in (machine.agent_status()["lastPass"] or {}).get("reasons", []),
-             30, "a pass for the push")
+    wait_for(
+        lambda: "source" in (machine.agent_status()["lastPass"] or {}).get("reasons", []),
+        30,
+        "a pass for the push",
+    )
     machine.wait_idle()
     assert machine.current() == before
     assert machine.condition("Ready")["reason"] == "Suspended"

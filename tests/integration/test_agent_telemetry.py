@@ -49,8 +49,11 @@ class Scrape:
 
     def by(self, name: str, label: str) -> dict[str, float]:
         """The samples of `name`, keyed by the value of `label`."""
-        return {dict(key)[label]: v for (n, key), v in self.samples.items()
-                if n == name and label in dict(key)}
+        return {
+            dict(key)[label]: v
+            for (n, key), v in self.samples.items()
+            if n == name and label in dict(key)
+        }
 
     def labelled(self, name: str) -> list[dict[str, str]]:
         return [dict(key) for (n, key) in self.samples if n == name]
@@ -63,8 +66,7 @@ def history(machine: Machine) -> list[dict[str, Any]]:
     return entries
 
 
-def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
-        tmp_path: Path) -> None:
+def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(tmp_path: Path) -> None:
     port = free_port()
     listen = f"127.0.0.1:{port}"
     started = time.time()
@@ -92,8 +94,12 @@ def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
         machine.wait_idle()
         m1 = Scrape(port)
         status = machine.status()["status"]
-        assert m1.value("pullnix_deployed_revision_info", revision=good,
-                        store_path=machine.built(good)) == 1
+        assert (
+            m1.value(
+                "pullnix_deployed_revision_info", revision=good, store_path=machine.built(good)
+            )
+            == 1
+        )
         assert len(m1.labelled("pullnix_deployed_revision_info")) == 1
         generation1 = m1.value("pullnix_current_generation")
         assert generation1 == status["currentGeneration"]
@@ -102,7 +108,8 @@ def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
         assert generation1 > generation0
         # (the first pass deployed the installed commit too: the record had none applied)
         assert m1.value("pullnix_deployments_total", result="Succeeded") == 1 + (
-            m0.value("pullnix_deployments_total", result="Succeeded") or 0)
+            m0.value("pullnix_deployments_total", result="Succeeded") or 0
+        )
         assert m1.value("pullnix_health_check_up", check="health-file") == 1
         assert m1.value("pullnix_rollbacks_total") == 0
         assert m1.value("pullnix_reboot_required") == 1
@@ -121,12 +128,19 @@ def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
         assert m2.value("pullnix_deployments_total", result="RolledBack") == 1
         assert m2.value("pullnix_health_check_up", check="health-file") == 0
         assert machine.current() == machine.built(good)
-        assert m2.value("pullnix_deployed_revision_info", revision=good,
-                        store_path=machine.built(good)) == 1
-        assert not [i for i in m2.labelled("pullnix_deployed_revision_info")
-                    if i["revision"] == bad]
-        assert m2.value("pullnix_current_generation") == (
-            machine.status()["status"]["currentGeneration"])
+        assert (
+            m2.value(
+                "pullnix_deployed_revision_info", revision=good, store_path=machine.built(good)
+            )
+            == 1
+        )
+        assert not [
+            i for i in m2.labelled("pullnix_deployed_revision_info") if i["revision"] == bad
+        ]
+        assert (
+            m2.value("pullnix_current_generation")
+            == (machine.status()["status"]["currentGeneration"])
+        )
         passes = m2.by("pullnix_reconcile_passes_total", "result")
         assert passes["Failing"] >= 1  # the rolled-back revision, not tried again
         assert sum(passes.values()) == agent["passes"]
@@ -135,19 +149,29 @@ def test_metrics_follow_a_deploy_a_rollback_a_suspend_and_a_dead_remote(
 
         # suspended through the agent
         assert machine.cli("suspend").returncode == 0
-        wait_for(lambda: Scrape(port).value("pullnix_suspended") == 1, 30,
-                 "pullnix_suspended to be 1")
+        wait_for(
+            lambda: Scrape(port).value("pullnix_suspended") == 1, 30, "pullnix_suspended to be 1"
+        )
         assert machine.cli("resume").returncode == 0
-        wait_for(lambda: Scrape(port).value("pullnix_suspended") == 0, 30,
-                 "pullnix_suspended to be 0 again")
+        wait_for(
+            lambda: Scrape(port).value("pullnix_suspended") == 0,
+            30,
+            "pullnix_suspended to be 0 again",
+        )
 
         # the only remote is dead: the config reload brings a pass whose fetch fails
-        machine.configure(urls=[f"http://127.0.0.1:{closed_port()}/fleet.git"],
-                          metrics_listen=listen)
+        machine.configure(
+            urls=[f"http://127.0.0.1:{closed_port()}/fleet.git"], metrics_listen=listen
+        )
         # (the failure is counted inside the pass, the exit code once the pass is over)
-        wait_for(lambda: (Scrape(port).value("pullnix_fetch_failures_total") or 0) >= 1
-                 and Scrape(port).value("pullnix_reconcile_last_exit_code") == 1, 90,
-                 "a fetch failure to be counted and its pass to end")
+        wait_for(
+            lambda: (
+                (Scrape(port).value("pullnix_fetch_failures_total") or 0) >= 1
+                and Scrape(port).value("pullnix_reconcile_last_exit_code") == 1
+            ),
+            90,
+            "a fetch failure to be counted and its pass to end",
+        )
         m3 = Scrape(port)
         assert m3.by("pullnix_reconcile_passes_total", "result")["Failing"] > passes["Failing"]
         assert m3.value("pullnix_reconcile_last_exit_code") == 1
@@ -204,7 +228,8 @@ class Listener:
 
 
 def test_sd_notify_ready_status_and_watchdog_reach_a_real_socket(
-        tmp_path: Path, notify_socket: socket.socket) -> None:
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
     address = notify_socket.getsockname()
     listener = Listener(notify_socket)
     with fake_machine(tmp_path) as machine:
@@ -226,7 +251,8 @@ def test_sd_notify_ready_status_and_watchdog_reach_a_real_socket(
 
 
 def test_without_watchdog_usec_no_watchdog_pings_are_sent(
-        tmp_path: Path, notify_socket: socket.socket) -> None:
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
     listener = Listener(notify_socket)
     with fake_machine(tmp_path) as machine:
         agent = machine.start_agent(env={"NOTIFY_SOCKET": notify_socket.getsockname()})
@@ -253,8 +279,11 @@ def parse_logfmt(line: str) -> dict[str, str]:
         assert match is not None, f"not logfmt at {pos}: {line!r}"
         key, raw = match.groups()
         if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(
-                m.group(1), m.group(1)), raw[1:-1])
+            raw = re.sub(
+                r"\\(.)",
+                lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)),
+                raw[1:-1],
+            )
         assert key not in fields, f"{key} twice in {line!r}"
         fields[key] = raw
         pos = match.end()
@@ -263,7 +292,8 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("log_format", ["logfmt", "json"])
 def test_every_log_line_is_structured_and_a_pass_logs_under_its_trace(
-        tmp_path: Path, log_format: str) -> None:
+    tmp_path: Path, log_format: str
+) -> None:
     with fake_machine(tmp_path, log_format=log_format) as machine:
         agent = machine.start_agent()
         machine.wait_idle()
@@ -308,21 +338,31 @@ def test_every_log_line_is_structured_and_a_pass_logs_under_its_trace(
 
 
 def test_spans_a_down_collector_never_gets_are_counted_and_the_pass_succeeds(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     port = free_port()
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
-            "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
     with fake_machine(tmp_path, metrics_listen=f"127.0.0.1:{port}") as machine:
         machine.start_agent(env=otel)
         agent = machine.wait_idle()
         assert agent["lastPass"]["exitCode"] == 0
         assert agent["lastPass"]["phase"] == "Ready"
         # root, source.fetch, source.verify, spec.load, system.observe: 5 spans a pass
-        wait_for(lambda: (Scrape(port).value("pullnix_trace_spans_dropped_total",
-                                             reason="export_failed") or 0)
-                 >= 5 * agent["passes"], 60, "the failed exports to be counted")
-        assert Scrape(port).value("pullnix_trace_spans_dropped_total",
-                                  reason="queue_full") is None
+        wait_for(
+            lambda: (
+                (
+                    Scrape(port).value("pullnix_trace_spans_dropped_total", reason="export_failed")
+                    or 0
+                )
+                >= 5 * agent["passes"]
+            ),
+            60,
+            "the failed exports to be counted",
+        )
+        assert Scrape(port).value("pullnix_trace_spans_dropped_total", reason="queue_full") is None
 
 
 def answers(port: int) -> bool:
@@ -334,7 +374,8 @@ def answers(port: int) -> bool:
 
 
 def test_a_config_reload_moves_the_metrics_listener_and_switches_the_log_format(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     first, second = free_port(), free_port()
     with fake_machine(tmp_path, metrics_listen=f"127.0.0.1:{first}") as machine:
         agent = machine.start_agent()
@@ -345,9 +386,13 @@ def test_a_config_reload_moves_the_metrics_listener_and_switches_the_log_format(
         assert not answers(first)
         # the counts carried over to the new listener: the reload's own pass adds to them
         # (a reset would leave 1 after it, never more than `passes`)
-        wait_for(lambda: sum(Scrape(second).by("pullnix_reconcile_passes_total",
-                                                "result").values()) > passes,
-                 30, "the reload's pass to be counted on top of the earlier ones")
+        wait_for(
+            lambda: (
+                sum(Scrape(second).by("pullnix_reconcile_passes_total", "result").values()) > passes
+            ),
+            30,
+            "the reload's pass to be counted on top of the earlier ones",
+        )
         assert agent.stop() == 0
         lines = agent.log_text().splitlines()
 
@@ -358,8 +403,7 @@ def test_a_config_reload_moves_the_metrics_listener_and_switches_the_log_format(
     assert any(r["msg"] == "stopping" for r in after)
 
 
-def test_a_metrics_listen_that_is_not_host_port_stops_the_agent_at_start(
-        tmp_path: Path) -> None:
+def test_a_metrics_listen_that_is_not_host_port_stops_the_agent_at_start(tmp_path: Path) -> None:
     with fake_machine(tmp_path, metrics_listen="9171") as machine:
         agent = machine.start_agent(wait=False)
         assert agent.proc.wait(timeout=60) == 1
@@ -367,11 +411,13 @@ def test_a_metrics_listen_that_is_not_host_port_stops_the_agent_at_start(
 
 
 def test_a_notify_socket_nobody_reads_never_stalls_the_agent(
-        tmp_path: Path, notify_socket: socket.socket) -> None:
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
     """Its queue fills after 10 datagrams; the agent drops what does not fit and goes on."""
     with fake_machine(tmp_path) as machine:
-        agent = machine.start_agent(env={"NOTIFY_SOCKET": notify_socket.getsockname(),
-                                         "WATCHDOG_USEC": "100000"})
+        agent = machine.start_agent(
+            env={"NOTIFY_SOCKET": notify_socket.getsockname(), "WATCHDOG_USEC": "100000"}
+        )
         machine.wait_idle()
         time.sleep(1.5)  # twenty-odd pings by now: the queue is full
         sha = commit_fleet(machine.repo, version="2")

@@ -35,8 +35,9 @@ class Served:
     port: int
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/hooks/pullnix",
-                                         data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/hooks/pullnix", data=body, headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return answer.status, json.loads(answer.read())
@@ -45,8 +46,11 @@ class Served:
 
     def push_event(self, sha: str, *, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
         body = json.dumps({"ref": "refs/heads/main", "after": sha}).encode()
-        return body, {"X-GitHub-Event": "push", "Content-Type": "application/json",
-                      "X-Hub-Signature-256": f"sha256={sign(secret.encode(), body)}"}
+        return body, {
+            "X-GitHub-Event": "push",
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": f"sha256={sign(secret.encode(), body)}",
+        }
 
     def webhook_passes(self) -> int:
         """Passes the agent's log says a webhook started."""
@@ -58,8 +62,11 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     with fake_machine(tmp_path) as machine, GitDaemon.serving(tmp_path) as daemon:
-        machine.configure(urls=[daemon.url("fleet.git")], webhook_listen=f"127.0.0.1:{port}",
-                          webhook_secret=SECRET)
+        machine.configure(
+            urls=[daemon.url("fleet.git")],
+            webhook_listen=f"127.0.0.1:{port}",
+            webhook_secret=SECRET,
+        )
         machine.start_agent()
         machine.wait_idle()
         yield Served(machine, port)
@@ -97,12 +104,17 @@ def test_events_that_are_not_a_push_to_the_branch_are_ignored(served: Served) ->
     machine = served.machine
     before = machine.passes()
     body = json.dumps({"ref": "refs/heads/feature", "after": "f" * 40}).encode()
-    elsewhere = served.post(body, {"X-Gitea-Event": "push",
-                                   "X-Gitea-Signature": sign(SECRET.encode(), body)})
-    ping = served.post(b"{}", {"X-GitHub-Event": "ping",
-                               "X-Hub-Signature-256": f"sha256={sign(SECRET.encode(), b'{}')}"})
-    assert elsewhere == (202, {"status": "ignored",
-                               "reason": "a push to refs/heads/feature, not refs/heads/main"})
+    elsewhere = served.post(
+        body, {"X-Gitea-Event": "push", "X-Gitea-Signature": sign(SECRET.encode(), body)}
+    )
+    ping = served.post(
+        b"{}",
+        {"X-GitHub-Event": "ping", "X-Hub-Signature-256": f"sha256={sign(SECRET.encode(), b'{}')}"},
+    )
+    assert elsewhere == (
+        202,
+        {"status": "ignored", "reason": "a push to refs/heads/feature, not refs/heads/main"},
+    )
     assert ping == (202, {"status": "ignored", "reason": "ping event is not a push"})
     assert machine.agent_status()["webhook"] == {"queued": 0, "ignored": 2, "refused": 0}
     assert machine.passes() == before
@@ -129,8 +141,7 @@ def test_an_oversized_or_unsized_body_is_refused_before_it_is_read(served: Serve
     assert served.machine.agent_status()["webhook"]["queued"] == 0
 
 
-def test_the_local_api_refuses_a_peer_that_is_not_root_nor_an_agent_uid(
-        served: Served) -> None:
+def test_the_local_api_refuses_a_peer_that_is_not_root_nor_an_agent_uid(served: Served) -> None:
     machine = served.machine
     open_to_everyone(machine.agent_socket)
     answer = as_nobody(machine.agent_socket, b'{"v": 1, "op": "suspend"}\n')

@@ -35,7 +35,8 @@ def machine_keeping(tmp_path: Path, keep: int) -> Iterator[Machine]:
         assert "[system]" in text
         assert marker in text
         machine.base_config = machine.base_config.replace(
-            marker, f"\nkeep_generations = {keep}{marker}", 1)
+            marker, f"\nkeep_generations = {keep}{marker}", 1
+        )
         machine.configure()
         machine.helper = start_helper(machine.paths)
         try:
@@ -73,8 +74,11 @@ def test_old_generations_are_deleted_after_commits_keeping_the_booted_and_curren
         assert machine.status()["status"]["currentGeneration"] == numbers[-1]
         newest = machine.status()["status"]["history"][0]
         assert newest["result"] == "Succeeded"
-        assert re.search(r"deleted old generations [\d, ]+ \(keep_generations = 2; also "
-                         r"kept 1 \(booted\)\)", newest["message"]), newest["message"]
+        assert re.search(
+            r"deleted old generations [\d, ]+ \(keep_generations = 2; also "
+            r"kept 1 \(booted\)\)",
+            newest["message"],
+        ), newest["message"]
 
 
 @pytest.fixture
@@ -97,7 +101,8 @@ def test_differing_switch_inhibitors_install_for_the_next_boot_and_say_so(
     # nothing activated live (a trial `test` is what the inhibitors forbid): only `boot`
     # (run to activate, and again as the helper commits: both only set the boot default)
     assert {(c["action"], c["toplevel"]) for c in read_calls(machine.sandbox)[calls:]} == {
-        ("boot", new)}
+        ("boot", new)
+    }
     calls = len(read_calls(machine.sandbox))
     assert machine.current() == before
     assert str(machine.sandbox.profile.resolve()) == new
@@ -167,9 +172,10 @@ def gc_roots(machine: Machine) -> dict[Path, str]:
 
 def test_a_build_abandoned_by_a_gate_refusal_is_not_held_alive(machine: Machine) -> None:
     assert machine.reconcile().returncode == 0
-    gate = "  gates:\n    - name: policy\n      command: {argv: [\"/bin/false\"]}\n"
-    sha = commit_fleet(machine.repo, version="2",
-                       files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=gate)})
+    gate = '  gates:\n    - name: policy\n      command: {argv: ["/bin/false"]}\n'
+    sha = commit_fleet(
+        machine.repo, version="2", files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=gate)}
+    )
     done = machine.reconcile()
     assert done.returncode == 3
     assert machine.condition("Stalled")["reason"] == "GateRefused"

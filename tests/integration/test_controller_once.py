@@ -96,14 +96,17 @@ def test_a_build_failure_stalls_until_the_next_commit(machine: Machine) -> None:
 def test_a_gate_that_refuses_stops_the_deploy(machine: Machine) -> None:
     assert machine.reconcile().returncode == 0
     before = machine.current()
-    gate = ("  gates:\n    - name: policy\n      command: {argv: [\"ci/check\"]}\n")
-    check = "#!/bin/sh\necho \"refusing $PULLNIX_NEW_SYSTEM\"\nexit 1\n"
+    gate = '  gates:\n    - name: policy\n      command: {argv: ["ci/check"]}\n'
+    check = '#!/bin/sh\necho "refusing $PULLNIX_NEW_SYSTEM"\nexit 1\n'
     script = machine.repo.worktree / "ci" / "check"
     script.parent.mkdir()
     script.write_text(check)
     script.chmod(0o755)  # git records the mode the file has in the work tree
-    commit_fleet(machine.repo, version="2",
-                 files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=gate), "ci/check": check})
+    commit_fleet(
+        machine.repo,
+        version="2",
+        files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=gate), "ci/check": check},
+    )
     done = machine.reconcile()
     assert done.returncode == 3
     stalled = machine.condition("Stalled")

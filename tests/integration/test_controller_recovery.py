@@ -71,8 +71,11 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     hook.write_text(HOOK)
     hook.chmod(0o755)
     with fake_machine(tmp_path) as machine:
-        spec = spec_yaml(machine.sandbox, confirm_timeout="60s",
-                         hook=f"  hooks:\n    postDeploy: {{argv: [\"{hook}\"]}}\n")
+        spec = spec_yaml(
+            machine.sandbox,
+            confirm_timeout="60s",
+            hook=f'  hooks:\n    postDeploy: {{argv: ["{hook}"]}}\n',
+        )
         commit_fleet(machine.repo, files={"pullnix.yaml": spec}, message="fleet: the hook")
         yield machine
 
@@ -101,12 +104,14 @@ def helper_state(machine: Machine) -> str | None:
 
 @pytest.mark.parametrize("phase", ["build", "activation", "helper-at-work"])
 def test_an_agent_killed_during_a_deploy_is_restarted_and_the_deploy_ends_once(
-        machine: Machine, phase: str) -> None:
+    machine: Machine, phase: str
+) -> None:
     pidfile = machine.tmp / "agent.pid"
     supervisor = Supervisor(machine, pidfile)
     try:
-        wait_for(lambda: applied(machine) is not None, 120,
-                 "the agent to adopt the installed commit")
+        wait_for(
+            lambda: applied(machine) is not None, 120, "the agent to adopt the installed commit"
+        )
         machine.wait_idle()
         knobs: dict[str, object] = {"version": "2"}
         if phase == "build":
@@ -119,8 +124,14 @@ def test_an_agent_killed_during_a_deploy_is_restarted_and_the_deploy_ends_once(
             wait_for(lambda: in_agent_log(machine, "building slowly"), 60, "the build")
             first.proc.send_signal(signal.SIGKILL)
         if phase == "helper-at-work":  # verifying (waiting for a confirm) or just past it
-            wait_for(lambda: helper_state(machine) in ("Verifying", "Committing", "Succeeded")
-                     or machine.current() == machine.built(sha), 60, "the helper to verify")
+            wait_for(
+                lambda: (
+                    helper_state(machine) in ("Verifying", "Committing", "Succeeded")
+                    or machine.current() == machine.built(sha)
+                ),
+                60,
+                "the helper to verify",
+            )
             if first.proc.poll() is None:
                 os.kill(first.pid, signal.SIGKILL)
         wait_for(lambda: supervisor.restarts >= 1, 60, "the agent to be restarted")
@@ -132,8 +143,9 @@ def test_an_agent_killed_during_a_deploy_is_restarted_and_the_deploy_ends_once(
     assert machine.condition("Ready")["status"] == "True"
     assert machine.current() == machine.built(sha)
     assert [e["result"] for e in status["history"] if e["revision"] == sha] == ["Succeeded"]
-    switched = [c["action"] for c in read_calls(machine.sandbox)
-                if c["toplevel"] == machine.built(sha)]
+    switched = [
+        c["action"] for c in read_calls(machine.sandbox) if c["toplevel"] == machine.built(sha)
+    ]
     assert switched.count("boot") == 1  # committed once
     assert [r[:2] for r in hook_runs(machine) if r[1] == sha] == [["Succeeded", sha]]
 
@@ -179,4 +191,3 @@ def run_nixos_rebuild_by_hand(machine: Machine) -> str:
     subprocess.run([f"{path}/bin/switch-to-configuration", "switch"], check=True, timeout=60)
     assert machine.current() == path
     return path
-

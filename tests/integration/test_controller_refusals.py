@@ -43,12 +43,18 @@ def test_an_invalid_spec_stalls_with_its_file_line_and_field(machine: Machine) -
     assert done.returncode == 3, done.stdout + done.stderr
     stalled = machine.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
-    assert f"pullnix.yaml@{bad[:12]}:12:16: spec.healthChecks[0].retries: expected an " \
+    assert (
+        f"pullnix.yaml@{bad[:12]}:12:16: spec.healthChecks[0].retries: expected an "
         "integer" in stalled["message"]
+    )
     assert nothing_built_or_switched(machine, before)
 
-    fixed = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
-                         version="2", message="fleet: fix the typo")
+    fixed = commit_fleet(
+        machine.repo,
+        files={"pullnix.yaml": spec_yaml(machine.sandbox)},
+        version="2",
+        message="fleet: fix the typo",
+    )
     assert machine.reconcile().returncode == 0
     assert machine.status()["status"]["lastAppliedRevision"] == fixed
 
@@ -70,11 +76,14 @@ def test_an_unreachable_remote_is_reported_and_the_system_stays(machine: Machine
 
 def test_an_unsigned_commit_is_refused_when_signatures_are_required(machine: Machine) -> None:
     signers = machine.tmp / "allowed_signers"
-    signers.write_text("ops@example.org ssh-ed25519 "
-                       "AAAAC3NzaC1lZDI1NTE5AAAAIHhKZ0p3sX6m0P6vV0m5m0v0v0v0v0v0v0v0v0v0v0v0\n")
+    signers.write_text(
+        "ops@example.org ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIHhKZ0p3sX6m0P6vV0m5m0v0v0v0v0v0v0v0v0v0v0v0\n"
+    )
     config = machine.paths.config
-    config.write_text(config.read_text().replace(
-        "urls = [", f'allowed_signers_file = "{signers}"\nurls = [', 1))
+    config.write_text(
+        config.read_text().replace("urls = [", f'allowed_signers_file = "{signers}"\nurls = [', 1)
+    )
     machine.base_config = machine.paths.config.read_text()
     before = snapshot(machine)
     unsigned = commit_fleet(machine.repo, version="2")
@@ -93,8 +102,9 @@ def test_a_force_push_to_older_history_is_refused(machine: Machine) -> None:
     new = commit_fleet(machine.repo, version="2")
     assert machine.reconcile().returncode == 0
     before = snapshot(machine)
-    subprocess.run(["git", "-C", str(machine.repo.bare), "update-ref", "refs/heads/main", old],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(machine.repo.bare), "update-ref", "refs/heads/main", old], check=True
+    )
     done = machine.reconcile()
     assert done.returncode == 3, done.stdout + done.stderr
     stalled = machine.condition("Stalled")

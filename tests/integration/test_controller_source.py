@@ -36,11 +36,17 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@pullnix.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@pullnix.invalid",
-           "GIT_CONFIG_NOSYSTEM": "1"}
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True, env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@pullnix.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@pullnix.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 def off_branch_hotfix(machine: Machine) -> str:
@@ -68,14 +74,20 @@ def ready(machine: Machine) -> tuple[str, str]:
 
 
 def is_stalled(machine: Machine) -> bool:
-    return any(c["type"] == "Stalled" and c["status"] == "True"
-               for c in machine.status()["status"]["conditions"])
+    return any(
+        c["type"] == "Stalled" and c["status"] == "True"
+        for c in machine.status()["status"]["conditions"]
+    )
 
 
 def drop_the_pin(machine: Machine) -> str:
     """Commit the spec without its pin, reconcile: the branch head is applied; its SHA."""
-    head = commit_fleet(machine.repo, files={"pullnix.yaml": spec_yaml(machine.sandbox)},
-                        version="3", message="fleet: drop the pin")
+    head = commit_fleet(
+        machine.repo,
+        files={"pullnix.yaml": spec_yaml(machine.sandbox)},
+        version="3",
+        message="fleet: drop the pin",
+    )
     done = machine.reconcile()
     assert done.returncode == 0, done.stdout + done.stderr
     assert machine.status()["status"]["lastAppliedRevision"] == head
@@ -85,8 +97,11 @@ def drop_the_pin(machine: Machine) -> str:
 def test_a_pin_off_the_branch_is_deployed_kept_and_released(machine: Machine) -> None:
     first_system = machine.current()
     hotfix = off_branch_hotfix(machine)
-    carrier = commit_fleet(machine.repo, files={"pullnix.yaml": pinned_spec(machine, TAG)},
-                           message="fleet: pin the hotfix")
+    carrier = commit_fleet(
+        machine.repo,
+        files={"pullnix.yaml": pinned_spec(machine, TAG)},
+        message="fleet: pin the hotfix",
+    )
     done = machine.reconcile()
     assert done.returncode == 0, done.stdout + done.stderr
     status = machine.status()["status"]
@@ -118,8 +133,11 @@ def test_a_pin_off_the_branch_is_deployed_kept_and_released(machine: Machine) ->
 
 def test_a_pin_survives_the_loss_of_the_agent_state_dir(machine: Machine) -> None:
     hotfix = off_branch_hotfix(machine)
-    commit_fleet(machine.repo, files={"pullnix.yaml": pinned_spec(machine, hotfix)},
-                 message="fleet: pin the hotfix by commit id")
+    commit_fleet(
+        machine.repo,
+        files={"pullnix.yaml": pinned_spec(machine, hotfix)},
+        message="fleet: pin the hotfix by commit id",
+    )
     assert machine.reconcile().returncode == 0
     assert machine.status()["status"]["lastAppliedRevision"] == hotfix
     pinned_system = machine.current()
@@ -134,12 +152,16 @@ def test_a_pin_survives_the_loss_of_the_agent_state_dir(machine: Machine) -> Non
 
 
 def test_a_dropped_pin_is_no_downgrade_even_when_the_agent_state_dir_is_lost(
-        machine: Machine) -> None:
+    machine: Machine,
+) -> None:
     """The helper recorded the tip that carried the pin with the generation it committed,
     so a later tip without the pin is checked against that tip, not the pinned commit."""
     hotfix = off_branch_hotfix(machine)
-    carrier = commit_fleet(machine.repo, files={"pullnix.yaml": pinned_spec(machine, hotfix)},
-                           message="fleet: pin the hotfix by commit id")
+    carrier = commit_fleet(
+        machine.repo,
+        files={"pullnix.yaml": pinned_spec(machine, hotfix)},
+        message="fleet: pin the hotfix by commit id",
+    )
     assert machine.reconcile().returncode == 0
     records = json.loads((machine.paths.state_dir / "generations.json").read_text())
     assert records["generations"][-1]["revision"] == hotfix
@@ -165,8 +187,9 @@ def test_the_status_names_the_url_that_served(machine: Machine) -> None:
 def test_credentials_in_a_url_never_reach_the_status(machine: Machine) -> None:
     secret = "s3cr3t-t0ken"
     # Nothing listens on port 9 of 127.0.0.1: the fetch fails and says which URL failed.
-    machine.configure(urls=[f"http://deploy:{secret}@127.0.0.1:9/fleet.git",
-                            f"file://{machine.repo.bare}"])
+    machine.configure(
+        urls=[f"http://deploy:{secret}@127.0.0.1:9/fleet.git", f"file://{machine.repo.bare}"]
+    )
     assert machine.reconcile().returncode == 0
     text = (machine.tmp / "agent-state" / "status.json").read_text()
     assert secret not in text

@@ -17,25 +17,34 @@ PULLNIX = Path(sys.executable).with_name("pullnix")
 
 
 def demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PULLNIX), "demo", "--dir", str(tmp_path / "demo")],
-                          capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(PULLNIX), "demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_the_demo_converges_then_rolls_back_a_broken_push_and_exports_its_traces(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with HttpReceiver() as receiver:
-        done = demo(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        done = demo(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        )
         out = done.stdout
         assert done.returncode == 0, out + done.stderr
         assert "\x1b[" not in out  # not a terminal: plain lines, no colour, no spinner
 
         # the acts, in order, each with what the agent and the helper reported
-        acts = [out.index(a) for a in ("== Setting the stage", "== Act 1", "== Act 2",
-                                        "== Act 3")]
+        acts = [out.index(a) for a in ("== Setting the stage", "== Act 1", "== Act 2", "== Act 3")]
         assert acts == sorted(acts)
-        act1, act2 = out[acts[1]:acts[2]], out[acts[2]:acts[3]]
+        act1, act2 = out[acts[1] : acts[2]], out[acts[2] : acts[3]]
         assert re.search(r"helper +apply \w+: Succeeded: committed generation 2", act1)
         assert re.search(r"agent +pass \d+ \(source\)", act1)  # watchfiles saw the push
         assert "health check app-health (command) failed" in act2
@@ -52,7 +61,8 @@ def test_the_demo_converges_then_rolls_back_a_broken_push_and_exports_its_traces
         printed = re.findall(r"^  ([0-9a-f]{32})$", out, re.M)
         assert len(printed) == 3
         spans = receiver.wait_for(
-            lambda s: {x.trace_id for x in by_name(s, "pullnix.reconcile")} >= set(printed))
+            lambda s: {x.trace_id for x in by_name(s, "pullnix.reconcile")} >= set(printed)
+        )
         rolled_back = printed[0]  # newest first
         assert by_name([s for s in spans if s.trace_id == rolled_back], "helper.rollback")
     assert f"sent over OTLP to {receiver.endpoint}" in out
@@ -60,7 +70,13 @@ def test_the_demo_converges_then_rolls_back_a_broken_push_and_exports_its_traces
 
 
 def test_the_demo_says_what_is_missing_instead_of_failing_obscurely(tmp_path: Path) -> None:
-    done = subprocess.run([str(PULLNIX), "demo"], capture_output=True, text=True, timeout=60,
-                          check=False, env={**os.environ, "PATH": str(tmp_path)})
+    done = subprocess.run(
+        [str(PULLNIX), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PATH": str(tmp_path)},
+    )
     assert done.returncode == 1
     assert "Nix is not installed: `apt-get install nix-bin`" in done.stdout

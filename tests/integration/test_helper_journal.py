@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from reconciler.common.protocol import ApplyRequest, CheckSpec
 from reconciler.helper import machine as m
 from reconciler.helper.journal import Journal, from_json, to_json
-from reconciler.helper.protocol import ApplyRequest, CheckSpec
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-2"
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from reconciler.helper import machine as m
 from reconciler.helper.journal import Journal
-from reconciler.helper.protocol import ApplyRequest
+from reconciler.common.protocol import ApplyRequest
 journal = Journal(Path(sys.argv[1]))
 req = ApplyRequest(store_path=sys.argv[2], revision="r" * 4000)  # big enough to span pages
 op = m.begin("op-1", "apply", req, m.Previous(None, None, None), 0.0)
@@ -38,8 +38,9 @@ while True:
 def test_killed_writer_leaves_a_whole_journal(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     for round_ in range(20):
-        with subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), STORE],
-                              stdout=subprocess.PIPE, cwd=REPO) as writer:
+        with subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), STORE], stdout=subprocess.PIPE, cwd=REPO
+        ) as writer:
             assert writer.stdout is not None
             assert writer.stdout.readline() == b"ready\n"
             time.sleep(0.005 * (round_ % 5))
@@ -55,12 +56,26 @@ def test_killed_writer_leaves_a_whole_journal(tmp_path: Path) -> None:
 
 def test_operation_round_trips_through_json(tmp_path: Path) -> None:
     check = CheckSpec("api", "tcp", (("host", "127.0.0.1"), ("port", 80)), 2.0, 1, 0.2)
-    req = ApplyRequest(STORE, "r2", "switch", True, (check,), 30.0, True,
-                       "00-" + "1" * 32 + "-" + "2" * 16 + "-01", 60.0)
+    req = ApplyRequest(
+        STORE,
+        "r2",
+        "switch",
+        True,
+        (check,),
+        30.0,
+        True,
+        "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+        60.0,
+    )
     op = m.begin("op-1", "apply", req, m.Previous(STORE, STORE, 3), 1.0)
-    for i, event in enumerate([m.Done(), m.Done(),
-                               m.Checked(m.CheckResult("api", "tcp", True, "ok", 1, "a", "b")),
-                               m.Confirmed()]):
+    for i, event in enumerate(
+        [
+            m.Done(),
+            m.Done(),
+            m.Checked(m.CheckResult("api", "tcp", True, "ok", 1, "a", "b")),
+            m.Confirmed(),
+        ]
+    ):
         op = m.advance(op, event, 2.0 + i)
     journal = Journal(tmp_path)
     journal.write(op)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.client import HelperClient
-from reconciler.helper.records import read_committed
+from reconciler.common.client import HelperClient
+from reconciler.common.records import read_committed
 from tests.support.helperproc import (
     FakeMachine,
     HelperProcess,
@@ -35,12 +35,17 @@ pytestmark = pytest.mark.nix
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
     tmp = tmp_path_factory.mktemp("helper-requests")
-    built = build_machine(tmp, {"old": {"version": "1"}, "new": {"version": "2"},
-                                "newer": {"version": "3"}})
+    built = build_machine(
+        tmp, {"old": {"version": "1"}, "new": {"version": "2"}, "newer": {"version": "3"}}
+    )
     escape = tmp / "nixos-system-escape"
     escape.symlink_to("/etc")
-    return FakeMachine(built.sandbox, built.repo,
-                       {**built.systems, "escape": add_to_store(escape)}, built.revisions)
+    return FakeMachine(
+        built.sandbox,
+        built.repo,
+        {**built.systems, "escape": add_to_store(escape)},
+        built.revisions,
+    )
 
 
 @pytest.fixture
@@ -64,49 +69,88 @@ HASH = "0" * 32
 BAD = {
     "not JSON": (b"{nope\n", "bad-json", "not JSON"),
     "not an object": (b"[1, 2]\n", "bad-json", "must be a JSON object"),
-    "over 64 KiB": (b'{"v":1,"op":"ping","pad":"' + b"a" * 70_000 + b'"}\n', "too-large",
-                    "over 65536 bytes"),
+    "over 64 KiB": (
+        b'{"v":1,"op":"ping","pad":"' + b"a" * 70_000 + b'"}\n',
+        "too-large",
+        "over 65536 bytes",
+    ),
     "no version": (line(op="ping"), "bad-version", "speaks v1"),
     "a future version": (line(v=2, op="ping"), "bad-version", "speaks v1"),
     "unknown op": (line(v=1, op="reboot"), "unknown-op", "unknown op 'reboot'"),
     "unknown field": (line(v=1, op="ping", force=True), "unknown-field", "force"),
     "unknown apply field": (apply(storePath="{new}", dryRun=True), "unknown-field", "dryRun"),
     "no store path": (apply(revision="r"), "bad-field", "storePath: required"),
-    "wrong type": (apply(storePath="{new}", trial="yes"), "bad-field",
-                   "trial: expected true or false, got str"),
-    "duration as a string": (apply(storePath="{new}", confirmTimeout="5s"), "bad-field",
-                             "confirmTimeout: expected a non-negative number"),
-    "unknown action": (apply(storePath="{new}", action="reboot"), "bad-field",
-                       "action 'reboot' is not one of"),
-    "two check kinds": (apply(storePath="{new}", healthChecks=[
-        {"name": "x", "tcp": {"host": "h", "port": 1}, "command": {"argv": ["true"]}}]),
-        "bad-field", "exactly one of"),
-    "unknown check field": (apply(storePath="{new}", healthChecks=[
-        {"name": "x", "command": {"argv": ["true"], "shell": True}}]), "unknown-field", "shell"),
+    "wrong type": (
+        apply(storePath="{new}", trial="yes"),
+        "bad-field",
+        "trial: expected true or false, got str",
+    ),
+    "duration as a string": (
+        apply(storePath="{new}", confirmTimeout="5s"),
+        "bad-field",
+        "confirmTimeout: expected a non-negative number",
+    ),
+    "unknown action": (
+        apply(storePath="{new}", action="reboot"),
+        "bad-field",
+        "action 'reboot' is not one of",
+    ),
+    "two check kinds": (
+        apply(
+            storePath="{new}",
+            healthChecks=[
+                {"name": "x", "tcp": {"host": "h", "port": 1}, "command": {"argv": ["true"]}}
+            ],
+        ),
+        "bad-field",
+        "exactly one of",
+    ),
+    "unknown check field": (
+        apply(
+            storePath="{new}",
+            healthChecks=[{"name": "x", "command": {"argv": ["true"], "shell": True}}],
+        ),
+        "unknown-field",
+        "shell",
+    ),
     "bad traceparent": (apply(storePath="{new}", traceparent="abc"), "bad-field", "W3C"),
     "outside the store": (apply(storePath="/etc"), "bad-store-path", "not under /nix/store"),
     "dot-dot": (apply(storePath=f"/nix/store/{HASH}-x/../../etc"), "bad-store-path", "'..'"),
     "below a store path": (apply(storePath="{new}/bin"), "bad-store-path", "not a store path"),
-    "missing": (apply(storePath=f"/nix/store/{HASH}-nixos-system-gone"), "bad-store-path",
-                "does not exist"),
-    "symlink escaping the store": (apply(storePath="{escape}"), "bad-store-path",
-                                   "resolves to /etc"),
-    "no switch-to-configuration": (apply(storePath="{kernel}"), "bad-store-path",
-                                   "no executable bin/switch-to-configuration"),
-    "upgrade without pullnix-helper": (line(v=1, op="upgrade", storePath="{new}"),
-                                       "bad-store-path", "no executable bin/pullnix-helper"),
+    "missing": (
+        apply(storePath=f"/nix/store/{HASH}-nixos-system-gone"),
+        "bad-store-path",
+        "does not exist",
+    ),
+    "symlink escaping the store": (
+        apply(storePath="{escape}"),
+        "bad-store-path",
+        "resolves to /etc",
+    ),
+    "no switch-to-configuration": (
+        apply(storePath="{kernel}"),
+        "bad-store-path",
+        "no executable bin/switch-to-configuration",
+    ),
+    "upgrade without pullnix-helper": (
+        line(v=1, op="upgrade", storePath="{new}"),
+        "bad-store-path",
+        "no executable bin/pullnix-helper",
+    ),
     "confirm naming nothing": (line(v=1, op="confirm"), "bad-field", "give revision"),
 }
 
 
 @pytest.mark.parametrize(("message", "code", "says"), BAD.values(), ids=list(BAD))
 def test_bad_request_is_refused_and_changes_nothing(
-        machine: FakeMachine, helper: HelperProcess, message: bytes, code: str,
-        says: str) -> None:
+    machine: FakeMachine, helper: HelperProcess, message: bytes, code: str, says: str
+) -> None:
     kernel = os.path.realpath(Path(machine.systems["new"]) / "kernel")
-    message = (message.replace(b"{new}", machine.systems["new"].encode())
-               .replace(b"{escape}", machine.systems["escape"].encode())
-               .replace(b"{kernel}", kernel.encode()))
+    message = (
+        message.replace(b"{new}", machine.systems["new"].encode())
+        .replace(b"{escape}", machine.systems["escape"].encode())
+        .replace(b"{kernel}", kernel.encode())
+    )
     answer = helper.client.raw(message)
     assert answer["v"] == 1
     assert answer["ok"] is False
@@ -130,7 +174,8 @@ def test_connection_carries_several_requests(helper: HelperProcess) -> None:
 
 
 def test_peer_not_root_nor_agent_is_forbidden_and_logged(
-        machine: FakeMachine, helper: HelperProcess) -> None:
+    machine: FakeMachine, helper: HelperProcess
+) -> None:
     open_to_everyone(helper.paths.socket)
     answer = as_nobody(helper.paths.socket, apply(storePath=machine.systems["new"]))
     assert answer.get("ok") is False, answer
@@ -155,8 +200,9 @@ def test_agent_uid_is_allowed(machine: FakeMachine, tmp_path: Path) -> None:
         cleanup_socket_dir(paths)
 
 
-def test_socket_is_group_only_and_a_stale_one_is_replaced(machine: FakeMachine,
-                                                         tmp_path: Path) -> None:
+def test_socket_is_group_only_and_a_stale_one_is_replaced(
+    machine: FakeMachine, tmp_path: Path
+) -> None:
     paths = write_helper_config(tmp_path, machine.sandbox)
     first = start_helper(paths)
     first.kill()  # SIGKILL leaves the socket file behind
@@ -197,15 +243,26 @@ def race(sock: Path, messages: dict[str, bytes]) -> dict[str, dict[str, object]]
 
 
 def test_two_applies_at_the_same_moment_one_runs_the_other_is_busy(
-        machine: FakeMachine, helper: HelperProcess) -> None:
+    machine: FakeMachine, helper: HelperProcess
+) -> None:
     contenders = ("new", "newer")
     for round_ in range(3):
         machine.reset()
         before = [e.store_path for e in read_committed(helper.paths.state_dir)]
         # requireConfirm holds the winner in Verifying until we confirm: no timing involved
-        answers = race(helper.paths.socket, {name: apply(
-            storePath=machine.systems[name], revision=machine.revisions[name], trial=False,
-            requireConfirm=True, confirmTimeout=60) for name in contenders})
+        answers = race(
+            helper.paths.socket,
+            {
+                name: apply(
+                    storePath=machine.systems[name],
+                    revision=machine.revisions[name],
+                    trial=False,
+                    requireConfirm=True,
+                    confirmTimeout=60,
+                )
+                for name in contenders
+            },
+        )
         winners = [name for name in contenders if answers[name]["ok"]]
         assert len(winners) == 1, answers
         winner, loser = winners[0], next(n for n in contenders if n != winners[0])
@@ -214,8 +271,7 @@ def test_two_applies_at_the_same_moment_one_runs_the_other_is_busy(
         assert refused["error"] == "busy", refused
         in_progress = refused["operation"]
         assert isinstance(in_progress, dict)
-        assert (in_progress["id"], in_progress["storePath"]) == (op_id,
-                                                                 machine.systems[winner])
+        assert (in_progress["id"], in_progress["storePath"]) == (op_id, machine.systems[winner])
         assert f"operation {op_id} is in progress" in str(refused["message"])
 
         helper.client.confirm(operation_id=str(op_id))
@@ -227,7 +283,8 @@ def test_two_applies_at_the_same_moment_one_runs_the_other_is_busy(
         touched = {machine.name_of(c["toplevel"]) for c in read_calls(machine.sandbox)}
         assert touched == {winner}
         assert (machine.current(), machine.profile(), machine.boot_default()) == (
-            machine.systems[winner],) * 3
+            machine.systems[winner],
+        ) * 3
         committed = [e.store_path for e in read_committed(helper.paths.state_dir)]
         assert committed == [*before, machine.systems[winner]]  # and only the winner
 
@@ -241,8 +298,7 @@ def tgkill(pid: int, tid: int, signum: int) -> bool:
     return False
 
 
-def test_sigterm_landing_in_a_thread_other_than_main_stops_the_helper(
-        tmp_path: Path) -> None:
+def test_sigterm_landing_in_a_thread_other_than_main_stops_the_helper(tmp_path: Path) -> None:
     # The kernel gives a process's signal to any thread that can take it, e.g. one
     # answering a request; Python runs the handler only in the main thread, so a main
     # thread asleep in a lock would not notice. Aim the signal at the other threads.
@@ -250,8 +306,9 @@ def test_sigterm_landing_in_a_thread_other_than_main_stops_the_helper(
     helper = start_helper(paths)
     try:
         helper.client.status()  # the operator is attached: the main thread waits for a stop
-        others = sorted(int(t) for t in os.listdir(f"/proc/{helper.pid}/task")
-                        if int(t) != helper.pid)
+        others = sorted(
+            int(t) for t in os.listdir(f"/proc/{helper.pid}/task") if int(t) != helper.pid
+        )
         assert any(tgkill(helper.pid, tid, signal.SIGTERM) for tid in others), others
         assert helper.wait_exit(timeout=10) == 0, helper.stderr_text()
         assert f"signal {int(signal.SIGTERM)}: stopping" in helper.stderr_text()

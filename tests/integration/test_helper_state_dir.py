@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.common.records import RECORDS_FILE
 from reconciler.helper.journal import JOURNAL_FILE, OPERATIONS_DIR
-from reconciler.helper.records import RECORDS_FILE
 from tests.support.helperproc import (
     FakeMachine,
     build_machine,
@@ -35,9 +35,13 @@ def mode(path: Path) -> int:
 
 def as_user(gid: int, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """Run `argv` as AGENT_UID with primary group `gid` and no other groups."""
-    return subprocess.run(["setpriv", f"--reuid={AGENT_UID}", f"--regid={gid}",
-                           "--clear-groups", *argv], capture_output=True, text=True,
-                          timeout=30, check=False)
+    return subprocess.run(
+        ["setpriv", f"--reuid={AGENT_UID}", f"--regid={gid}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changes owners and users (root)")
@@ -55,14 +59,16 @@ def open_tmp() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
-    return build_machine(tmp_path_factory.mktemp("helper-state"),
-                         {"old": {"version": "1"}, "new": {"version": "2"}})
+    return build_machine(
+        tmp_path_factory.mktemp("helper-state"), {"old": {"version": "1"}, "new": {"version": "2"}}
+    )
 
 
 @pytest.mark.nix
 @needs_root
 def test_the_agents_group_reads_the_journal_and_records_and_writes_nothing(
-        machine: FakeMachine, open_tmp: Path) -> None:
+    machine: FakeMachine, open_tmp: Path
+) -> None:
     machine.reset()
     paths = write_helper_config(open_tmp, machine.sandbox)
     # What tmpfiles does under the module: the directory exists, group = the agent's,
@@ -95,10 +101,12 @@ def test_the_agents_group_reads_the_journal_and_records_and_writes_nothing(
 
 
 @needs_root
-@pytest.mark.parametrize(("before", "after"), [
-    (0o700, 0o750), (0o777, 0o750), (0o2775, 0o2750), (0o4757, 0o750)])
+@pytest.mark.parametrize(
+    ("before", "after"), [(0o700, 0o750), (0o777, 0o750), (0o2775, 0o2750), (0o4757, 0o750)]
+)
 def test_the_helper_holds_its_state_dir_at_0750_keeping_setgid(
-        tmp_path: Path, before: int, after: int) -> None:
+    tmp_path: Path, before: int, after: int
+) -> None:
     paths = write_helper_config(tmp_path)
     paths.state_dir.mkdir()
     os.chmod(paths.state_dir, before)

@@ -41,8 +41,9 @@ def test_a_step_over_its_timeout_is_killed_with_its_children(tmp_path: Path) -> 
     pidfile = tmp_path / "child.pid"
     start = time.monotonic()
     with pytest.raises(system.StepFailed, match=r"still running after 0\.3s"):
-        system.run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], tmp_path / "op.log",
-                   timeout=0.3)
+        system.run(
+            ["sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"], tmp_path / "op.log", timeout=0.3
+        )
     assert time.monotonic() - start < 10
     child = int(pidfile.read_text())
     deadline = time.monotonic() + 5

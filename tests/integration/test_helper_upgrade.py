@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.client import HelperError
+from reconciler.common.client import HelperError
 from tests.support.helperproc import (
     FakeMachine,
     HelperProcess,
@@ -26,8 +26,10 @@ pytestmark = pytest.mark.nix
 
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
-    return build_machine(tmp_path_factory.mktemp("helper-upgrade"),
-                         {"old": {"version": "1"}, "new": {"version": "2"}})
+    return build_machine(
+        tmp_path_factory.mktemp("helper-upgrade"),
+        {"old": {"version": "1"}, "new": {"version": "2"}},
+    )
 
 
 def helper_package(tmp: Path, marker: Path) -> str:
@@ -35,8 +37,10 @@ def helper_package(tmp: Path, marker: Path) -> str:
     package = tmp / "pullnix-helper-next"
     (package / "bin").mkdir(parents=True)
     script = package / "bin" / "pullnix-helper"
-    script.write_text(f'#!/bin/sh\necho "$$" >> {marker}\n'
-                      f'exec {Path(sys.executable).with_name("pullnix-helper")} "$@"\n')
+    script.write_text(
+        f'#!/bin/sh\necho "$$" >> {marker}\n'
+        f'exec {Path(sys.executable).with_name("pullnix-helper")} "$@"\n'
+    )
     script.chmod(0o755)
     return add_to_store(package)
 
@@ -64,7 +68,8 @@ def wait_for_reexec(helper: HelperProcess, marker: Path, before: float) -> dict[
 
 
 def test_idle_upgrade_moves_the_profile_and_reexecs_in_place(
-        helper: HelperProcess, tmp_path: Path) -> None:
+    helper: HelperProcess, tmp_path: Path
+) -> None:
     marker = tmp_path / "ran"
     package = helper_package(tmp_path, marker)
     before = helper.client.ping()
@@ -78,7 +83,8 @@ def test_idle_upgrade_moves_the_profile_and_reexecs_in_place(
 
 
 def test_upgrade_waits_for_the_operation_in_progress(
-        machine: FakeMachine, helper: HelperProcess, tmp_path: Path) -> None:
+    machine: FakeMachine, helper: HelperProcess, tmp_path: Path
+) -> None:
     marker = tmp_path / "ran"
     package = helper_package(tmp_path, marker)
     before = helper.client.ping()
@@ -96,8 +102,7 @@ def test_upgrade_waits_for_the_operation_in_progress(
     assert helper.client.status(op_id)["found"]["state"] == "Succeeded"
 
 
-def test_upgrade_to_something_else_is_refused(machine: FakeMachine,
-                                              helper: HelperProcess) -> None:
+def test_upgrade_to_something_else_is_refused(machine: FakeMachine, helper: HelperProcess) -> None:
     with pytest.raises(HelperError) as refused:
         helper.client.upgrade(machine.systems["new"])
     assert refused.value.code == "bad-store-path"

@@ -26,12 +26,14 @@ def helper_package(tmp: Path, name: str, marker: Path) -> str:
     package = tmp / name
     (package / "bin").mkdir(parents=True)
     script = package / "bin" / "pullnix-helper"
-    script.write_text(f"#!{sys.executable}\n"
-                      "import os, sys\n"
-                      f"with open({str(marker)!r}, 'a') as f:\n"
-                      "    f.write(f'{os.getpid()}\\n')\n"
-                      "from reconciler.helper.main import main\n"
-                      "sys.exit(main())\n")
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"with open({str(marker)!r}, 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "from reconciler.helper.main import main\n"
+        "sys.exit(main())\n"
+    )
     script.chmod(0o755)
     return add_to_store(package)
 
@@ -75,7 +77,8 @@ def passes_now(machine: Machine, count: int) -> None:
 
 
 def test_the_agent_upgrades_an_idle_helper_to_the_one_its_generation_carries(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     with fake_machine(tmp_path) as machine:
         marker = tmp_path / "ran"
         package = helper_package(tmp_path, "pullnix-helper-next", marker)
@@ -100,8 +103,11 @@ def test_a_refused_upgrade_is_asked_for_once_per_store_path(tmp_path: Path) -> N
         broken = broken_helper_package(tmp_path)
         link = link_wanted(machine, broken)
         agent = machine.start_agent()
-        wait_for(lambda: "refused" in machine.helper.stderr_text(), 60,
-                 "the helper to refuse the broken helper")
+        wait_for(
+            lambda: "refused" in machine.helper.stderr_text(),
+            60,
+            "the helper to refuse the broken helper",
+        )
         passes_now(machine, 2)
         assert agent.log_text().count(ASKED) == 1, agent.log_text()
         assert machine.helper.stderr_text().count(f"upgrade to {broken} refused") == 1
@@ -124,10 +130,10 @@ def test_nothing_is_asked_while_an_operation_is_in_progress(tmp_path: Path) -> N
         package = helper_package(tmp_path, "pullnix-helper-next", marker)
         link_wanted(machine, package)
         before = machine.helper.client.ping()
-        slow = [{"name": "slow", "timeout": 60, "retries": 0,
-                 "command": {"argv": ["sleep", "8"]}}]
-        op_id = machine.helper.client.apply(machine.current(), revision=machine.repo.sha,
-                                            health_checks=slow)
+        slow = [{"name": "slow", "timeout": 60, "retries": 0, "command": {"argv": ["sleep", "8"]}}]
+        op_id = machine.helper.client.apply(
+            machine.current(), revision=machine.repo.sha, health_checks=slow
+        )
         agent = machine.start_agent()
         wait_for(lambda: machine.passes() >= 1, 60, "the agent's first pass")
         time.sleep(0.5)  # the look after the pass
@@ -146,13 +152,17 @@ def test_nothing_is_asked_while_an_operation_is_in_progress(tmp_path: Path) -> N
         assert machine.helper.client.status(op_id)["found"]["state"] == "Succeeded"
 
 
-@pytest.mark.parametrize(("wanted", "current", "asked", "expected"), [
-    (None, "/nix/store/a", frozenset(), False),          # no wanted helper linked
-    ("/nix/store/a", "/nix/store/a", frozenset(), False),  # already running it
-    ("/nix/store/b", "/nix/store/a", frozenset(), True),
-    ("/nix/store/b", None, frozenset(), True),            # no profile yet
-    ("/nix/store/b", "/nix/store/a", frozenset({"/nix/store/b"}), False),  # asked before
-])
-def test_when_the_helper_is_asked_to_upgrade(wanted: str | None, current: str | None,
-                                             asked: frozenset[str], expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("wanted", "current", "asked", "expected"),
+    [
+        (None, "/nix/store/a", frozenset(), False),  # no wanted helper linked
+        ("/nix/store/a", "/nix/store/a", frozenset(), False),  # already running it
+        ("/nix/store/b", "/nix/store/a", frozenset(), True),
+        ("/nix/store/b", None, frozenset(), True),  # no profile yet
+        ("/nix/store/b", "/nix/store/a", frozenset({"/nix/store/b"}), False),  # asked before
+    ],
+)
+def test_when_the_helper_is_asked_to_upgrade(
+    wanted: str | None, current: str | None, asked: frozenset[str], expected: bool
+) -> None:
     assert needs_asking(wanted, current, asked) is expected

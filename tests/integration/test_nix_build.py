@@ -61,10 +61,22 @@ def settings(sandbox: Sandbox) -> BuildSettings:
     return BuildSettings(gcroots_dir=sandbox.gcroots, timeout=120)
 
 
-def build(fleet: FleetRepo, sha: str, settings: BuildSettings, host: str = "edge-01",
-          lines: list[str] | None = None) -> BuiltSystem:
-    return build_flake(fleet.bare, "main", sha, TEMPLATE, host, settings,
-                       on_line=None if lines is None else lines.append)
+def build(
+    fleet: FleetRepo,
+    sha: str,
+    settings: BuildSettings,
+    host: str = "edge-01",
+    lines: list[str] | None = None,
+) -> BuiltSystem:
+    return build_flake(
+        fleet.bare,
+        "main",
+        sha,
+        TEMPLATE,
+        host,
+        settings,
+        on_line=None if lines is None else lines.append,
+    )
 
 
 def test_builds_the_pinned_older_commit_not_the_branch_head(
@@ -185,8 +197,9 @@ def test_classic_configuration_without_nixpkgs_fails_clearly(
     (exported / "hosts" / "edge-01" / "configuration.nix").write_text("{ ... }: { }\n")
     monkeypatch.setenv("NIX_PATH", "")
     with pytest.raises(NixpkgsMissing, match="<nixpkgs>") as caught:
-        build_classic(exported, "hosts/{host}/configuration.nix", "edge-01", settings,
-                      revision="a" * 40)
+        build_classic(
+            exported, "hosts/{host}/configuration.nix", "edge-01", settings, revision="a" * 40
+        )
     assert caught.value.reason == "NixpkgsMissing"
     with pytest.raises(ConfigurationMissing, match=r"hosts/edge-02/configuration\.nix"):
         build_classic(exported, "hosts/{host}/configuration.nix", "edge-02", settings)
@@ -198,9 +211,11 @@ def test_installable_is_the_exact_commit_and_host_toplevel(tmp_path: Path) -> No
     sha = "ab" * 20
     assert flake_installable(tmp_path, "main", sha, TEMPLATE, "edge-01") == (
         f"git+file://{tmp_path}?ref=main&rev={sha}"
-        "#nixosConfigurations.edge-01.config.system.build.toplevel")
+        "#nixosConfigurations.edge-01.config.system.build.toplevel"
+    )
     assert toplevel_attr(TEMPLATE, "edge.example.org").startswith(
-        'nixosConfigurations."edge.example.org".')
+        'nixosConfigurations."edge.example.org".'
+    )
     for bad_template, host in ((TEMPLATE, "a b"), ("x#y.{host}", "h"), ("{hostname}", "h")):
         with pytest.raises(InvalidAttribute):
             toplevel_attr(bad_template, host)
@@ -210,8 +225,14 @@ def test_installable_is_the_exact_commit_and_host_toplevel(tmp_path: Path) -> No
 
 def test_host_names_with_dots_build(tmp_path: Path, sandbox: Sandbox) -> None:
     fleet = init_fleet_repo(tmp_path / "dots", sandbox, hosts=("edge.example.org",))
-    built = build_flake(fleet.bare, "main", fleet.sha, TEMPLATE, "edge.example.org",
-                        BuildSettings(gcroots_dir=sandbox.gcroots))
+    built = build_flake(
+        fleet.bare,
+        "main",
+        fleet.sha,
+        TEMPLATE,
+        "edge.example.org",
+        BuildSettings(gcroots_dir=sandbox.gcroots),
+    )
     assert built.store_path.endswith("-nixos-system-edge.example.org-1")
 
 
@@ -256,17 +277,25 @@ def test_a_classic_configuration_builds_with_nixpkgs_nixos_from_nix_path(
         (exported / "hosts" / host).mkdir(parents=True)
         (exported / "hosts" / host / "configuration.nix").write_text(
             f'{{ ... }}: {{ name = "{host}"; version = "{version}"; '
-            f'salt = "{os.urandom(8).hex()}"; }}\n')
+            f'salt = "{os.urandom(8).hex()}"; }}\n'
+        )
     monkeypatch.setenv("NIX_PATH", f"nixpkgs={fake_nixpkgs}")
     lines: list[str] = []
-    built = build_classic(exported, "hosts/{host}/configuration.nix", "edge-02", settings,
-                          revision="c" * 40, on_line=lines.append)
+    built = build_classic(
+        exported,
+        "hosts/{host}/configuration.nix",
+        "edge-02",
+        settings,
+        revision="c" * 40,
+        on_line=lines.append,
+    )
     assert built.store_path.startswith("/nix/store/")
     assert built.store_path.endswith("-FAKE-nixos-system-edge-02-8")
     assert Path(built.store_path, "nixos-version").read_text() == "8\n"
     assert built.revision == "c" * 40
     assert built.installable == (
-        f"nixos-config={(exported / 'hosts/edge-02/configuration.nix').resolve()}")
+        f"nixos-config={(exported / 'hosts/edge-02/configuration.nix').resolve()}"
+    )
     assert held_roots(settings) == {built.gc_root: built.store_path}
     assert any("FAKE nixos: building edge-02" in line for line in lines), lines
     release(built)

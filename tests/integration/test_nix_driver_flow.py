@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.config import SystemConfig
+from reconciler.common.config import SystemConfig
 from reconciler.helper.retention import plan_retention
 from reconciler.nix.build import BuildSettings, build_flake, held_roots, release
 from reconciler.nix.facts import gather_facts
@@ -28,19 +28,23 @@ pytestmark = pytest.mark.nix
 def test_one_deploy_end_to_end_with_an_inhibited_switch(tmp_path: Path) -> None:
     sandbox = make_sandbox(tmp_path)
     fleet = init_fleet_repo(tmp_path, sandbox, inhibitors="dbus")
-    system = SystemConfig(profile=sandbox.profile, current_system=sandbox.current_system,
-                          booted_system=sandbox.booted_system, keep_generations=1)
+    system = SystemConfig(
+        profile=sandbox.profile,
+        current_system=sandbox.current_system,
+        booted_system=sandbox.booted_system,
+        keep_generations=1,
+    )
     settings = BuildSettings(gcroots_dir=sandbox.gcroots, timeout=120)
 
-    first = build_flake(fleet.bare, "main", fleet.sha, "nixosConfigurations.{host}", "edge-01",
-                        settings)
+    first = build_flake(
+        fleet.bare, "main", fleet.sha, "nixosConfigurations.{host}", "edge-01", settings
+    )
     install_system(sandbox, first.store_path)
     release(first)
 
     sha = commit_fleet(fleet, version="2", inhibitors="dbus-broker", kernel="6.6")
     before = observe_system(system)
-    built = build_flake(fleet.bare, "main", sha, "nixosConfigurations.{host}", "edge-01",
-                        settings)
+    built = build_flake(fleet.bare, "main", sha, "nixosConfigurations.{host}", "edge-01", settings)
     facts = gather_facts(built.store_path, before.current_system, before.booted_system)
     plan = facts.activation("switch")
     assert (plan.action, plan.reason) == ("boot", "SwitchInhibited")
@@ -54,9 +58,13 @@ def test_one_deploy_end_to_end_with_an_inhibited_switch(tmp_path: Path) -> None:
     assert after.current_generation == 2
     assert after.current_system == first.store_path  # boot does not activate
     assert [c["action"] for c in read_calls(sandbox)] == ["boot"]
-    plan = plan_retention([(g.number, g.store_path) for g in after.generations], 1,
-                          current=after.current_generation, booted=after.booted_system,
-                          running=after.current_system)
+    plan = plan_retention(
+        [(g.number, g.store_path) for g in after.generations],
+        1,
+        current=after.current_generation,
+        booted=after.booted_system,
+        running=after.current_system,
+    )
     assert plan.delete == ()  # the helper prunes nothing here: 1 is booted and running, 2 current
     assert plan.protected == ((1, "booted"),)
     assert held_roots(settings) == {}

@@ -78,8 +78,10 @@ def test_differing_inhibitors_turn_switch_into_boot(fleet: FleetRepo) -> None:
     assert plan.reason == "SwitchInhibited"
     assert "dbus-broker" in plan.message
     same = system(fleet, version="3", inhibitors="dbus-broker")
-    assert gather_facts(same, running_system=new, booted_system=running) \
-        .activation("switch").action == "switch"
+    assert (
+        gather_facts(same, running_system=new, booted_system=running).activation("switch").action
+        == "switch"
+    )
 
 
 @pytest.mark.nix

@@ -39,8 +39,13 @@ def fleet(tmp_path: Path, sandbox: Sandbox) -> FleetRepo:
 
 
 def _switch(toplevel: str, action: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([f"{toplevel}/bin/switch-to-configuration", action],
-                          capture_output=True, text=True, check=False, timeout=timeout)
+    return subprocess.run(
+        [f"{toplevel}/bin/switch-to-configuration", action],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def test_toplevel_looks_like_a_nixos_system(fleet: FleetRepo) -> None:
@@ -175,8 +180,9 @@ def test_hanging_activation_does_not_return_until_killed(
 ) -> None:
     sha = commit_fleet(fleet, activation="hang", hang_seconds=120)
     top = build_toplevel(fleet.flake_ref(sha), "edge-01")
-    proc = subprocess.Popen([f"{top}/bin/switch-to-configuration", "switch"],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [f"{top}/bin/switch-to-configuration", "switch"], stderr=subprocess.DEVNULL
+    )
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=1.5)
@@ -193,11 +199,10 @@ def test_broken_health_is_written_by_activation(fleet: FleetRepo, sandbox: Sandb
     assert json.loads(sandbox.calls.read_text().splitlines()[0])["action"] == "test"
 
 
-def test_the_flake_s_own_defaults_match_the_python_ones(
-    fleet: FleetRepo, sandbox: Sandbox
-) -> None:
+def test_the_flake_s_own_defaults_match_the_python_ones(fleet: FleetRepo, sandbox: Sandbox) -> None:
     full = build_toplevel(fleet.flake_ref(), "edge-01")
     (fleet.worktree / "fixture.json").write_text(
-        json.dumps({"sandbox": str(sandbox.root), "hosts": {"edge-01": {}}}))
+        json.dumps({"sandbox": str(sandbox.root), "hosts": {"edge-01": {}}})
+    )
     sha = commit_fleet(fleet)  # no knobs: keeps the minimal file as written
     assert build_toplevel(fleet.flake_ref(sha), "edge-01") == full

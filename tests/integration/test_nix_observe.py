@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.config import SystemConfig
+from reconciler.common.config import SystemConfig
 from reconciler.nix.observe import list_generations, observe_system, resolve_store_path
 from tests.support.nixfixture import (
     FleetRepo,
@@ -36,13 +36,18 @@ def fleet(tmp_path: Path, sandbox: Sandbox) -> FleetRepo:
 
 
 def system_config(sandbox: Sandbox) -> SystemConfig:
-    return SystemConfig(profile=sandbox.profile, current_system=sandbox.current_system,
-                        booted_system=sandbox.booted_system, keep_generations=3)
+    return SystemConfig(
+        profile=sandbox.profile,
+        current_system=sandbox.current_system,
+        booted_system=sandbox.booted_system,
+        keep_generations=3,
+    )
 
 
 def versions(fleet: FleetRepo, *names: str) -> list[str]:
-    return [build_toplevel(fleet.flake_ref(commit_fleet(fleet, version=v)), "edge-01")
-            for v in names]
+    return [
+        build_toplevel(fleet.flake_ref(commit_fleet(fleet, version=v)), "edge-01") for v in names
+    ]
 
 
 def test_an_empty_machine_observes_as_nothing(sandbox: Sandbox) -> None:
@@ -76,8 +81,9 @@ def test_rollback_moves_the_current_generation(fleet: FleetRepo, sandbox: Sandbo
     v1, v2 = versions(fleet, "1", "2")
     install_system(sandbox, v1)
     set_profile(sandbox, v2)
-    subprocess.run(["nix-env", "-p", str(sandbox.profile), "--rollback"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["nix-env", "-p", str(sandbox.profile), "--rollback"], check=True, capture_output=True
+    )
     observed = observe_system(system_config(sandbox))
     assert observed.current_generation == 1
     assert observed.profile_system == v1

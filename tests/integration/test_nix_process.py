@@ -14,8 +14,11 @@ from reconciler.nix.process import TAIL_LINES, run_nix
 def test_stderr_lines_reach_the_callback_before_the_command_ends() -> None:
     arrivals: list[tuple[str, float]] = []
     started = time.monotonic()
-    run = run_nix(["sh", "-c", "echo first >&2; sleep 1; echo second >&2; echo out"],
-                  timeout=10, on_line=lambda line: arrivals.append((line, time.monotonic())))
+    run = run_nix(
+        ["sh", "-c", "echo first >&2; sleep 1; echo second >&2; echo out"],
+        timeout=10,
+        on_line=lambda line: arrivals.append((line, time.monotonic())),
+    )
     assert [line for line, _ in arrivals] == ["first", "second"]
     assert arrivals[0][1] - started < 0.8 <= arrivals[1][1] - started
     assert run.ok
@@ -24,9 +27,15 @@ def test_stderr_lines_reach_the_callback_before_the_command_ends() -> None:
 
 
 def test_only_the_last_lines_are_kept_and_colour_is_stripped() -> None:
-    run = run_nix(["sh", "-c", "i=0; while [ $i -lt 120 ]; do echo \"line $i\" >&2; "
-                   "i=$((i+1)); done; printf '\\033[31;1merror:\\033[0m red' >&2; exit 3"],
-                  timeout=10)
+    run = run_nix(
+        [
+            "sh",
+            "-c",
+            'i=0; while [ $i -lt 120 ]; do echo "line $i" >&2; '
+            "i=$((i+1)); done; printf '\\033[31;1merror:\\033[0m red' >&2; exit 3",
+        ],
+        timeout=10,
+    )
     assert run.returncode == 3
     assert len(run.tail) == TAIL_LINES
     assert run.tail[-1] == "error: red"  # the unterminated last line is kept too

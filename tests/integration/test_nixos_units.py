@@ -27,8 +27,12 @@ pytestmark = pytest.mark.nix
 
 def test_helper_unit_is_identical_for_two_agent_packages() -> None:
     one = units(agent=AGENT_A, helper=HELPER_A, config=CONFIG_A)
-    two = units(agent=AGENT_B, helper=HELPER_B, config=CONFIG_B,
-                otlp={"endpoint": "http://x:4317", "protocol": "grpc", "serviceName": "s"})
+    two = units(
+        agent=AGENT_B,
+        helper=HELPER_B,
+        config=CONFIG_B,
+        otlp={"endpoint": "http://x:4317", "protocol": "grpc", "serviceName": "s"},
+    )
     assert one["helper"] == two["helper"]
     assert "/nix/store" not in json.dumps(one["helper"])
     # ...while the units that may change do change, so the fakes were really used.
@@ -39,10 +43,12 @@ def test_helper_unit_is_identical_for_two_agent_packages() -> None:
 
 def test_helper_unit_starts_the_profile_and_activation_leaves_it_alone() -> None:
     helper = units()["helper"]
-    rendered = tomllib.loads(render(option_values(host="h",
-                                                  repository={"urls": ["https://x/y.git"]})))
+    rendered = tomllib.loads(
+        render(option_values(host="h", repository={"urls": ["https://x/y.git"]}))
+    )
     assert helper["serviceConfig"]["ExecStart"] == (
-        f"{rendered['helper']['profile']}/bin/pullnix-helper --config /etc/pullnix/agent.toml")
+        f"{rendered['helper']['profile']}/bin/pullnix-helper --config /etc/pullnix/agent.toml"
+    )
     assert helper["restartIfChanged"] is False
     assert helper["stopIfChanged"] is False
     assert helper["unitConfig"]["X-StopOnRemoval"] is False
@@ -58,7 +64,8 @@ def test_helper_profile_is_installed_only_when_absent() -> None:
     install = units(helper=HELPER_A)["helperInstall"]
     assert install["unitConfig"]["ConditionPathExists"] == "!/nix/var/nix/profiles/pullnix/helper"
     assert install["serviceConfig"]["ExecStart"] == (
-        f"{NIX_PKG}/bin/nix-env --profile /nix/var/nix/profiles/pullnix/helper --set {HELPER_A}")
+        f"{NIX_PKG}/bin/nix-env --profile /nix/var/nix/profiles/pullnix/helper --set {HELPER_A}"
+    )
     assert install["before"] == ["pullnix-helper.service"]
     assert "d /nix/var/nix/profiles/pullnix 0755 root root - -" in units()["tmpfiles"]
 
@@ -76,8 +83,13 @@ def test_helper_state_dir_is_readable_by_the_agents_group_only() -> None:
 
 
 def test_agent_unit_is_a_sandboxed_notify_service_restarted_by_activation() -> None:
-    agent = units(otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf",
-                        "serviceName": "edge-01"})["agent"]
+    agent = units(
+        otlp={
+            "endpoint": "http://jaeger:4318",
+            "protocol": "http/protobuf",
+            "serviceName": "edge-01",
+        }
+    )["agent"]
     service = agent["serviceConfig"]
     assert service["Type"] == "notify"
     assert service["WatchdogSec"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.common.config import SourceConfig
 from reconciler.core.errors import TerminalError, TransientError
-from reconciler.helper.config import SourceConfig
 from reconciler.source import FetchResult, GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
 from tests.support.gitserve import (
@@ -22,32 +22,48 @@ from tests.support.gitserve import (
     silent_listener,
 )
 
-FAST = RetryPolicy(attempts=4, initial=0.05, max_wait=0.2, jitter=0.05, deadline=30,
-                   connect_timeout=2, io_timeout=5)
+FAST = RetryPolicy(
+    attempts=4,
+    initial=0.05,
+    max_wait=0.2,
+    jitter=0.05,
+    deadline=30,
+    connect_timeout=2,
+    io_timeout=5,
+)
 TOKEN = "t0ken-for-tests"
 
 
 def make_source(tmp_path: Path, *urls: str, **source: object) -> GitSource:
     config = SourceConfig(urls=tuple(urls), **source)  # type: ignore[arg-type]
-    return GitSource(config, tmp_path / "state", tmp_path / "helper",
-                     tmp_path / "current-system", retry=FAST)
+    return GitSource(
+        config, tmp_path / "state", tmp_path / "helper", tmp_path / "current-system", retry=FAST
+    )
 
 
 @pytest.fixture
 def upstream(tmp_path: Path) -> Upstream:
     up = Upstream.create(tmp_path / "up")
-    up.commit({"pullnix.yaml": "kind: NixOSDeployment\n", "hosts/a/configuration.nix": "{}\n"},
-              "first")
+    up.commit(
+        {"pullnix.yaml": "kind: NixOSDeployment\n", "hosts/a/configuration.nix": "{}\n"}, "first"
+    )
     return up
 
 
-def test_first_sync_fetches_the_branch_into_a_bare_mirror(tmp_path: Path,
-                                                         upstream: Upstream) -> None:
+def test_first_sync_fetches_the_branch_into_a_bare_mirror(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     source = make_source(tmp_path, upstream.file_url)
     result = source.sync()
-    assert result == FetchResult(upstream.file_url, "main", "refs/heads/main", upstream.head(),
-                                 fetched=True, received_objects=result.received_objects,
-                                 received_bytes=result.received_bytes)
+    assert result == FetchResult(
+        upstream.file_url,
+        "main",
+        "refs/heads/main",
+        upstream.head(),
+        fetched=True,
+        received_objects=result.received_objects,
+        received_bytes=result.received_bytes,
+    )
     assert result.received_objects > 0
     assert (source.mirror_path / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert source.repo().is_bare
@@ -71,7 +87,8 @@ def test_unchanged_remote_stops_after_listing_heads(tmp_path: Path, upstream: Up
 
 
 def test_unchanged_remote_over_http_costs_one_request_and_no_pack(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         (tmp_path / "token").write_text(TOKEN + "\n")
         source = make_source(tmp_path, http.url("fleet.git"), token_file=tmp_path / "token")
@@ -83,8 +100,9 @@ def test_unchanged_remote_over_http_costs_one_request_and_no_pack(
         assert http.requests == [("GET", "/fleet.git/info/refs", 200)]
 
 
-def test_http_without_the_token_is_refused_by_the_server(tmp_path: Path,
-                                                         upstream: Upstream) -> None:
+def test_http_without_the_token_is_refused_by_the_server(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         source = make_source(tmp_path, http.url("fleet.git"))
         with pytest.raises(TerminalError) as err:
@@ -94,8 +112,9 @@ def test_http_without_the_token_is_refused_by_the_server(tmp_path: Path,
         assert http.requests[0][2] == 401
 
 
-def test_http_with_a_wrong_token_is_terminal_and_not_retried(tmp_path: Path,
-                                                             upstream: Upstream) -> None:
+def test_http_with_a_wrong_token_is_terminal_and_not_retried(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         (tmp_path / "token").write_text("wrong")
         source = make_source(tmp_path, http.url("fleet.git"), token_file=tmp_path / "token")
@@ -107,7 +126,8 @@ def test_http_with_a_wrong_token_is_terminal_and_not_retried(tmp_path: Path,
 
 
 def test_http_basic_with_the_token_when_the_server_ignores_bearer(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         http.accept_bearer = False
         (tmp_path / "token").write_text(TOKEN)
@@ -117,8 +137,7 @@ def test_http_basic_with_the_token_when_the_server_ignores_bearer(
         assert set(http.users) == {"deploy"}
 
 
-def test_https_with_an_untrusted_certificate_is_refused(tmp_path: Path,
-                                                         upstream: Upstream) -> None:
+def test_https_with_an_untrusted_certificate_is_refused(tmp_path: Path, upstream: Upstream) -> None:
     tls = self_signed_certificate(tmp_path / "tls")
     with HttpGitServer.serving(upstream.root, TOKEN, tls=tls) as https:
         (tmp_path / "token").write_text(TOKEN)
@@ -137,8 +156,7 @@ def test_https_with_a_trusted_certificate_fetches(tmp_path: Path, upstream: Upst
     try:
         with HttpGitServer.serving(upstream.root, TOKEN, tls=tls) as https:
             (tmp_path / "token").write_text(TOKEN)
-            source = make_source(tmp_path, https.url("fleet.git"),
-                                 token_file=tmp_path / "token")
+            source = make_source(tmp_path, https.url("fleet.git"), token_file=tmp_path / "token")
             assert source.sync().tip_sha == upstream.head()
     finally:
         pygit2.settings.set_ssl_cert_locations(*before)
@@ -149,8 +167,13 @@ def test_a_silent_server_times_out_as_transient(tmp_path: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         url = f"git://127.0.0.1:{listener.getsockname()[1]}/fleet.git"
-        source = GitSource(SourceConfig(urls=(url,)), tmp_path / "state", tmp_path, tmp_path,
-                           retry=replace(FAST, attempts=1, io_timeout=1))
+        source = GitSource(
+            SourceConfig(urls=(url,)),
+            tmp_path / "state",
+            tmp_path,
+            tmp_path,
+            retry=replace(FAST, attempts=1, io_timeout=1),
+        )
         started = time.monotonic()
         with pytest.raises(TransientError) as err:
             source.sync()
@@ -159,11 +182,17 @@ def test_a_silent_server_times_out_as_transient(tmp_path: Path) -> None:
 
 
 def test_a_stalled_http_server_times_out_as_transient_and_the_next_url_serves(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with silent_listener() as port:
         stalled = f"http://127.0.0.1:{port}/fleet.git"
-        source = GitSource(SourceConfig(urls=(stalled,)), tmp_path / "state", tmp_path,
-                           tmp_path, retry=replace(FAST, attempts=1, io_timeout=1))
+        source = GitSource(
+            SourceConfig(urls=(stalled,)),
+            tmp_path / "state",
+            tmp_path,
+            tmp_path,
+            retry=replace(FAST, attempts=1, io_timeout=1),
+        )
         started = time.monotonic()
         with pytest.raises(TransientError) as err:
             source.sync()
@@ -171,15 +200,21 @@ def test_a_stalled_http_server_times_out_as_transient_and_the_next_url_serves(
         assert (err.value.reason, stalled in err.value.message) == ("SourceUnavailable", True)
         assert "timed out" in err.value.message
 
-        both = GitSource(SourceConfig(urls=(stalled, upstream.file_url)), tmp_path / "both",
-                         tmp_path, tmp_path, retry=replace(FAST, attempts=1, io_timeout=1))
+        both = GitSource(
+            SourceConfig(urls=(stalled, upstream.file_url)),
+            tmp_path / "both",
+            tmp_path,
+            tmp_path,
+            retry=replace(FAST, attempts=1, io_timeout=1),
+        )
         result = both.sync()
         assert (result.url, result.tip_sha) == (upstream.file_url, upstream.head())
         assert result.skipped[0].startswith(f"{stalled}: ")
 
 
-def test_git_daemon_serves_and_an_unchanged_tip_is_not_fetched(tmp_path: Path,
-                                                               upstream: Upstream) -> None:
+def test_git_daemon_serves_and_an_unchanged_tip_is_not_fetched(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     with GitDaemon.serving(upstream.root) as daemon:
         source = make_source(tmp_path, daemon.url("fleet.git"))
         assert source.sync().fetched
@@ -187,11 +222,13 @@ def test_git_daemon_serves_and_an_unchanged_tip_is_not_fetched(tmp_path: Path,
         assert source.sync().tip_sha == new
         result = source.sync()
         assert (result.fetched, result.received_objects, result.url) == (
-            False, 0, daemon.url("fleet.git"))
+            False,
+            0,
+            daemon.url("fleet.git"),
+        )
 
 
-def test_first_url_down_the_next_serves_and_is_reported(tmp_path: Path,
-                                                        upstream: Upstream) -> None:
+def test_first_url_down_the_next_serves_and_is_reported(tmp_path: Path, upstream: Upstream) -> None:
     with GitDaemon.serving(upstream.root) as daemon:
         down = f"git://127.0.0.1:{free_port()}/fleet.git"
         source = make_source(tmp_path, down, daemon.url("fleet.git"))
@@ -223,8 +260,9 @@ def test_server_down_then_back_recovers_by_itself(tmp_path: Path, upstream: Upst
         assert source.sync().tip_sha == new
 
 
-def test_server_cut_off_mid_fetch_is_retried_and_succeeds(tmp_path: Path,
-                                                          upstream: Upstream) -> None:
+def test_server_cut_off_mid_fetch_is_retried_and_succeeds(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     upstream.generate(300)
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         (tmp_path / "token").write_text(TOKEN)
@@ -237,7 +275,8 @@ def test_server_cut_off_mid_fetch_is_retried_and_succeeds(tmp_path: Path,
 
 
 def test_server_killed_mid_fetch_every_time_is_transient_and_a_restart_heals(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     upstream.generate(300)
     with HttpGitServer.serving(upstream.root, TOKEN) as http:
         (tmp_path / "token").write_text(TOKEN)
@@ -252,13 +291,17 @@ def test_server_killed_mid_fetch_every_time_is_transient_and_a_restart_heals(
         http.start()
         assert source.sync().tip_sha == upstream.head()
         assert source.repo().get(upstream.head()) is not None
-        leftovers = [p.name for p in (source.mirror_path / "objects" / "pack").iterdir()
-                     if not p.name.endswith((".pack", ".idx", ".rev"))]
+        leftovers = [
+            p.name
+            for p in (source.mirror_path / "objects" / "pack").iterdir()
+            if not p.name.endswith((".pack", ".idx", ".rev"))
+        ]
         assert leftovers == []
 
 
-def test_missing_branch_is_terminal_and_names_the_branches(tmp_path: Path,
-                                                           upstream: Upstream) -> None:
+def test_missing_branch_is_terminal_and_names_the_branches(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     source = make_source(tmp_path, upstream.file_url, branch="production")
     with pytest.raises(TerminalError) as err:
         source.sync()
@@ -267,8 +310,9 @@ def test_missing_branch_is_terminal_and_names_the_branches(tmp_path: Path,
     assert "main" in err.value.message
 
 
-def test_read_file_reads_from_the_commit_without_a_checkout(tmp_path: Path,
-                                                            upstream: Upstream) -> None:
+def test_read_file_reads_from_the_commit_without_a_checkout(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     first = upstream.head()
     upstream.commit({"pullnix.yaml": "second\n"})
     source = make_source(tmp_path, upstream.file_url)
@@ -282,8 +326,7 @@ def test_read_file_reads_from_the_commit_without_a_checkout(tmp_path: Path,
     assert not any(p.name == "pullnix.yaml" for p in source.mirror_path.rglob("*"))
 
 
-def test_read_file_of_a_missing_path_says_what_is_there(tmp_path: Path,
-                                                        upstream: Upstream) -> None:
+def test_read_file_of_a_missing_path_says_what_is_there(tmp_path: Path, upstream: Upstream) -> None:
     source = make_source(tmp_path, upstream.file_url)
     tip = source.sync().tip_sha
     with pytest.raises(TerminalError) as err:
@@ -310,8 +353,7 @@ def test_export_tree_writes_the_commit_tree(tmp_path: Path, upstream: Upstream) 
         source.export_tree(tip, dest)
 
 
-def test_a_broken_mirror_is_set_aside_and_fetched_again(tmp_path: Path,
-                                                        upstream: Upstream) -> None:
+def test_a_broken_mirror_is_set_aside_and_fetched_again(tmp_path: Path, upstream: Upstream) -> None:
     source = make_source(tmp_path, upstream.file_url)
     source.mirror_path.mkdir(parents=True)
     (source.mirror_path / "garbage").write_text("not a repository")

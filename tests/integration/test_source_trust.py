@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.common.config import SourceConfig
+from reconciler.common.records import CommittedGeneration, append_committed
 from reconciler.core.errors import TerminalError
-from reconciler.helper.config import SourceConfig
-from reconciler.helper.records import CommittedGeneration, append_committed
 from reconciler.source import PINNED_REF, GitSource, RetryPolicy, Verified
 from tests.support.gitrepo import GpgSigner, SshSigner, Upstream, git
 
-FAST = RetryPolicy(attempts=2, initial=0.05, max_wait=0.1, jitter=0.01, deadline=20,
-                   connect_timeout=2, io_timeout=5)
+FAST = RetryPolicy(
+    attempts=2,
+    initial=0.05,
+    max_wait=0.1,
+    jitter=0.01,
+    deadline=20,
+    connect_timeout=2,
+    io_timeout=5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +42,13 @@ def upstream(tmp_path: Path) -> Upstream:
     return up
 
 
-def make_source(tmp_path: Path, upstream: Upstream, state: str = "state",
-                **source: object) -> GitSource:
+def make_source(
+    tmp_path: Path, upstream: Upstream, state: str = "state", **source: object
+) -> GitSource:
     config = SourceConfig(urls=(upstream.file_url,), **source)  # type: ignore[arg-type]
-    return GitSource(config, tmp_path / state, tmp_path / "helper", tmp_path / "current-system",
-                     retry=FAST)
+    return GitSource(
+        config, tmp_path / state, tmp_path / "helper", tmp_path / "current-system", retry=FAST
+    )
 
 
 def trust_ssh(tmp_path: Path, *signers: SshSigner) -> Path:
@@ -58,9 +67,9 @@ def test_without_trust_roots_nothing_is_required(tmp_path: Path, upstream: Upstr
 
 
 def test_unsigned_commit_is_refused_when_signers_are_configured(
-        tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner) -> None:
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner
+) -> None:
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     tip = source.sync().tip_sha
     with pytest.raises(TerminalError) as err:
         source.verify(tip)
@@ -70,20 +79,20 @@ def test_unsigned_commit_is_refused_when_signers_are_configured(
 
 
 def test_ssh_signed_by_an_allowed_key_is_verified_with_its_principal(
-        tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner) -> None:
+    tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner
+) -> None:
     signed = upstream.commit({"pullnix.yaml": "v2\n"}, ssh_signer=ssh_signer)
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     assert source.sync().tip_sha == signed
     assert source.verify(signed) == Verified(signed, "ci@example.org", "ssh")
 
 
 def test_ssh_signed_by_an_unknown_key_is_refused_as_untrusted_signer(
-        tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner) -> None:
+    tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner
+) -> None:
     stranger = SshSigner.create(tmp_path / "stranger", "mallory@example.org")
     signed = upstream.commit(ssh_signer=stranger)
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     source.sync()
     with pytest.raises(TerminalError, match="untrusted signer") as err:
         source.verify(signed)
@@ -91,22 +100,24 @@ def test_ssh_signed_by_an_unknown_key_is_refused_as_untrusted_signer(
 
 
 def test_ssh_signature_that_does_not_match_the_commit_is_a_bad_signature(
-        tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner) -> None:
+    tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner
+) -> None:
     signed = upstream.commit({"f": "original"}, ssh_signer=ssh_signer)
     raw = upstream.git("cat-file", "commit", signed)
     forged = raw.replace("change", "forged change", 1)
-    forged_sha = git("hash-object", "-t", "commit", "-w", "--stdin", cwd=upstream.work,
-                     input=forged.encode()).strip()
+    forged_sha = git(
+        "hash-object", "-t", "commit", "-w", "--stdin", cwd=upstream.work, input=forged.encode()
+    ).strip()
     upstream.git("update-ref", "refs/heads/main", forged_sha)
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     assert source.sync().tip_sha == forged_sha
     with pytest.raises(TerminalError, match="bad signature"):
         source.verify(forged_sha)
 
 
 def test_gpg_signed_by_a_key_in_the_keyring_is_verified(
-        tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner) -> None:
+    tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner
+) -> None:
     signed = upstream.commit(gpg_signer=gpg_signer)
     source = make_source(tmp_path, upstream, gpg_keyring=gpg_signer.keyring)
     source.sync()
@@ -118,7 +129,8 @@ def test_gpg_signed_by_a_key_in_the_keyring_is_verified(
 
 
 def test_gpg_signed_by_a_key_not_in_the_keyring_is_refused(
-        tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner) -> None:
+    tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner
+) -> None:
     stranger = GpgSigner.create(tmp_path / "stranger", "Mallory <mallory@example.org>")
     signed = upstream.commit(gpg_signer=stranger)
     source = make_source(tmp_path, upstream, gpg_keyring=gpg_signer.keyring)
@@ -129,11 +141,10 @@ def test_gpg_signed_by_a_key_not_in_the_keyring_is_refused(
 
 
 def test_gpg_signed_commit_is_refused_when_only_ssh_is_trusted(
-        tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner,
-        ssh_signer: SshSigner) -> None:
+    tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner, ssh_signer: SshSigner
+) -> None:
     signed = upstream.commit(gpg_signer=gpg_signer)
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     source.sync()
     with pytest.raises(TerminalError, match="signed with openpgp, but this machine trusts only"):
         source.verify(signed)
@@ -178,8 +189,7 @@ def test_unrelated_history_is_refused(tmp_path: Path, upstream: Upstream) -> Non
     assert err.value.reason == "DowngradeRefused"
 
 
-def test_allow_downgrade_lets_an_older_commit_through(tmp_path: Path,
-                                                      upstream: Upstream) -> None:
+def test_allow_downgrade_lets_an_older_commit_through(tmp_path: Path, upstream: Upstream) -> None:
     old = upstream.head()
     applied = upstream.commit()
     upstream.reset_branch(old)
@@ -195,13 +205,16 @@ def _running_system(tmp_path: Path, name: str) -> Path:
     return store_path
 
 
-def test_lost_state_dir_still_refuses_via_the_helper_records(tmp_path: Path,
-                                                             upstream: Upstream) -> None:
+def test_lost_state_dir_still_refuses_via_the_helper_records(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     old = upstream.head()
     applied = upstream.commit()
     store_path = _running_system(tmp_path, "aaaa-nixos-system")
-    append_committed(tmp_path / "helper", CommittedGeneration(7, str(store_path), applied,
-                                                              "2026-01-01T00:00:00Z"))
+    append_committed(
+        tmp_path / "helper",
+        CommittedGeneration(7, str(store_path), applied, "2026-01-01T00:00:00Z"),
+    )
     upstream.reset_branch(old)
     source = make_source(tmp_path, upstream, state="fresh-state")  # nothing recorded here
     assert source.sync().tip_sha == old
@@ -213,7 +226,8 @@ def test_lost_state_dir_still_refuses_via_the_helper_records(tmp_path: Path,
 
 
 def test_lost_state_dir_refuses_via_the_systems_configuration_revision(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     old = upstream.head()
     applied = upstream.commit()
     store_path = _running_system(tmp_path, "bbbb-nixos-system")
@@ -235,7 +249,8 @@ def test_lost_state_dir_refuses_via_the_systems_configuration_revision(
 
 
 def test_a_dirty_configuration_revision_does_not_anchor_anything(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     store_path = _running_system(tmp_path, "cccc-nixos-system")
     (store_path / "configuration-revision").write_text("dirty\n")
     source = make_source(tmp_path, upstream)
@@ -254,7 +269,8 @@ def _hotfix_pinned(tmp_path: Path, upstream: Upstream) -> tuple[str, str, str]:
 
 
 def test_a_pin_off_the_branch_is_judged_by_the_tip_that_carried_it(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     base, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
     source = make_source(tmp_path, upstream)
     source.sync()
@@ -270,11 +286,13 @@ def test_a_pin_off_the_branch_is_judged_by_the_tip_that_carried_it(
 
 
 def test_a_tip_pinning_the_running_revision_is_no_downgrade_of_it(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     _, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
     store_path = _running_system(tmp_path, "dddd-nixos-system")
-    append_committed(tmp_path / "helper", CommittedGeneration(3, str(store_path), hotfix,
-                                                              "2026-01-01T00:00:00Z"))
+    append_committed(
+        tmp_path / "helper", CommittedGeneration(3, str(store_path), hotfix, "2026-01-01T00:00:00Z")
+    )
     source = make_source(tmp_path, upstream, state="fresh-state")  # the agent's record lost
     source.sync()
     asked: list[str] = []
@@ -295,11 +313,16 @@ def test_a_tip_pinning_the_running_revision_is_no_downgrade_of_it(
 
 
 def test_the_helpers_record_of_the_source_tip_anchors_the_check(
-        tmp_path: Path, upstream: Upstream) -> None:
+    tmp_path: Path, upstream: Upstream
+) -> None:
     base, hotfix, carrier = _hotfix_pinned(tmp_path, upstream)
     store_path = _running_system(tmp_path, "eeee-nixos-system")
-    append_committed(tmp_path / "helper", CommittedGeneration(
-        3, str(store_path), hotfix, "2026-01-01T00:00:00Z", source_revision=carrier))
+    append_committed(
+        tmp_path / "helper",
+        CommittedGeneration(
+            3, str(store_path), hotfix, "2026-01-01T00:00:00Z", source_revision=carrier
+        ),
+    )
     recorded = json.loads((tmp_path / "helper" / "generations.json").read_text())
     assert recorded["generations"][-1]["sourceRevision"] == carrier
     dropped = upstream.commit({"pullnix.yaml": "v3\n"})
@@ -316,8 +339,9 @@ def test_the_helpers_record_of_the_source_tip_anchors_the_check(
 # ------------------------------------------------------------------ pins
 
 
-def test_pin_to_an_older_commit_is_a_deliberate_rollback(tmp_path: Path,
-                                                         upstream: Upstream) -> None:
+def test_pin_to_an_older_commit_is_a_deliberate_rollback(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     old = upstream.head()
     applied = upstream.commit({"pullnix.yaml": "v2\n"})
     tip_sha = upstream.commit({"pullnix.yaml": f"revision: {old[:12]}\n"})
@@ -330,8 +354,9 @@ def test_pin_to_an_older_commit_is_a_deliberate_rollback(tmp_path: Path,
     assert source.accept_pin(tip, "").target == tip
 
 
-def test_pinned_tag_off_the_branch_is_fetched_and_given_a_ref(tmp_path: Path,
-                                                              upstream: Upstream) -> None:
+def test_pinned_tag_off_the_branch_is_fetched_and_given_a_ref(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     source = make_source(tmp_path, upstream)
     source.sync()
     base = upstream.head()
@@ -348,8 +373,7 @@ def test_pinned_tag_off_the_branch_is_fetched_and_given_a_ref(tmp_path: Path,
     assert source.repo().references.get("refs/tags/v1.0.1") is not None
 
 
-def test_pinned_commit_off_the_branch_is_fetched_by_id(tmp_path: Path,
-                                                       upstream: Upstream) -> None:
+def test_pinned_commit_off_the_branch_is_fetched_by_id(tmp_path: Path, upstream: Upstream) -> None:
     upstream.git("checkout", "-q", "-b", "side")
     side = upstream.commit({"side": "1"})
     upstream.git("checkout", "-q", "main")
@@ -358,12 +382,12 @@ def test_pinned_commit_off_the_branch_is_fetched_by_id(tmp_path: Path,
     assert source.resolve(tip, side) == side
 
 
-def test_pinned_commit_must_be_signed_too(tmp_path: Path, upstream: Upstream,
-                                          ssh_signer: SshSigner) -> None:
+def test_pinned_commit_must_be_signed_too(
+    tmp_path: Path, upstream: Upstream, ssh_signer: SshSigner
+) -> None:
     unsigned_old = upstream.head()
     signed_tip = upstream.commit(ssh_signer=ssh_signer)
-    source = make_source(tmp_path, upstream,
-                         allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
+    source = make_source(tmp_path, upstream, allowed_signers_file=trust_ssh(tmp_path, ssh_signer))
     source.sync()
     tip = source.accept_tip(signed_tip, None)
     assert tip.signer == "ci@example.org"

@@ -50,7 +50,10 @@ def test_the_status_of_deploys_and_rollbacks_fits_the_crd(machine: Machine) -> N
     status = fitting_status(machine)
     deployed = status["history"][0]
     assert (deployed["kind"], deployed["result"], deployed["revision"]) == (
-        "apply", "Succeeded", good)
+        "apply",
+        "Succeeded",
+        good,
+    )
     assert [c["ok"] for c in deployed["healthChecks"]] == [True]
     assert status["source"]["revision"] == good
     assert status["source"]["url"] == f"file://{machine.repo.bare}"
@@ -71,5 +74,4 @@ def test_the_status_of_deploys_and_rollbacks_fits_the_crd(machine: Machine) -> N
     status = fitting_status(machine)
     requested = status["history"][0]
     assert (requested["kind"], requested["result"]) == ("rollback", "Succeeded")
-    assert [h["result"] for h in status["history"][:3]] == ["Succeeded", "RolledBack",
-                                                             "Succeeded"]
+    assert [h["result"] for h in status["history"][:3]] == ["Succeeded", "RolledBack", "Succeeded"]

@@ -37,7 +37,7 @@ from tests.support.otlp import (
 )
 
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
-GATE = "  gates:\n    - name: closure-policy\n      command: {argv: [\"/bin/true\"]}\n"
+GATE = '  gates:\n    - name: closure-policy\n      command: {argv: ["/bin/true"]}\n'
 
 
 def agent_env(otel: Mapping[str, str] | None) -> dict[str, str]:
@@ -47,9 +47,13 @@ def agent_env(otel: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def http_env(receiver: HttpReceiver | GrpcReceiver, **more: str) -> dict[str, str]:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "pullnix-test",
-            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
-            "OTEL_BSP_SCHEDULE_DELAY": "50", **more}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_SERVICE_NAME": "pullnix-test",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        **more,
+    }
 
 
 @pytest.fixture
@@ -60,19 +64,25 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
 
 
 def deploy_root(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
-    return next((s for s in by_name(spans, "pullnix.reconcile")
-                 if s.attributes.get("pullnix.action") == "Deploy"), None)
+    return next(
+        (
+            s
+            for s in by_name(spans, "pullnix.reconcile")
+            if s.attributes.get("pullnix.action") == "Deploy"
+        ),
+        None,
+    )
 
 
 def tree_done(spans: list[ReceivedSpan], last: str) -> bool:
     root = deploy_root(spans)
-    return root is not None and any(s.name == last and s.trace_id == root.trace_id
-                                     for s in spans)
+    return root is not None and any(s.name == last and s.trace_id == root.trace_id for s in spans)
 
 
 def test_a_deploy_is_one_trace_with_every_step_and_the_helpers_phases(machine: Machine) -> None:
-    sha = commit_fleet(machine.repo, version="2",
-                       files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=GATE)})
+    sha = commit_fleet(
+        machine.repo, version="2", files={"pullnix.yaml": spec_yaml(machine.sandbox, gates=GATE)}
+    )
     with HttpReceiver() as receiver:
         done = machine.reconcile(agent_env(http_env(receiver)))
         assert done.returncode == 0, done.stderr
@@ -81,9 +91,17 @@ def test_a_deploy_is_one_trace_with_every_step_and_the_helpers_phases(machine: M
     assert root is not None
     assert root.parent_span_id == ""
     assert [s.name for s in children(spans, root)] == [
-        "source.fetch", "source.verify", "spec.load", "system.observe", "nix.build",
-        "gate.closure-policy", "helper.activate", "helper.health_check", "helper.confirm",
-        "helper.commit"]
+        "source.fetch",
+        "source.verify",
+        "spec.load",
+        "system.observe",
+        "nix.build",
+        "gate.closure-policy",
+        "helper.activate",
+        "helper.health_check",
+        "helper.confirm",
+        "helper.commit",
+    ]
     assert {s.trace_id for s in spans if s.name.startswith("helper.")} == {root.trace_id}
     assert root.attributes["host.name"] == "edge-01"
     assert root.attributes["vcs.ref.head.name"] == "main"
@@ -96,8 +114,11 @@ def test_a_deploy_is_one_trace_with_every_step_and_the_helpers_phases(machine: M
     built = tree["nix.build"].attributes["nix.store_path"]
     assert str(built).startswith("/nix/store/")
     check = tree["helper.health_check"]
-    assert (check.attributes["pullnix.check.name"], check.attributes["pullnix.check.kind"],
-            check.attributes["pullnix.check.attempts"]) == ("health-file", "command", 1)
+    assert (
+        check.attributes["pullnix.check.name"],
+        check.attributes["pullnix.check.kind"],
+        check.attributes["pullnix.check.attempts"],
+    ) == ("health-file", "command", 1)
     commit = tree["helper.commit"]
     assert commit.attributes["pullnix.outcome"] == "Succeeded"
     assert commit.attributes["nix.store_path"] == built
@@ -145,12 +166,16 @@ def test_a_rollback_shows_the_failed_check_and_the_rollback_as_errors(machine: M
 
 def test_a_deploy_across_an_agent_restart_stays_one_trace(machine: Machine) -> None:
     slow = '["/bin/sh", "-c", "sleep 3"]'
-    commit_fleet(machine.repo, version="2",
-                 files={"pullnix.yaml": spec_yaml(machine.sandbox, check_argv=slow)})
+    commit_fleet(
+        machine.repo,
+        version="2",
+        files={"pullnix.yaml": spec_yaml(machine.sandbox, check_argv=slow)},
+    )
     with HttpReceiver() as receiver:
         env = agent_env(http_env(receiver))
-        first = subprocess.Popen(machine.reconcile_argv(), env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+        first = subprocess.Popen(
+            machine.reconcile_argv(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             spans = receiver.wait_for(lambda s: deploy_root(s) is not None, timeout=120)
         finally:
@@ -167,9 +192,11 @@ def test_a_deploy_across_an_agent_restart_stays_one_trace(machine: Machine) -> N
     helper_spans = [s for s in spans if s.name.startswith("helper.")]
     # (no helper.confirm when the confirmation came while the check still ran)
     assert {s.name for s in helper_spans} - {"helper.confirm"} == {
-        "helper.activate", "helper.health_check", "helper.commit"}
-    assert {(s.trace_id, s.parent_span_id) for s in helper_spans} == {(root.trace_id,
-                                                                       root.span_id)}
+        "helper.activate",
+        "helper.health_check",
+        "helper.commit",
+    }
+    assert {(s.trace_id, s.parent_span_id) for s in helper_spans} == {(root.trace_id, root.span_id)}
     assert machine.history()[0]["traceId"] == root.trace_id
 
 
@@ -182,7 +209,11 @@ def test_traces_reach_a_grpc_collector(machine: Machine) -> None:
     root = by_name(spans, "pullnix.reconcile")[0]
     assert root.attributes["pullnix.outcome"] == "Succeeded"
     assert [s.name for s in children(spans, root)] == [
-        "source.fetch", "source.verify", "spec.load", "system.observe"]
+        "source.fetch",
+        "source.verify",
+        "spec.load",
+        "system.observe",
+    ]
 
 
 def test_a_collector_that_is_down_neither_fails_nor_holds_up_a_pass(machine: Machine) -> None:
@@ -201,20 +232,25 @@ def test_a_collector_that_is_down_neither_fails_nor_holds_up_a_pass(machine: Mac
 
 
 def dropped(reason: str) -> float:
-    return metrics.registry().get_sample_value("pullnix_trace_spans_dropped_total",
-                                             {"reason": reason}) or 0.0
+    return (
+        metrics.registry().get_sample_value("pullnix_trace_spans_dropped_total", {"reason": reason})
+        or 0.0
+    )
 
 
 def test_every_span_a_hung_collector_never_gets_is_counted_once(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The agent's processor and real exporter, in this process, against a collector that
     takes connections and never answers, then goes away; the queue holds 4
     (OTEL_BSP_MAX_QUEUE_SIZE alone, below the SDK's export batch size of 512)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)  # the kernel accepts; nobody reads or answers
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
-               "OTEL_BSP_MAX_QUEUE_SIZE": "4"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "4",
+        }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = export_settings(env)

@@ -46,8 +46,14 @@ from tests.support.nixfixture import (
 PULLNIX = Path(sys.executable).with_name("pullnix")
 
 
-def spec_yaml(sandbox: Sandbox, *, gates: str = "", hook: str = "",
-              confirm_timeout: str = "60s", check_argv: str | None = None) -> str:
+def spec_yaml(
+    sandbox: Sandbox,
+    *,
+    gates: str = "",
+    hook: str = "",
+    confirm_timeout: str = "60s",
+    check_argv: str | None = None,
+) -> str:
     """pullnix.yaml for the fake machine: one health check (by default, that the fake
     system's health file says ok; `check_argv` a YAML list to run instead)."""
     argv = check_argv or f'["/bin/grep", "-qx", "ok", "{sandbox.health_dir}/status"]'
@@ -112,22 +118,40 @@ class Machine:
     def api(self) -> AgentClient:
         return AgentClient(self.agent_socket, timeout=30)
 
-    def configure(self, *, urls: list[str] | None = None, interval: str = "1h",
-                  jitter: str = "0s", webhook_listen: str = "",
-                  webhook_secret: str | None = None, metrics_listen: str = "",
-                  log_format: str = "") -> None:
+    def configure(
+        self,
+        *,
+        urls: list[str] | None = None,
+        interval: str = "1h",
+        jitter: str = "0s",
+        webhook_listen: str = "",
+        webhook_secret: str | None = None,
+        metrics_listen: str = "",
+        log_format: str = "",
+    ) -> None:
         """Write agent.toml: the helper's config plus [agent], [triggers] and, when
         `metrics_listen` or `log_format` is given, [telemetry]."""
         urls = urls or [f"file://{self.repo.bare}"]
-        base = re.sub(r"(?m)^urls = .*$", "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]",
-                      self.base_config)
-        lines = ["[agent]", f'socket = "{self.agent_socket}"', "", "[triggers]",
-                 f'interval = "{interval}"', f'jitter = "{jitter}"']
+        base = re.sub(
+            r"(?m)^urls = .*$",
+            "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]",
+            self.base_config,
+        )
+        lines = [
+            "[agent]",
+            f'socket = "{self.agent_socket}"',
+            "",
+            "[triggers]",
+            f'interval = "{interval}"',
+            f'jitter = "{jitter}"',
+        ]
         if webhook_listen:
             secret_file = self.tmp / "webhook-secret"
             secret_file.write_text((webhook_secret or "") + "\n")
-            lines += [f'webhook_listen = "{webhook_listen}"',
-                      f'webhook_secret_file = "{secret_file}"']
+            lines += [
+                f'webhook_listen = "{webhook_listen}"',
+                f'webhook_secret_file = "{secret_file}"',
+            ]
         if metrics_listen or log_format:
             lines += ["", "[telemetry]"]
             lines += [f'metrics_listen = "{metrics_listen}"'] if metrics_listen else []
@@ -137,19 +161,24 @@ class Machine:
     def reconcile_argv(self) -> list[str]:
         return self.argv("reconcile", "--once", "--timeout", "120")
 
-    def reconcile(self, env: Mapping[str, str] | None = None
-                  ) -> subprocess.CompletedProcess[str]:
+    def reconcile(self, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """`reconcile --once`; `env` replaces this process's environment when given."""
         return self.cli("reconcile", "--once", "--timeout", "120", timeout=180, env=env)
 
     def argv(self, *args: str) -> list[str]:
         return [str(PULLNIX), "--config", str(self.paths.config), *args]
 
-    def cli(self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*args), capture_output=True, text=True,
-                              timeout=timeout, check=False,
-                              env=None if env is None else dict(env))
+    def cli(
+        self, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=None if env is None else dict(env),
+        )
 
     def history(self) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = json.loads(self.cli("history", "--json").stdout)
@@ -170,13 +199,18 @@ class Machine:
 
     # -- the agent ----------------------------------------------------------------------
 
-    def start_agent(self, *args: str, env: Mapping[str, str] | None = None,
-                    wait: bool = True) -> AgentProcess:
+    def start_agent(
+        self, *args: str, env: Mapping[str, str] | None = None, wait: bool = True
+    ) -> AgentProcess:
         log = self.tmp / f"agent-{len(self.agents)}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen([str(PULLNIX), "--config", str(self.paths.config), "agent",
-                                     *args], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    env={**os.environ, **(env or {})})
+            proc = subprocess.Popen(
+                [str(PULLNIX), "--config", str(self.paths.config), "agent", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env={**os.environ, **(env or {})},
+            )
         agent = AgentProcess(proc, log)
         self.agents.append(agent)
         if wait:
@@ -185,8 +219,7 @@ class Machine:
 
     def _answers(self, agent: AgentProcess) -> bool:
         if agent.proc.poll() is not None:
-            raise AssertionError(f"the agent exited {agent.proc.returncode}:\n"
-                                 f"{agent.log_text()}")
+            raise AssertionError(f"the agent exited {agent.proc.returncode}:\n{agent.log_text()}")
         try:
             self.api.ping()
         except AgentUnavailable:
@@ -201,11 +234,14 @@ class Machine:
 
     def wait_idle(self, timeout: float = 120) -> dict[str, Any]:
         """Until the agent's last pass is settled and no pass is running or pending."""
+
         def idle() -> bool:
             agent = self.agent_status()
             last = agent["lastPass"]
-            return bool(last and last["settled"] and not agent["running"]
-                        and not agent["following"])
+            return bool(
+                last and last["settled"] and not agent["running"] and not agent["following"]
+            )
+
         wait_for(idle, timeout, "the agent to settle")
         return self.agent_status()
 
@@ -214,8 +250,9 @@ class Machine:
             agent.stop()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.05) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -227,8 +264,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
 def fake_machine(tmp_path: Path, **configure: Any) -> Iterator[Machine]:
     """The fleet's first commit installed, a helper running, agent.toml written."""
     sandbox = make_sandbox(tmp_path)
-    repo = init_fleet_repo(tmp_path, sandbox, version="1",
-                           files={"pullnix.yaml": spec_yaml(sandbox)})
+    repo = init_fleet_repo(
+        tmp_path, sandbox, version="1", files={"pullnix.yaml": spec_yaml(sandbox)}
+    )
     install_system(sandbox, build_toplevel(repo.flake_ref(), "edge-01"))
     paths = write_helper_config(tmp_path, sandbox, urls=[f"file://{repo.bare}"])
     helper = start_helper(paths)

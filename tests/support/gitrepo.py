@@ -23,18 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _IDENTITY = {
-    "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.org",
-    "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.org",
-    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.org",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.org",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
 }
 
 
-def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-        input: bytes | None = None) -> str:
+def git(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+) -> str:
     """Run git with a fixed identity and no user config; return stdout, raise on failure."""
     full_env = {**os.environ, **_IDENTITY, **(env or {})}
-    done = subprocess.run(["git", *args], cwd=cwd, env=full_env, input=input,
-                          capture_output=True, check=False)
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=full_env, input=input, capture_output=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
     return done.stdout.decode()
@@ -51,8 +59,11 @@ class SshSigner:
     def create(cls, directory: Path, principal: str) -> SshSigner:
         directory.mkdir(parents=True, exist_ok=True)
         key = directory / "signing_key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal,
-                        "-f", str(key)], check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", str(key)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         return cls(key, principal)
 
     def allowed_signers_line(self) -> str:
@@ -72,17 +83,34 @@ class GpgSigner:
     def create(cls, directory: Path, uid: str = "CI Signer <ci@example.org>") -> GpgSigner:
         home = directory / "gnupg"
         home.mkdir(parents=True, mode=0o700, exist_ok=True)
-        base = ["gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback",
-                "--passphrase", ""]
-        subprocess.run([*base, "--quick-gen-key", uid, "ed25519", "sign", "never"],
-                       check=True, capture_output=True)
-        listing = subprocess.run([*base, "--with-colons", "--list-secret-keys"], check=True,
-                                 capture_output=True, text=True).stdout
-        fingerprint = next(line.split(":")[9] for line in listing.splitlines()
-                           if line.startswith("fpr:"))
+        base = [
+            "gpg",
+            "--batch",
+            "--homedir",
+            str(home),
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]
+        subprocess.run(
+            [*base, "--quick-gen-key", uid, "ed25519", "sign", "never"],
+            check=True,
+            capture_output=True,
+        )
+        listing = subprocess.run(
+            [*base, "--with-colons", "--list-secret-keys"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fingerprint = next(
+            line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
+        )
         keyring = directory / "trusted.gpg"
-        exported = subprocess.run([*base, "--export", fingerprint], check=True,
-                                  capture_output=True).stdout
+        exported = subprocess.run(
+            [*base, "--export", fingerprint], check=True, capture_output=True
+        ).stdout
         keyring.write_bytes(exported)
         return cls(home, fingerprint, keyring)
 
@@ -117,8 +145,13 @@ class Upstream:
     def git(self, *args: str, env: dict[str, str] | None = None) -> str:
         return git(*args, cwd=self.work, env=env)
 
-    def commit(self, files: dict[str, str | bytes] | None = None, message: str = "change",
-               ssh_signer: SshSigner | None = None, gpg_signer: GpgSigner | None = None) -> str:
+    def commit(
+        self,
+        files: dict[str, str | bytes] | None = None,
+        message: str = "change",
+        ssh_signer: SshSigner | None = None,
+        gpg_signer: GpgSigner | None = None,
+    ) -> str:
         """Write `files` (path -> content), commit them (signed if asked); return the sha."""
         for name, content in (files or {"counter": os.urandom(8).hex()}).items():
             path = self.work / name
@@ -154,8 +187,11 @@ class Upstream:
         """Move the branch to `sha` as a force-push would."""
         self.git("reset", "-q", "--hard", sha)
 
-    def orphan(self, files: dict[str, str | bytes] | None = None, message: str = "unrelated",
-               ) -> str:
+    def orphan(
+        self,
+        files: dict[str, str | bytes] | None = None,
+        message: str = "unrelated",
+    ) -> str:
         """Replace the branch with a new, unrelated history of one commit."""
         self.git("checkout", "-q", "--orphan", "tmp-orphan")
         self.git("rm", "-rq", "--cached", ".")
@@ -180,7 +216,11 @@ class Upstream:
             if i == 0 and parent:
                 stream += b"from %s\n" % parent.encode()
             stream += b"M 100644 inline dir%d/file%d\ndata %d\n%s\n" % (
-                i % 10, i % files, len(content), content)
+                i % 10,
+                i % files,
+                len(content),
+                content,
+            )
         git(f"--git-dir={self.git_dir}", "fast-import", "--quiet", input=bytes(stream))
         self.git("reset", "-q", "--hard", self.branch)
         return self.head()

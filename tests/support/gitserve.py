@@ -46,8 +46,11 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None,
-                  ) -> None:
+def wait_for_port(
+    port: int,
+    timeout: float = 10.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Block until 127.0.0.1:`port` accepts a connection; fail if `proc` dies first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,8 +73,9 @@ def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def _git_daemon() -> str:
-    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
-                               check=True).stdout.strip()
+    exec_path = subprocess.run(
+        ["git", "--exec-path"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     return str(Path(exec_path) / "git-daemon")
 
 
@@ -101,10 +105,20 @@ class GitDaemon:
         self.log_file = self.log_file or self.base_path.parent / f"git-daemon-{self.port}.log"
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(  # git-daemon itself, so stop() kills the listener
-                [_git_daemon(), "--reuseaddr", "--verbose", "--listen=127.0.0.1",
-                 f"--port={self.port}", f"--base-path={self.base_path}", "--export-all",
-                 "--informative-errors", str(self.base_path)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                [
+                    _git_daemon(),
+                    "--reuseaddr",
+                    "--verbose",
+                    "--listen=127.0.0.1",
+                    f"--port={self.port}",
+                    f"--base-path={self.base_path}",
+                    "--export-all",
+                    "--informative-errors",
+                    str(self.base_path),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         wait_for_port(self.port, proc=self._proc)
 
@@ -137,7 +151,7 @@ class HttpGitServer:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     cut_packs: int = 0
     accept_bearer: bool = True
-    tls: tuple[Path, Path] | None = None   # (certificate, key): serve https://
+    tls: tuple[Path, Path] | None = None  # (certificate, key): serve https://
     users: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -145,8 +159,12 @@ class HttpGitServer:
 
     @classmethod
     @contextlib.contextmanager
-    def serving(cls, project_root: Path, token: str, tls: tuple[Path, Path] | None = None,
-                ) -> Iterator[HttpGitServer]:
+    def serving(
+        cls,
+        project_root: Path,
+        token: str,
+        tls: tuple[Path, Path] | None = None,
+    ) -> Iterator[HttpGitServer]:
         server = cls(project_root, token, tls=tls)
         server.start()
         try:
@@ -256,12 +274,15 @@ def _make_handler(server: HttpGitServer) -> type[BaseHTTPRequestHandler]:
                 "REMOTE_ADDR": "127.0.0.1",
                 "REMOTE_USER": "token",
             }
-            for header, var in (("Content-Encoding", "HTTP_CONTENT_ENCODING"),
-                                ("Git-Protocol", "GIT_PROTOCOL")):
+            for header, var in (
+                ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+                ("Git-Protocol", "GIT_PROTOCOL"),
+            ):
                 if self.headers.get(header):
                     env[var] = self.headers[header]
-            out = subprocess.run([HTTP_BACKEND], input=body, env=env, capture_output=True,
-                                 check=False).stdout
+            out = subprocess.run(
+                [HTTP_BACKEND], input=body, env=env, capture_output=True, check=False
+            ).stdout
             head, _, payload = out.partition(b"\r\n\r\n")
             if not _:
                 head, _, payload = out.partition(b"\n\n")
@@ -293,10 +314,30 @@ def self_signed_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Pat
     """A certificate for `ip` (in subjectAltName) and its key, made with openssl."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj",
-                    f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={ip}",
+            "-addext",
+            f"subjectAltName=IP:{ip}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.helper.client import HelperClient
+from reconciler.common.client import HelperClient
 from tests.support.nixfixture import (
     DEFAULT_KNOBS,
     FleetRepo,
@@ -56,9 +56,14 @@ class HelperPaths:
     stderr: Path
 
 
-def write_helper_config(tmp: Path, sandbox: Sandbox | None = None, *,
-                        urls: Sequence[str] = (), agent_uids: Sequence[int] = (0,),
-                        extra_source: Mapping[str, str] | None = None) -> HelperPaths:
+def write_helper_config(
+    tmp: Path,
+    sandbox: Sandbox | None = None,
+    *,
+    urls: Sequence[str] = (),
+    agent_uids: Sequence[int] = (0,),
+    extra_source: Mapping[str, str] | None = None,
+) -> HelperPaths:
     """A machine config under `tmp` for a helper acting on `sandbox` (if given).
 
     The socket lives in a short directory under /tmp (Unix socket paths are limited
@@ -66,19 +71,38 @@ def write_helper_config(tmp: Path, sandbox: Sandbox | None = None, *,
     """
     tmp.mkdir(parents=True, exist_ok=True)
     sockdir = Path(tempfile.mkdtemp(prefix="pnx-", dir="/tmp"))
-    paths = HelperPaths(config=tmp / "agent.toml", socket=sockdir / "helper.sock",
-                        state_dir=tmp / "helper-state", helper_profile=tmp / "hprof" / "helper",
-                        stderr=tmp / "helper.stderr")
-    lines = ['host = "edge-01"', f'state_dir = "{tmp / "agent-state"}"', "", "[source]",
-             "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]"]
+    paths = HelperPaths(
+        config=tmp / "agent.toml",
+        socket=sockdir / "helper.sock",
+        state_dir=tmp / "helper-state",
+        helper_profile=tmp / "hprof" / "helper",
+        stderr=tmp / "helper.stderr",
+    )
+    lines = [
+        'host = "edge-01"',
+        f'state_dir = "{tmp / "agent-state"}"',
+        "",
+        "[source]",
+        "urls = [" + ", ".join(f'"{u}"' for u in urls) + "]",
+    ]
     lines += [f'{k} = "{v}"' for k, v in (extra_source or {}).items()]
     if sandbox is not None:
-        lines += ["", "[system]", f'profile = "{sandbox.profile}"',
-                  f'current_system = "{sandbox.current_system}"',
-                  f'booted_system = "{sandbox.booted_system}"']
-    lines += ["", "[helper]", f'socket = "{paths.socket}"', f'state_dir = "{paths.state_dir}"',
-              f'profile = "{paths.helper_profile}"',
-              "agent_uids = [" + ", ".join(str(u) for u in agent_uids) + "]", ""]
+        lines += [
+            "",
+            "[system]",
+            f'profile = "{sandbox.profile}"',
+            f'current_system = "{sandbox.current_system}"',
+            f'booted_system = "{sandbox.booted_system}"',
+        ]
+    lines += [
+        "",
+        "[helper]",
+        f'socket = "{paths.socket}"',
+        f'state_dir = "{paths.state_dir}"',
+        f'profile = "{paths.helper_profile}"',
+        "agent_uids = [" + ", ".join(str(u) for u in agent_uids) + "]",
+        "",
+    ]
     paths.config.write_text("\n".join(lines))
     return paths
 
@@ -132,13 +156,22 @@ class HelperProcess:
         kill(self.proc)
 
 
-def start_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None,
-                 wait: bool = True, timeout: float = 10) -> HelperProcess:
+def start_helper(
+    paths: HelperPaths,
+    *,
+    env: Mapping[str, str] | None = None,
+    wait: bool = True,
+    timeout: float = 10,
+) -> HelperProcess:
     """Start `pullnix-helper --config FILE`; by default wait until it answers ping."""
     with open(paths.stderr, "ab") as stderr:
-        proc = subprocess.Popen([str(HELPER_BIN), "--config", str(paths.config)],
-                                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            [str(HELPER_BIN), "--config", str(paths.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+        )
     helper = HelperProcess(paths, proc)
     if wait:
         deadline = time.monotonic() + timeout
@@ -147,16 +180,18 @@ def start_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None,
                 raise RuntimeError(f"helper exited {proc.returncode}:\n{helper.stderr_text()}")
             if time.monotonic() > deadline:
                 helper.kill()
-                raise RuntimeError(f"helper not listening after {timeout}s:\n"
-                                   f"{helper.stderr_text()}")
+                raise RuntimeError(
+                    f"helper not listening after {timeout}s:\n{helper.stderr_text()}"
+                )
             time.sleep(0.005)
         helper.client.wait_until_up(timeout)
     return helper
 
 
 @contextmanager
-def running_helper(paths: HelperPaths, *, env: Mapping[str, str] | None = None
-                   ) -> Iterator[HelperProcess]:
+def running_helper(
+    paths: HelperPaths, *, env: Mapping[str, str] | None = None
+) -> Iterator[HelperProcess]:
     """A started helper, stopped (and its socket directory removed) on the way out."""
     helper = start_helper(paths, env=env)
     try:
@@ -183,8 +218,11 @@ class FakeMachine:
         """Installed and booted into `system`; no switch calls recorded yet."""
         target = self.systems[system]
         if self.profile() == target:  # skip nix-env: tests reset often
-            for link in (self.sandbox.boot_default, self.sandbox.current_system,
-                         self.sandbox.booted_system):
+            for link in (
+                self.sandbox.boot_default,
+                self.sandbox.current_system,
+                self.sandbox.booted_system,
+            ):
                 link.unlink(missing_ok=True)
                 link.symlink_to(target)
         else:
@@ -214,8 +252,11 @@ def build_machine(tmp: Path, variants: Mapping[str, Mapping[str, object]]) -> Fa
     repo = init_fleet_repo(tmp / "repo", sandbox, **_knobs(variants[names[0]]))
     systems, revisions = {}, {}
     for i, name in enumerate(names):
-        sha = repo.sha if i == 0 else commit_fleet(repo, message=f"variant {name}",
-                                                   **_knobs(variants[name]))
+        sha = (
+            repo.sha
+            if i == 0
+            else commit_fleet(repo, message=f"variant {name}", **_knobs(variants[name]))
+        )
         systems[name] = build_toplevel(repo.flake_ref(sha), "edge-01")
         revisions[name] = sha
     machine = FakeMachine(sandbox, repo, systems, revisions)
@@ -229,6 +270,7 @@ def _knobs(variant: Mapping[str, object]) -> dict[str, object]:
 
 def add_to_store(path: Path) -> str:
     """`nix-store --add PATH`: a store path with exactly that content (files or a symlink)."""
-    out = subprocess.run(["nix-store", "--add", str(path)], check=True, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        ["nix-store", "--add", str(path)], check=True, capture_output=True, text=True, timeout=60
+    )
     return out.stdout.strip()

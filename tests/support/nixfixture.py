@@ -49,10 +49,25 @@ from reconciler.demo.fakenixos import (
     with_knobs,
 )
 
-__all__ = ["BUILD_FAILURE_TEXT", "DEFAULT_KNOBS", "EVAL_ERROR_TEXT", "OFFLINE_NIX_CONFIG",
-           "SYSTEM", "FleetRepo", "Sandbox", "boot_into", "build_toplevel", "commit_fleet",
-           "init_fleet_repo", "install_system", "make_sandbox", "read_calls", "read_health",
-           "set_profile", "write_fleet"]
+__all__ = [
+    "BUILD_FAILURE_TEXT",
+    "DEFAULT_KNOBS",
+    "EVAL_ERROR_TEXT",
+    "OFFLINE_NIX_CONFIG",
+    "SYSTEM",
+    "FleetRepo",
+    "Sandbox",
+    "boot_into",
+    "build_toplevel",
+    "commit_fleet",
+    "init_fleet_repo",
+    "install_system",
+    "make_sandbox",
+    "read_calls",
+    "read_health",
+    "set_profile",
+    "write_fleet",
+]
 
 BUILD_FAILURE_TEXT = "pullnix-fixture: build failed on purpose (knob failBuild=true)"
 EVAL_ERROR_TEXT = "pullnix-fixture: evaluation error on purpose"
@@ -136,7 +151,10 @@ def build_toplevel(flake_ref: str, host: str) -> str:
     """Build the host's toplevel from `flake_ref` with plain `nix build`; return the store path."""
     result = subprocess.run(
         ["nix", "build", "--no-link", "--json", f"{flake_ref}#{toplevel_attr(host)}"],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     if result.returncode != 0:
         raise RuntimeError(f"fixture build of {host} from {flake_ref} failed:\n{result.stderr}")
@@ -193,8 +211,13 @@ _GIT_ENV = {
 def _git(cwd: Path, *args: str) -> str:
     cwd.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", *args], cwd=cwd, capture_output=True, text=True,
-        check=False, timeout=60, env={**os.environ, **_GIT_ENV},
+        ["git", "-c", "commit.gpgsign=false", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, **_GIT_ENV},
     )
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {cwd}:\n{result.stderr}")

@@ -29,9 +29,17 @@ CONFIG_B = "/nix/store/66666666666666666666666666666666-pullnix-agent.toml"
 
 def nix_eval(expr: str, **args: Any) -> Any:
     """Evaluate `expr` (a function of the JSON-encoded `args`) strictly with real Nix."""
-    argv = ["nix-instantiate", "--eval", "--strict", "--json", "-E",
-            f"{{ args }}: let a = builtins.fromJSON args; in {expr}",
-            "--argstr", "args", json.dumps(args)]
+    argv = [
+        "nix-instantiate",
+        "--eval",
+        "--strict",
+        "--json",
+        "-E",
+        f"{{ args }}: let a = builtins.fromJSON args; in {expr}",
+        "--argstr",
+        "args",
+        json.dumps(args),
+    ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise NixEvalError(done.stderr)
@@ -64,11 +72,21 @@ def render(options: dict[str, Any]) -> str:
     return text
 
 
-def units(agent: str = AGENT_A, helper: str = HELPER_A, config: str = CONFIG_A,
-          state_dir: str = "/var/lib/pullnix", **extra: Any) -> dict[str, Any]:
+def units(
+    agent: str = AGENT_A,
+    helper: str = HELPER_A,
+    config: str = CONFIG_A,
+    state_dir: str = "/var/lib/pullnix",
+    **extra: Any,
+) -> dict[str, Any]:
     result = nix_eval(
         "import ./nix/units.nix (a // { agentPath = [ a.nixPackage ]; })",
-        agentPackage=agent, helperPackage=helper, nixPackage=NIX_PKG, configFile=config,
-        stateDir=state_dir, **extra)
+        agentPackage=agent,
+        helperPackage=helper,
+        nixPackage=NIX_PKG,
+        configFile=config,
+        stateDir=state_dir,
+        **extra,
+    )
     assert isinstance(result, dict)
     return result

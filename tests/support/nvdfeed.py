@@ -69,13 +69,20 @@ def feed_item(cve: FeedCve) -> dict[str, object]:
         impact["baseMetricV2"] = {"cvssV2": {"version": "2.0", "baseScore": cve.cvss_v2}}
     return {
         "cve": {
-            "data_type": "CVE", "data_format": "MITRE", "data_version": "4.0",
+            "data_type": "CVE",
+            "data_format": "MITRE",
+            "data_version": "4.0",
             "CVE_data_meta": {"ID": cve.cve_id, "ASSIGNER": "test@pullnix.invalid"},
-            "description": {"description_data": [
-                {"lang": "en", "value": f"made-up vulnerability in {cve.product} for tests"}]},
+            "description": {
+                "description_data": [
+                    {"lang": "en", "value": f"made-up vulnerability in {cve.product} for tests"}
+                ]
+            },
         },
-        "configurations": {"CVE_data_version": "4.0", "nodes": [
-            {"operator": "OR", "children": [], "cpe_match": [match]}]},
+        "configurations": {
+            "CVE_data_version": "4.0",
+            "nodes": [{"operator": "OR", "children": [], "cpe_match": [match]}],
+        },
         "impact": impact,
         "publishedDate": f"{cve.year}-01-01T00:00Z",
         "lastModifiedDate": f"{cve.year}-01-02T00:00Z",
@@ -85,9 +92,14 @@ def feed_item(cve: FeedCve) -> dict[str, object]:
 def feed_file(cves: Sequence[FeedCve], name: str) -> bytes:
     """The gzipped JSON of feed `name` (a year or "modified")."""
     items = [feed_item(c) for c in cves if name == "modified" or c.year == name]
-    doc = {"CVE_data_type": "CVE", "CVE_data_format": "MITRE", "CVE_data_version": "4.0",
-           "CVE_data_numberOfCVEs": str(len(items)),
-           "CVE_data_timestamp": "2026-01-01T00:00Z", "CVE_Items": items}
+    doc = {
+        "CVE_data_type": "CVE",
+        "CVE_data_format": "MITRE",
+        "CVE_data_version": "4.0",
+        "CVE_data_numberOfCVEs": str(len(items)),
+        "CVE_data_timestamp": "2026-01-01T00:00Z",
+        "CVE_Items": items,
+    }
     return gzip.compress(json.dumps(doc).encode())
 
 

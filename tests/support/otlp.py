@@ -69,15 +69,24 @@ def decode(request: trace_service_pb2.ExportTraceServiceRequest) -> list[Receive
         resource = _attrs(rs.resource.attributes)
         for ss in rs.scope_spans:
             for s in ss.spans:
-                out.append(ReceivedSpan(
-                    name=s.name, trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
-                    parent_span_id=s.parent_span_id.hex(), start_ns=s.start_time_unix_nano,
-                    end_ns=s.end_time_unix_nano, attributes=_attrs(s.attributes),
-                    status_code=s.status.code, status_message=s.status.message,
-                    events=tuple((e.name, e.time_unix_nano, _attrs(e.attributes))
-                                 for e in s.events),
-                    links=tuple((lk.trace_id.hex(), lk.span_id.hex()) for lk in s.links),
-                    resource=resource))
+                out.append(
+                    ReceivedSpan(
+                        name=s.name,
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(),
+                        start_ns=s.start_time_unix_nano,
+                        end_ns=s.end_time_unix_nano,
+                        attributes=_attrs(s.attributes),
+                        status_code=s.status.code,
+                        status_message=s.status.message,
+                        events=tuple(
+                            (e.name, e.time_unix_nano, _attrs(e.attributes)) for e in s.events
+                        ),
+                        links=tuple((lk.trace_id.hex(), lk.span_id.hex()) for lk in s.links),
+                        resource=resource,
+                    )
+                )
     return out
 
 
@@ -97,8 +106,9 @@ class _Collected:
         with self._cond:
             return list(self._spans)
 
-    def wait_for(self, pred: Callable[[list[ReceivedSpan]], bool],
-                 timeout: float = 30.0) -> list[ReceivedSpan]:
+    def wait_for(
+        self, pred: Callable[[list[ReceivedSpan]], bool], timeout: float = 30.0
+    ) -> list[ReceivedSpan]:
         """Wait until `pred(all spans so far)` holds; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -106,8 +116,10 @@ class _Collected:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     names = sorted({s.name for s in self._spans})
-                    raise AssertionError(f"the receiver did not get the spans expected within "
-                                         f"{timeout}s; it has {len(self._spans)}: {names}")
+                    raise AssertionError(
+                        f"the receiver did not get the spans expected within "
+                        f"{timeout}s; it has {len(self._spans)}: {names}"
+                    )
                 self._cond.wait(left)
             return list(self._spans)
 
@@ -127,8 +139,10 @@ class HttpReceiver(_Collected):
                     body = gzip.decompress(body)
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
-                if self.path != "/v1/traces" or self.headers.get(
-                        "Content-Type") != "application/x-protobuf":
+                if (
+                    self.path != "/v1/traces"
+                    or self.headers.get("Content-Type") != "application/x-protobuf"
+                ):
                     self.send_error(404 if self.path != "/v1/traces" else 415)
                     return
                 request = trace_service_pb2.ExportTraceServiceRequest()
@@ -213,5 +227,7 @@ def by_name(spans: Iterable[ReceivedSpan], name: str) -> list[ReceivedSpan]:
 
 
 def children(spans: Iterable[ReceivedSpan], parent: ReceivedSpan) -> list[ReceivedSpan]:
-    return sorted((s for s in spans if s.trace_id == parent.trace_id
-                   and s.parent_span_id == parent.span_id), key=lambda s: s.start_ns)
+    return sorted(
+        (s for s in spans if s.trace_id == parent.trace_id and s.parent_span_id == parent.span_id),
+        key=lambda s: s.start_ns,
+    )

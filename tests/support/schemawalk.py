@@ -16,8 +16,8 @@ from typing import Any
 
 from reconciler.api.convert import camel, value_from_data, value_to_data
 from reconciler.api.schema import apply_defaults
+from reconciler.common.durations import DURATION_PATTERN
 from reconciler.core import model
-from reconciler.helper.durations import DURATION_PATTERN
 
 
 def walk(node: Any, path: str = "") -> typing.Iterator[tuple[str, dict[str, Any]]]:
@@ -72,21 +72,28 @@ def agree_class(cls: type, node: dict[str, Any], where: str) -> None:
     fields = {camel(f.name): f for f in dataclasses.fields(cls) if f.compare}
     properties = node.get("properties", {})
     assert set(fields) == set(properties), (
-        f"{where}: model {sorted(fields)} != schema {sorted(properties)}")
+        f"{where}: model {sorted(fields)} != schema {sorted(properties)}"
+    )
     required = set(node.get("required", []))
     for name, field in fields.items():
         at = f"{where}.{name}"
         sub = properties[name]
-        has_default = (field.default is not dataclasses.MISSING
-                       or field.default_factory is not dataclasses.MISSING)
+        has_default = (
+            field.default is not dataclasses.MISSING
+            or field.default_factory is not dataclasses.MISSING
+        )
         if at in (".apiVersion", ".kind"):  # required in a file, a constant in the model
             assert sub["type"] == "string"
             assert field.default in (model.API_VERSION, model.KIND)
             continue
         assert (name in required) == (not has_default), f"{at}: required iff no default"
-        default = (field.default if field.default is not dataclasses.MISSING
-                   else field.default_factory() if field.default_factory is not dataclasses.MISSING
-                   else None)
+        default = (
+            field.default
+            if field.default is not dataclasses.MISSING
+            else field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else None
+        )
         inner = optional_inner(hints[field.name])
         if inner is not None:
             assert default is None, f"{at}: optional, so no default"
@@ -97,8 +104,7 @@ def agree_class(cls: type, node: dict[str, Any], where: str) -> None:
         if name in required:
             continue
         assert "default" in sub, f"{at}: the model has a default, the schema has none"
-        from_schema = value_from_data(hints[field.name], apply_defaults(sub["default"], sub),
-                                      sub)
+        from_schema = value_from_data(hints[field.name], apply_defaults(sub["default"], sub), sub)
         assert from_schema == default, f"{at}: schema default {sub['default']!r}"
         written = value_to_data(default, sub)  # and back: "120s" may come out as "2m"
         assert value_from_data(hints[field.name], written, sub) == default, at

@@ -30,8 +30,11 @@ SSHD = "/usr/sbin/sshd"
 def ssh_keygen(path: Path, comment: str = "test", kind: str = "ed25519") -> Path:
     """Make a passphrase-less key pair at `path` / `path`.pub; return the private key path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return path
 
 
@@ -81,7 +84,7 @@ class SshGitServer:
 
     def host_key_blob(self) -> tuple[str, str]:
         """(key type, base64 blob) of the server's host key."""
-        kind, blob = (self.host_key.with_suffix(".pub").read_text().split()[:2])
+        kind, blob = self.host_key.with_suffix(".pub").read_text().split()[:2]
         return kind, blob
 
     def known_hosts_line(self, hashed: bool = False) -> str:
@@ -128,7 +131,9 @@ class SshGitServer:
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config_file)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
             )
         wait_for_port(self.port, proc=self._proc)
 

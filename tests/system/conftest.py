@@ -29,8 +29,10 @@ def _cannot_run() -> str | None:
         return "not root: systemd-nspawn, mount and debootstrap need root"
     missing = tools_missing()
     if missing:
-        return (f"missing {', '.join(missing)}: install debootstrap and systemd-container "
-                "(scripts/install.sh does)")
+        return (
+            f"missing {', '.join(missing)}: install debootstrap and systemd-container "
+            "(scripts/install.sh does)"
+        )
     return None
 
 
@@ -51,20 +53,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if reason:
         terminalreporter.write_sep("!", "SYSTEM TIER SKIPPED", red=True, bold=True)
         terminalreporter.write_line(f"SYSTEM TIER SKIPPED: {reason}", red=True, bold=True)
-        terminalreporter.write_line("No test of the real-systemd tier ran on this machine.",
-                                    red=True)
+        terminalreporter.write_line(
+            "No test of the real-systemd tier ran on this machine.", red=True
+        )
 
 
 @pytest.fixture(scope="session")
-def system_root(request: pytest.FixtureRequest,
-                tmp_path_factory: pytest.TempPathFactory) -> CachedRoot:
+def system_root(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> CachedRoot:
     """The cached Debian root, proven bootable by one probe boot per session."""
     config = request.config
     timings = config.stash.setdefault(_timings, [])
     root = ensure_root()
-    timings.append(f"root {root.path.name}: " + (
-        f"built in {root.built_seconds:.0f}s" if root.built_seconds is not None
-        else "from the cache"))
+    timings.append(
+        f"root {root.path.name}: "
+        + (
+            f"built in {root.built_seconds:.0f}s"
+            if root.built_seconds is not None
+            else "from the cache"
+        )
+    )
     probe = Container(root.path, tmp_path_factory.mktemp("probe"))
     try:
         probe.boot()

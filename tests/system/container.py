@@ -56,9 +56,16 @@ class Container:
     `private_network` (the default) it has a network namespace of its own, holding
     only its loopback: what listens there never meets the host's ports."""
 
-    def __init__(self, root: Path, workdir: Path, *,
-                 bind_ro: dict[Path, str] | None = None, name: str | None = None,
-                 disk: str = "auto", private_network: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        workdir: Path,
+        *,
+        bind_ro: dict[Path, str] | None = None,
+        name: str | None = None,
+        disk: str = "auto",
+        private_network: bool = True,
+    ) -> None:
         self.lower = root
         self.workdir = workdir
         self.shared = workdir / "shared"
@@ -83,8 +90,9 @@ class Container:
         self.boot()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def boot(self, timeout: float = BOOT_TIMEOUT) -> None:
@@ -94,9 +102,17 @@ class Container:
         self._mount()
         self.shared.mkdir(parents=True, exist_ok=True)
         self.boots += 1
-        argv = ["systemd-nspawn", "--directory", str(self.root), "--boot",
-                "--register=no", "--keep-unit", f"--machine={self.name}",
-                "--console=read-only", f"--bind={self.shared}:{SHARED_IN_GUEST}"]
+        argv = [
+            "systemd-nspawn",
+            "--directory",
+            str(self.root),
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            f"--machine={self.name}",
+            "--console=read-only",
+            f"--bind={self.shared}:{SHARED_IN_GUEST}",
+        ]
         argv += [f"--bind-ro={host}:{guest}" for host, guest in self.bind_ro.items()]
         if self.private_network:
             argv.append("--private-network")
@@ -104,9 +120,14 @@ class Container:
         self._log.write(f"==== boot {self.boots}: {' '.join(argv)}\n".encode())
         self._log.flush()
         started = time.monotonic()
-        self._nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=dict(GUEST_ENV),
-                                        start_new_session=True)
+        self._nspawn = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=dict(GUEST_ENV),
+            start_new_session=True,
+        )
         try:
             self._leader = self._find_leader(started + timeout)
             self._wait_running(started + timeout)
@@ -126,8 +147,10 @@ class Container:
             self._nspawn.wait(timeout)
         except subprocess.TimeoutExpired:
             self._kill()
-            raise ContainerError(f"{self.name} did not power off within {timeout:.0f}s; "
-                                 f"killed it.\n{self.log_tail()}") from None
+            raise ContainerError(
+                f"{self.name} did not power off within {timeout:.0f}s; "
+                f"killed it.\n{self.log_tail()}"
+            ) from None
         self._forget()
 
     def power_cut(self) -> None:
@@ -167,15 +190,30 @@ class Container:
 
     # -- inside -------------------------------------------------------------------------
 
-    def run(self, argv: list[str], *, check: bool = True, timeout: float = 60.0,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run `argv` in the container's namespaces as root, with a clean environment."""
         command = ["nsenter", f"--target={self.leader}", "--all", "--", *argv]
-        result = subprocess.run(command, input=input, capture_output=True, text=True,
-                                timeout=timeout, env=dict(GUEST_ENV), check=False)
+        result = subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(GUEST_ENV),
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise ContainerError(f"in {self.name}: {argv} exited {result.returncode}\n"
-                                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
+            raise ContainerError(
+                f"in {self.name}: {argv} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
         return result
 
     def copy_in(self, source: Path, dest: str, mode: int = 0o644) -> None:
@@ -191,8 +229,16 @@ class Container:
         staged = transfer / uuid.uuid4().hex
         staged.write_bytes(data)
         try:
-            self.run(["install", "-D", "-m", f"{mode:o}",
-                      f"{SHARED_IN_GUEST}/.transfer/{staged.name}", dest])
+            self.run(
+                [
+                    "install",
+                    "-D",
+                    "-m",
+                    f"{mode:o}",
+                    f"{SHARED_IN_GUEST}/.transfer/{staged.name}",
+                    dest,
+                ]
+            )
         finally:
             staged.unlink()
 
@@ -209,8 +255,7 @@ class Container:
         return f"{SHARED_IN_GUEST}/{host_path.relative_to(self.shared)}"
 
     def unit_property(self, unit: str, prop: str) -> str:
-        return self.run(["systemctl", "show", "--value", f"--property={prop}", unit]
-                        ).stdout.strip()
+        return self.run(["systemctl", "show", "--value", f"--property={prop}", unit]).stdout.strip()
 
     def main_pid(self, unit: str) -> int:
         return int(self.unit_property(unit, "MainPID"))
@@ -225,10 +270,11 @@ class Container:
             if state == "active" and pid not in ("", "0"):
                 return int(pid)
             time.sleep(0.1)
-        status = self.run(["systemctl", "status", "--no-pager", "--lines=30", unit],
-                          check=False)
-        raise ContainerError(f"{unit} not active after {timeout:.0f}s (state {state!r}, "
-                             f"pid {pid!r}):\n{status.stdout}{status.stderr}")
+        status = self.run(["systemctl", "status", "--no-pager", "--lines=30", unit], check=False)
+        raise ContainerError(
+            f"{unit} not active after {timeout:.0f}s (state {state!r}, "
+            f"pid {pid!r}):\n{status.stdout}{status.stderr}"
+        )
 
     def journal(self, unit: str, boot: int = 0, pid: int | None = None) -> str:
         """A unit's journal in one boot (0 this one, -1 the one before), message text only;
@@ -260,17 +306,32 @@ class Container:
             path.mkdir(parents=True, exist_ok=True)
         if self.disk in ("auto", "overlay"):
             mounted = subprocess.run(
-                ["mount", "-t", "overlay", "overlay", "-o",
-                 f"lowerdir={self.lower},upperdir={upper},workdir={work}", str(self.root)],
-                check=False, capture_output=True, text=True)
+                [
+                    "mount",
+                    "-t",
+                    "overlay",
+                    "overlay",
+                    "-o",
+                    f"lowerdir={self.lower},upperdir={upper},workdir={work}",
+                    str(self.root),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if mounted.returncode == 0:
                 self.disk, self._mounted = "overlay", True
                 return
             if self.disk == "overlay":
-                raise ContainerError(f"cannot mount the overlay for {self.name}: "
-                                     f"{mounted.stderr.strip()}")
-        subprocess.run(["cp", "-a", "--reflink=auto", f"{self.lower}/.", str(self.root)],
-                       check=True, capture_output=True, text=True)
+                raise ContainerError(
+                    f"cannot mount the overlay for {self.name}: {mounted.stderr.strip()}"
+                )
+        subprocess.run(
+            ["cp", "-a", "--reflink=auto", f"{self.lower}/.", str(self.root)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         self.disk, self._copied = "copy", True
 
     def _unmount(self) -> None:
@@ -284,22 +345,27 @@ class Container:
         assert self._nspawn is not None
         while time.monotonic() < deadline:
             if self._nspawn.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited {self._nspawn.returncode} "
-                                     f"while booting {self.name}\n{self.log_tail()}")
+                raise ContainerError(
+                    f"systemd-nspawn exited {self._nspawn.returncode} "
+                    f"while booting {self.name}\n{self.log_tail()}"
+                )
             for child in _children(self._nspawn.pid):
                 if _in_other_pid_namespace(child):
                     return child
             time.sleep(0.02)
-        raise ContainerError(f"no container init under nspawn pid {self._nspawn.pid}\n"
-                             f"{self.log_tail()}")
+        raise ContainerError(
+            f"no container init under nspawn pid {self._nspawn.pid}\n{self.log_tail()}"
+        )
 
     def _wait_running(self, deadline: float) -> None:
         assert self._nspawn is not None
         state = "(no answer)"
         while time.monotonic() < deadline:
             if self._nspawn.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited {self._nspawn.returncode} "
-                                     f"while booting {self.name}\n{self.log_tail()}")
+                raise ContainerError(
+                    f"systemd-nspawn exited {self._nspawn.returncode} "
+                    f"while booting {self.name}\n{self.log_tail()}"
+                )
             try:
                 result = self.run(["systemctl", "is-system-running"], check=False, timeout=10)
             except subprocess.TimeoutExpired:
@@ -310,8 +376,9 @@ class Container:
             if state in ("maintenance", "stopping"):
                 break
             time.sleep(0.1)
-        raise ContainerError(f"{self.name}: systemd not up (is-system-running: {state})\n"
-                             f"{self.log_tail()}")
+        raise ContainerError(
+            f"{self.name}: systemd not up (is-system-running: {state})\n{self.log_tail()}"
+        )
 
     def _kill(self) -> None:
         """SIGKILL the container's init, which takes its whole PID namespace along at once,
@@ -366,5 +433,8 @@ def _wait_gone(pid: int, timeout: float) -> None:
 
 def tools_missing() -> list[str]:
     """The host tools the tier needs that are not installed."""
-    return [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter", "mount")
-            if shutil.which(tool, path=GUEST_ENV["PATH"]) is None]
+    return [
+        tool
+        for tool in ("systemd-nspawn", "debootstrap", "nsenter", "mount")
+        if shutil.which(tool, path=GUEST_ENV["PATH"]) is None
+    ]

@@ -59,10 +59,12 @@ def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
         "kind: NixOSDeployment\n"
         "metadata:\n  name: fleet\n"
         "spec:\n"
-        "  configuration:\n    flake: \"nixosConfigurations.{host}\"\n"
+        '  configuration:\n    flake: "nixosConfigurations.{host}"\n'
         "  strategy: {action: switch, trial: true}\n"
-        "  healthChecks:\n" + HEALTH_CHECKS + (HELD_CHECK if held else "") +
-        f"  rollback: {{automatic: true, confirmTimeout: {confirm_timeout}}}\n"
+        "  healthChecks:\n"
+        + HEALTH_CHECKS
+        + (HELD_CHECK if held else "")
+        + f"  rollback: {{automatic: true, confirmTimeout: {confirm_timeout}}}\n"
     )
 
 
@@ -72,8 +74,9 @@ class Fleet:
     def __init__(self, shared: Path, host: str) -> None:
         self.bare = shared / "git" / "fleet.git"
         self.bare.parent.mkdir(parents=True, exist_ok=True)
-        self.repo = pygit2.init_repository(str(self.bare), bare=True,
-                                           initial_head=f"refs/heads/{BRANCH}")
+        self.repo = pygit2.init_repository(
+            str(self.bare), bare=True, initial_head=f"refs/heads/{BRANCH}"
+        )
         self.host = host
         self.knobs: dict[str, Any] = {**DEFAULT_KNOBS, "host": host, "system": nix_system()}
 
@@ -81,8 +84,9 @@ class Fleet:
         """The repository as a `git+file` flake reference inside the container."""
         return f"git+file://{guest_shared}/git/fleet.git?ref={BRANCH}"
 
-    def commit(self, message: str, *, held: bool = False, confirm_timeout: str = "60s",
-               **knobs: Any) -> str:
+    def commit(
+        self, message: str, *, held: bool = False, confirm_timeout: str = "60s", **knobs: Any
+    ) -> str:
         """A commit on main with `knobs` changed (they accumulate); its SHA."""
         unknown = set(knobs) - set(DEFAULT_KNOBS)
         if unknown:
@@ -98,16 +102,19 @@ class Fleet:
         subtrees: dict[str, pygit2.TreeBuilder] = {}
         for name, data in sorted(files.items()):
             blob = self.repo.create_blob(data)
-            mode = pygit2.GIT_FILEMODE_BLOB_EXECUTABLE if name == "switch-to-configuration" \
+            mode = (
+                pygit2.GIT_FILEMODE_BLOB_EXECUTABLE
+                if name == "switch-to-configuration"
                 else pygit2.GIT_FILEMODE_BLOB
+            )
             directory, _, base = name.rpartition("/")
-            builder = root if not directory else subtrees.setdefault(
-                directory, self.repo.TreeBuilder())
+            builder = (
+                root if not directory else subtrees.setdefault(directory, self.repo.TreeBuilder())
+            )
             builder.insert(base, blob, mode)
         for directory, builder in subtrees.items():
             root.insert(directory, builder.write(), pygit2.GIT_FILEMODE_TREE)
         ref = f"refs/heads/{BRANCH}"
         parents = [self.repo.references[ref].target] if ref in self.repo.references else []
-        oid = self.repo.create_commit(ref, _AUTHOR, _AUTHOR, message + "\n", root.write(),
-                                      parents)
+        oid = self.repo.create_commit(ref, _AUTHOR, _AUTHOR, message + "\n", root.write(), parents)
         return str(oid)

@@ -39,7 +39,8 @@ def condition(doc: dict[str, Any], kind: str) -> dict[str, Any]:
 def history(box: Container) -> list[dict[str, Any]]:
     """`pullnix history --json`, newest first."""
     entries: list[dict[str, Any]] = json.loads(
-        box.run([PULLNIX, "--config", CONFIG_PATH, "history", "--json"]).stdout)
+        box.run([PULLNIX, "--config", CONFIG_PATH, "history", "--json"]).stdout
+    )
     return entries
 
 
@@ -50,22 +51,24 @@ def reconcile_now(box: Container) -> None:
 
 def ready_at(box: Container, revision: str, timeout: float = 120.0) -> dict[str, Any]:
     """The status once Ready is True with `revision` as lastAppliedRevision."""
-    return wait_for(lambda: _ready_at(status(box), revision), timeout,
-                    f"Ready at {revision[:12]}", box)
+    return wait_for(
+        lambda: _ready_at(status(box), revision), timeout, f"Ready at {revision[:12]}", box
+    )
 
 
 def _ready_at(doc: dict[str, Any], revision: str) -> dict[str, Any] | None:
     ready = condition(doc, "Ready")
-    if ready.get("status") == "True" and \
-            doc["status"].get("lastAppliedRevision") == revision:
+    if ready.get("status") == "True" and doc["status"].get("lastAppliedRevision") == revision:
         return doc
     return None
 
 
 def finished_entry(box: Container, revision: str, timeout: float = 120.0) -> dict[str, Any]:
     """The history entry of `revision` once the agent has recorded its result."""
+
     def found() -> dict[str, Any] | None:
         return next((e for e in history(box) if e["revision"] == revision), None)
+
     return wait_for(found, timeout, f"a history entry for {revision[:12]}", box)
 
 
@@ -78,8 +81,7 @@ def restarts(box: Container, unit: str) -> tuple[int, int]:
     return int(box.unit_property(unit, "NRestarts")), int(box.unit_property(unit, "MainPID"))
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
-             box: Container) -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, box: Container) -> T:
     """`probe()` once it answers something other than None; AssertionError after `timeout`
     with the agent's status and journal, to say why."""
     deadline = time.monotonic() + timeout
@@ -88,6 +90,8 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
         if answer is not None:
             return answer
         time.sleep(0.2)
-    raise AssertionError(f"no {what} after {timeout:.0f}s.\nstatus: "
-                         f"{json.dumps(status(box).get('status'), indent=1)}\n"
-                         f"agent journal (tail):\n{box.journal(AGENT_UNIT)[-4000:]}")
+    raise AssertionError(
+        f"no {what} after {timeout:.0f}s.\nstatus: "
+        f"{json.dumps(status(box).get('status'), indent=1)}\n"
+        f"agent journal (tail):\n{box.journal(AGENT_UNIT)[-4000:]}"
+    )

@@ -51,10 +51,10 @@ TOPLEVEL = "config.system.build.toplevel"
 
 @dataclass(frozen=True)
 class Installed:
-    helper: str     # the store path the helper's profile points at
-    fleet: Fleet    # the repository the agent follows
-    revision: str   # generation 1's commit
-    system: str     # generation 1's toplevel: running, committed, the boot default
+    helper: str  # the store path the helper's profile points at
+    fleet: Fleet  # the repository the agent follows
+    revision: str  # generation 1's commit
+    system: str  # generation 1's toplevel: running, committed, the boot default
 
 
 def install_pullnix(box: Container, wheel: Path) -> Installed:
@@ -76,8 +76,16 @@ def install_pullnix(box: Container, wheel: Path) -> Installed:
 def build_generation(box: Container, fleet: Fleet, revision: str) -> str:
     """`revision`'s toplevel, built by the container's Nix as the agent builds it; its path."""
     flake = f"{fleet.guest_url(SHARED_IN_GUEST)}&rev={revision}"
-    built = box.run(["nix", "build", "--no-link", "--json",
-                     f"{flake}#nixosConfigurations.{fleet.host}.{TOPLEVEL}"], timeout=300)
+    built = box.run(
+        [
+            "nix",
+            "build",
+            "--no-link",
+            "--json",
+            f"{flake}#nixosConfigurations.{fleet.host}.{TOPLEVEL}",
+        ],
+        timeout=300,
+    )
     path: str = json.loads(built.stdout)[0]["outputs"]["out"]
     assert path.startswith("/nix/store/"), built
     return path
@@ -89,16 +97,39 @@ def install_agent_package(box: Container, wheel: Path) -> str:
     stage = box.shared / "wheels"
     stage.mkdir(exist_ok=True)
     shutil.copy2(wheel, stage / wheel.name)
-    box.run([f"{AGENT_VENV}/bin/pip", "install", "--quiet", "--no-index", "--no-deps",
-             "--no-cache-dir", "--disable-pip-version-check", box.guest_path(stage / wheel.name)])
+    box.run(
+        [
+            f"{AGENT_VENV}/bin/pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            box.guest_path(stage / wheel.name),
+        ]
+    )
     return PULLNIX
 
 
 def build_wheel(dest: Path) -> Path:
     """pullnix's wheel, built on the host from this checkout."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--wheel-dir", str(dest), str(ISLAND.parent)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(dest),
+            str(ISLAND.parent),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = dest.glob("pullnix-*.whl")
     return wheel
 
@@ -109,10 +140,12 @@ def add_helper(box: Container, label: str = reconciler.__version__) -> str:
     if stage.exists():
         shutil.rmtree(stage)
     package = stage / "lib" / "python" / "reconciler"
-    (package / "helper").mkdir(parents=True)
+    package.mkdir(parents=True)
     shutil.copy2(ISLAND / "__init__.py", package / "__init__.py")
-    for module in sorted((ISLAND / "helper").glob("*.py")):
-        shutil.copy2(module, package / "helper" / module.name)
+    for part in ("common", "helper"):  # the helper's island stands on the stdlib base
+        (package / part).mkdir()
+        for module in sorted((ISLAND / part).glob("*.py")):
+            shutil.copy2(module, package / part / module.name)
     wrapper = stage / "bin" / "pullnix-helper"
     wrapper.parent.mkdir()
     shutil.copy2(GUEST_DIR / "pullnix-helper", wrapper)

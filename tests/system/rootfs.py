@@ -135,8 +135,18 @@ def _build_into(root: Path, log_path: Path) -> None:
     """debootstrap the packages into `root`, settle it for fast, quiet boots, and give it
     the agent's venv with pullnix's dependencies (pullnix itself is installed per test)."""
     with log_path.open("wb") as log:
-        _step(log, log_path, ["debootstrap", "--variant=minbase",
-                              f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR])
+        _step(
+            log,
+            log_path,
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(root),
+                MIRROR,
+            ],
+        )
         _unmount_under(root)  # debootstrap mounts /proc and /sys in the target while it works
         for deb in (root / "var/cache/apt/archives").glob("*.deb"):
             deb.unlink()
@@ -155,14 +165,38 @@ def _build_into(root: Path, log_path: Path) -> None:
         # Wheels made on the host (its pip reaches the package indexes), installed by the
         # container's own python3 in a chroot, offline.
         wheelhouse = root / "tmp" / "wheelhouse"
-        _step(log, log_path, [sys.executable, "-m", "pip", "wheel", "--quiet",
-                              "--wheel-dir", str(wheelhouse), *agent_dependencies()],
-              env=dict(os.environ))
-        _step(log, log_path, ["chroot", str(root), "/usr/bin/python3", "-m", "venv",
-                              AGENT_VENV])
-        _step(log, log_path, ["chroot", str(root), f"{AGENT_VENV}/bin/pip", "install",
-                              "--quiet", "--no-index", "--no-cache-dir",
-                              "--find-links", "/tmp/wheelhouse", *agent_dependencies()])
+        _step(
+            log,
+            log_path,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--wheel-dir",
+                str(wheelhouse),
+                *agent_dependencies(),
+            ],
+            env=dict(os.environ),
+        )
+        _step(log, log_path, ["chroot", str(root), "/usr/bin/python3", "-m", "venv", AGENT_VENV])
+        _step(
+            log,
+            log_path,
+            [
+                "chroot",
+                str(root),
+                f"{AGENT_VENV}/bin/pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--no-cache-dir",
+                "--find-links",
+                "/tmp/wheelhouse",
+                *agent_dependencies(),
+            ],
+        )
         shutil.rmtree(wheelhouse)
     subprocess.run(["sync", "-f", str(root)], check=True)
 
@@ -173,22 +207,34 @@ def agent_dependencies() -> list[str]:
         return list(tomllib.load(handle)["project"]["dependencies"])
 
 
-def _step(log: BinaryIO, log_path: Path, argv: list[str],
-          env: dict[str, str] | None = None) -> None:
+def _step(
+    log: BinaryIO, log_path: Path, argv: list[str], env: dict[str, str] | None = None
+) -> None:
     log.write(f"\n==== {' '.join(argv)}\n".encode())
     log.flush()
     try:
-        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       check=True, timeout=BUILD_TIMEOUT, env=env or _tool_env())
+        subprocess.run(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=True,
+            timeout=BUILD_TIMEOUT,
+            env=env or _tool_env(),
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         log.flush()
-        raise RootBuildError(f"building the system tier's root: {exc}; log {log_path}:\n"
-                             f"{_tail(log_path)}") from None
+        raise RootBuildError(
+            f"building the system tier's root: {exc}; log {log_path}:\n{_tail(log_path)}"
+        ) from None
 
 
 def _tool_env() -> dict[str, str]:
-    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+    }
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.helper.client import HelperClient
+from reconciler.common.client import HelperClient
 from tests.system.container import Container
 from tests.system.guestcli import ready_at
 from tests.system.install import (
@@ -51,7 +51,8 @@ def test_the_container_boots_with_systemd_as_pid_1(container: Container) -> None
 
 
 def test_the_helper_starts_from_its_profile_and_answers_ping(
-        container: Container, installed: Installed) -> None:
+    container: Container, installed: Installed
+) -> None:
     pid = container.wait_active(HELPER_UNIT)
     exec_start = container.unit_property(HELPER_UNIT, "ExecStart")
     assert f"path={HELPER_PROFILE}/bin/pullnix-helper" in exec_start
@@ -67,7 +68,8 @@ def test_the_helper_starts_from_its_profile_and_answers_ping(
 
 
 def test_a_generations_switch_restarts_the_agent_and_leaves_the_helper_running(
-        container: Container, installed: Installed) -> None:
+    container: Container, installed: Installed
+) -> None:
     ready_at(container, installed.revision)  # the agent has adopted generation 1: no op runs
     helper_pid = container.wait_active(HELPER_UNIT)
     old_agent_pid = container.wait_active(AGENT_UNIT)
@@ -81,7 +83,8 @@ def test_a_generations_switch_restarts_the_agent_and_leaves_the_helper_running(
     # helper's do not, and the helper's says X-RestartIfChanged=false besides.
     assert switched.stdout.splitlines() == [f"restarted: {AGENT_UNIT}"]
     assert container.read_text(f"{second}/etc/systemd/system/{HELPER_UNIT}") == (
-        container.read_text(f"{installed.system}/etc/systemd/system/{HELPER_UNIT}"))
+        container.read_text(f"{installed.system}/etc/systemd/system/{HELPER_UNIT}")
+    )
     new_agent_pid = container.wait_active(AGENT_UNIT)
     assert new_agent_pid != old_agent_pid
     assert f"{second}/sw/bin/pullnix" in container.unit_property(AGENT_UNIT, "ExecStart")
@@ -91,7 +94,8 @@ def test_a_generations_switch_restarts_the_agent_and_leaves_the_helper_running(
 
 
 def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
-        container: Container, installed: Installed) -> None:
+    container: Container, installed: Installed
+) -> None:
     helper_pid = container.wait_active(HELPER_UNIT)
     container.wait_active(AGENT_UNIT)
     boot_before = container.read_text("/proc/sys/kernel/random/boot_id").strip()
@@ -112,7 +116,8 @@ def test_after_a_power_cut_the_helper_comes_back_and_its_journal_is_readable(
 
 
 def test_the_full_package_runs_on_the_containers_python_from_host_made_wheels(
-        container: Container, pullnix_wheel: Path) -> None:
+    container: Container, pullnix_wheel: Path
+) -> None:
     pullnix = install_agent_package(container, pullnix_wheel)
     python = str(Path(pullnix).with_name("python"))
     every_module = (

@@ -62,13 +62,21 @@ KERNEL, INITRD, MODULES = "/nix/store/k", "/nix/store/i", "/nix/store/m"
 @pytest.mark.parametrize(
     ("booted", "new", "changed"),
     [
-        ({"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
-         {"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES}, ()),
-        ({"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
-         {"kernel": KERNEL + "2", "initrd": INITRD, "kernel-modules": MODULES}, ("kernel",)),
-        ({"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
-         {"kernel": KERNEL, "initrd": INITRD + "2", "kernel-modules": MODULES + "2"},
-         ("initrd", "kernel-modules")),
+        (
+            {"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
+            {"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
+            (),
+        ),
+        (
+            {"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
+            {"kernel": KERNEL + "2", "initrd": INITRD, "kernel-modules": MODULES},
+            ("kernel",),
+        ),
+        (
+            {"kernel": KERNEL, "initrd": INITRD, "kernel-modules": MODULES},
+            {"kernel": KERNEL, "initrd": INITRD + "2", "kernel-modules": MODULES + "2"},
+            ("initrd", "kernel-modules"),
+        ),
         ({"kernel": KERNEL, "initrd": None}, {"kernel": KERNEL, "initrd": INITRD}, ("initrd",)),
         ({}, {}, ()),
     ],
@@ -94,7 +102,11 @@ def test_boot_components_that_differ_need_a_reboot(
     ],
 )
 def test_a_boot_asks_the_helper_for_no_trial_and_no_confirmation(
-    requested: str, running: str | None, new: str | None, trial: bool, confirm: bool,
+    requested: str,
+    running: str | None,
+    new: str | None,
+    trial: bool,
+    confirm: bool,
     expected: tuple[bool, bool],
 ) -> None:
     assert plan_activation(requested, running, new).helper_request(trial, confirm) == expected
@@ -104,9 +116,13 @@ OLD, NEW, OTHER = ("/nix/store/" + c * 32 + "-nixos-system" for c in "abc")
 
 
 def boot_op(**changes: Any) -> dict[str, Any]:
-    op: dict[str, Any] = {"kind": "apply", "state": "Succeeded", "storePath": NEW,
-                          "request": {"action": "boot", "trial": False},
-                          "previous": {"currentSystem": OLD}}
+    op: dict[str, Any] = {
+        "kind": "apply",
+        "state": "Succeeded",
+        "storePath": NEW,
+        "request": {"action": "boot", "trial": False},
+        "previous": {"currentSystem": OLD},
+    }
     for key, value in changes.items():
         if key in ("action", "trial"):
             op["request"] = {**op["request"], key: value}
@@ -134,8 +150,13 @@ def boot_op(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_a_system_installed_for_the_next_boot_is_not_drift(
-    why: str, op: dict[str, Any] | None, applied: str | None, profile: str | None,
-    running: str | None, waits: bool,
+    why: str,
+    op: dict[str, Any] | None,
+    applied: str | None,
+    profile: str | None,
+    running: str | None,
+    waits: bool,
 ) -> None:
-    assert installed_for_next_boot(op, applied=applied, profile=profile,
-                                   running=running) is waits, why
+    assert (
+        installed_for_next_boot(op, applied=applied, profile=profile, running=running) is waits
+    ), why

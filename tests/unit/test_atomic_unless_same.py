@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.helper.atomic import write_json_atomic
+from reconciler.common.atomic import write_json_atomic
 
 
 def test_the_same_content_is_not_written_again_and_a_change_is(tmp_path: Path) -> None:

@@ -21,8 +21,15 @@ BOMB = "tests/data/invalid/alias-bomb.yaml"
 
 
 def pullnix(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PULLNIX), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [str(PULLNIX), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def test_a_valid_file_exits_0():
@@ -34,7 +41,8 @@ def test_an_invalid_file_exits_1_with_one_line_per_problem():
     run = pullnix("validate", TYPO)
     assert run.returncode == 1
     assert run.stdout == (
-        f"{TYPO}:11:7: spec.healthChecks[0].retires: unknown field; did you mean 'retries'?\n")
+        f"{TYPO}:11:7: spec.healthChecks[0].retires: unknown field; did you mean 'retries'?\n"
+    )
     assert run.stderr == "1 problem in 1 file\n"
 
 
@@ -55,9 +63,19 @@ def test_json_output_is_a_list_of_files_with_their_issues():
     assert run.returncode == 1
     assert json.loads(run.stdout) == [
         {"file": EXAMPLE, "valid": True, "issues": []},
-        {"file": TYPO, "valid": False, "issues": [
-            {"file": TYPO, "line": 11, "col": 7, "path": "spec.healthChecks[0].retires",
-             "message": "unknown field; did you mean 'retries'?"}]},
+        {
+            "file": TYPO,
+            "valid": False,
+            "issues": [
+                {
+                    "file": TYPO,
+                    "line": 11,
+                    "col": 7,
+                    "path": "spec.healthChecks[0].retires",
+                    "message": "unknown field; did you mean 'retries'?",
+                }
+            ],
+        },
     ]
 
 
@@ -71,7 +89,8 @@ def test_a_missing_file_is_a_failure_not_a_crash():
     run = pullnix("validate", "no/such/pullnix.yaml")
     assert run.returncode == 1
     assert run.stdout == (
-        "no/such/pullnix.yaml:1:1: cannot read the file: No such file or directory\n")
+        "no/such/pullnix.yaml:1:1: cannot read the file: No such file or directory\n"
+    )
 
 
 def test_validate_and_schema_never_read_the_machine_config(tmp_path: Path):
@@ -103,8 +122,12 @@ def test_the_group_keeps_the_config_path_for_later_commands(tmp_path: Path):
     def probe(obj: CliContext) -> None:
         seen.append(obj)
 
-    group = click.Group("pullnix", callback=cli.callback, params=cli.params,
-                        commands={**cli.commands, "probe": probe})
+    group = click.Group(
+        "pullnix",
+        callback=cli.callback,
+        params=cli.params,
+        commands={**cli.commands, "probe": probe},
+    )
     config = tmp_path / "agent.toml"
     config.write_text('host = "edge-01"\n')
     runner = CliRunner()
@@ -112,5 +135,8 @@ def test_the_group_keeps_the_config_path_for_later_commands(tmp_path: Path):
     assert runner.invoke(group, ["probe"], env={"PULLNIX_CONFIG": "/x/agent.toml"}).exit_code == 0
     assert runner.invoke(group, ["probe"], env={"PULLNIX_CONFIG": None}).exit_code == 0
     assert [c.config_path for c in seen] == [
-        config, Path("/x/agent.toml"), Path("/etc/pullnix/agent.toml")]
+        config,
+        Path("/x/agent.toml"),
+        Path("/etc/pullnix/agent.toml"),
+    ]
     assert seen[0].machine_config().host == "edge-01"

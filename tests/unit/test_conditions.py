@@ -57,5 +57,6 @@ def test_json_round_trip_uses_kubernetes_field_names() -> None:
 
 def test_a_status_other_than_true_false_unknown_is_refused() -> None:
     with pytest.raises(ValueError, match="is not True, False or Unknown"):
-        Condition.from_json({"type": "Ready", "status": "yes", "reason": "X",
-                             "lastTransitionTime": T0})
+        Condition.from_json(
+            {"type": "Ready", "status": "yes", "reason": "X", "lastTransitionTime": T0}
+        )

@@ -15,12 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.client import HelperClient
-from reconciler.helper.protocol import FEATURES
+from reconciler.common.client import HelperClient
+from reconciler.common.protocol import FEATURES
 
 STORE_PATH = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-2"
-KNOWN_APPLY_FIELDS = {"v", "op", "storePath", "revision", "action", "trial", "healthChecks",
-                      "confirmTimeout", "requireConfirm", "traceparent", "activationTimeout"}
+KNOWN_APPLY_FIELDS = {
+    "v",
+    "op",
+    "storePath",
+    "revision",
+    "action",
+    "trial",
+    "healthChecks",
+    "confirmTimeout",
+    "requireConfirm",
+    "traceparent",
+    "activationTimeout",
+}
 
 
 class StandInHelper:
@@ -53,8 +64,12 @@ class StandInHelper:
             return answer
         unknown = set(request) - KNOWN_APPLY_FIELDS - set(self.features or ())
         if unknown:
-            return {"v": 1, "ok": False, "error": "bad-field",
-                    "message": f"unknown field {sorted(unknown)[0]!r}"}
+            return {
+                "v": 1,
+                "ok": False,
+                "error": "bad-field",
+                "message": f"unknown field {sorted(unknown)[0]!r}",
+            }
         self.applies.append(request)
         return {"v": 1, "ok": True, "operationId": "op-1", "state": "Pending"}
 

@@ -16,20 +16,31 @@ from typing import Any
 
 import pytest
 
-from reconciler.helper.config import SourceConfig
+from reconciler.common.config import SourceConfig
+from reconciler.common.protocol import parse_check
 from reconciler.helper.health import git_environment, run_check
-from reconciler.helper.protocol import parse_check
 
 
 def test_ssh_uses_the_deploy_key_and_only_pinned_host_keys(tmp_path: Path) -> None:
-    source = SourceConfig(urls=("ssh://git@git.example.org/fleet.git",),
-                          ssh_key_file=Path("/etc/pullnix/key"),
-                          known_hosts_file=Path("/etc/pullnix/known hosts"))
+    source = SourceConfig(
+        urls=("ssh://git@git.example.org/fleet.git",),
+        ssh_key_file=Path("/etc/pullnix/key"),
+        known_hosts_file=Path("/etc/pullnix/known hosts"),
+    )
     env = git_environment(source.urls[0], source)
     assert shlex.split(env["GIT_SSH_COMMAND"]) == [
-        "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-        "-i", "/etc/pullnix/key", "-o", "IdentitiesOnly=yes",
-        "-o", "UserKnownHostsFile=/etc/pullnix/known hosts"]
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-i",
+        "/etc/pullnix/key",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "UserKnownHostsFile=/etc/pullnix/known hosts",
+    ]
     assert env["GIT_TERMINAL_PROMPT"] == "0"
     assert "GIT_CONFIG_COUNT" not in env
 
@@ -45,7 +56,10 @@ def test_token_goes_in_an_http_header_kept_out_of_argv(tmp_path: Path) -> None:
     source = SourceConfig(token_file=token)
     env = git_environment("https://git.example.org/fleet.git", source)
     assert (env["GIT_CONFIG_COUNT"], env["GIT_CONFIG_KEY_0"], env["GIT_CONFIG_VALUE_0"]) == (
-        "1", "http.extraHeader", "Authorization: Bearer s3cret")
+        "1",
+        "http.extraHeader",
+        "Authorization: Bearer s3cret",
+    )
     assert "GIT_CONFIG_COUNT" not in git_environment("ssh://h/r", source)  # only for http(s)
 
 
@@ -74,14 +88,18 @@ def http_check(url: str, **fields: Any) -> dict[str, Any]:
     return {"name": "web", "timeout": fields.pop("timeout", 5), "http": {"url": url, **fields}}
 
 
-@pytest.mark.parametrize(("path", "fields", "ok", "says"), [
-    ("/status", {"bodyRegex": "^ok$"}, True, "status 200"),
-    ("/status", {"bodyRegex": "^broken"}, False, "status 200 but the body does not match"),
-    ("/other", {}, False, "status 503, expected 200"),
-    ("/other", {"expectStatus": 503, "bodyRegex": "starting"}, True, "status 503"),
-])
-def test_http_check_reads_status_and_body(server: str, path: str, fields: dict[str, Any],
-                                          ok: bool, says: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "fields", "ok", "says"),
+    [
+        ("/status", {"bodyRegex": "^ok$"}, True, "status 200"),
+        ("/status", {"bodyRegex": "^broken"}, False, "status 200 but the body does not match"),
+        ("/other", {}, False, "status 503, expected 200"),
+        ("/other", {"expectStatus": 503, "bodyRegex": "starting"}, True, "status 503"),
+    ],
+)
+def test_http_check_reads_status_and_body(
+    server: str, path: str, fields: dict[str, Any], ok: bool, says: str
+) -> None:
     result = run_check(parse_check(http_check(server + path, **fields), 0), SourceConfig())
     assert (result.kind, result.ok) == ("http", ok), result.message
     assert result.message.startswith(f"GET {server}{path}: {says}"), result.message
@@ -105,13 +123,15 @@ def test_http_check_leaves_urllib_and_ssl_out_of_the_helper(server: str) -> None
     # The helper lives for months: what one check imports it would keep for good.
     probe = (
         "import json, sys\n"
-        "from reconciler.helper.config import SourceConfig\n"
+        "from reconciler.common.config import SourceConfig\n"
         "from reconciler.helper.health import run_check\n"
-        "from reconciler.helper.protocol import parse_check\n"
+        "from reconciler.common.protocol import parse_check\n"
         f"spec = parse_check({http_check(server + '/status')!r}, 0)\n"
         "result = run_check(spec, SourceConfig())\n"
         "print(json.dumps([result.ok, sorted(m for m in ('urllib.request', 'http.client',"
-        " 'ssl') if m in sys.modules)]))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, timeout=60)
+        " 'ssl') if m in sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     assert json.loads(out.stdout) == [True, []], out.stderr

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.helper import protocol as p
+from reconciler.common import protocol as p
 
 STORE = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-2"
 
@@ -15,16 +15,28 @@ def test_apply_defaults_and_round_trip() -> None:
     req = p.parse_request({"v": 1, "op": "apply", "storePath": STORE})
     assert isinstance(req, p.ApplyRequest)
     assert (req.action, req.trial, req.require_confirm, req.confirm_timeout) == (
-        "switch", True, False, 120.0)
+        "switch",
+        True,
+        False,
+        120.0,
+    )
     assert p.apply_from_wire(p.apply_to_wire(req)) == req
 
 
 def test_checks_parse_to_values_and_back() -> None:
     wire = [
         {"name": "git", "gitRemote": {}},
-        {"name": "api", "timeout": 2, "retries": 3, "interval": 0.2,
-         "http": {"url": "http://127.0.0.1:8080/healthz", "expectStatus": 204,
-                  "bodyRegex": "ok"}},
+        {
+            "name": "api",
+            "timeout": 2,
+            "retries": 3,
+            "interval": 0.2,
+            "http": {
+                "url": "http://127.0.0.1:8080/healthz",
+                "expectStatus": 204,
+                "bodyRegex": "ok",
+            },
+        },
         {"name": "port", "tcp": {"host": "127.0.0.1", "port": 22}},
         {"name": "units", "systemd": {"units": ["sshd.service"]}},
         {"name": "custom", "command": {"argv": ["true"]}},
@@ -33,8 +45,7 @@ def test_checks_parse_to_values_and_back() -> None:
     assert isinstance(req, p.ApplyRequest)
     assert [c.kind for c in req.health_checks] == list(p.CHECK_KINDS)
     api = req.health_checks[1]
-    assert (api.timeout, api.retries, api.interval, api.param("expectStatus")) == (
-        2.0, 3, 0.2, 204)
+    assert (api.timeout, api.retries, api.interval, api.param("expectStatus")) == (2.0, 3, 0.2, 204)
     assert p.apply_from_wire(p.apply_to_wire(req)) == req
 
 
@@ -72,8 +83,10 @@ REFUSED = {
     "dot-dot": (apply(storePath="/nix/store/../etc"), p.ErrorCode.BAD_STORE_PATH),
     "below a path": (apply(storePath=STORE + "/bin"), p.ErrorCode.BAD_STORE_PATH),
     "no hash": (apply(storePath="/nix/store/system"), p.ErrorCode.BAD_STORE_PATH),
-    "lookalike prefix": (apply(storePath="/nix/storex/" + "a" * 32 + "-x"),
-                         p.ErrorCode.BAD_STORE_PATH),
+    "lookalike prefix": (
+        apply(storePath="/nix/storex/" + "a" * 32 + "-x"),
+        p.ErrorCode.BAD_STORE_PATH,
+    ),
     "confirm nothing": ({"v": 1, "op": "confirm"}, p.ErrorCode.BAD_FIELD),
     "upgrade without path": ({"v": 1, "op": "upgrade"}, p.ErrorCode.BAD_FIELD),
 }
@@ -87,9 +100,15 @@ def test_refused_with_a_code(message: dict[str, Any], code: p.ErrorCode) -> None
     assert refused.value.message
 
 
-@pytest.mark.parametrize(("raw", "code"), [
-    (b"{", p.ErrorCode.BAD_JSON), (b"\xff\xfe", p.ErrorCode.BAD_JSON),
-    (b"3", p.ErrorCode.BAD_JSON), (b" " * (p.MAX_MESSAGE + 1), p.ErrorCode.TOO_LARGE)])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{", p.ErrorCode.BAD_JSON),
+        (b"\xff\xfe", p.ErrorCode.BAD_JSON),
+        (b"3", p.ErrorCode.BAD_JSON),
+        (b" " * (p.MAX_MESSAGE + 1), p.ErrorCode.TOO_LARGE),
+    ],
+)
 def test_framing_errors(raw: bytes, code: p.ErrorCode) -> None:
     with pytest.raises(p.ProtocolError) as refused:
         p.decode_line(raw)

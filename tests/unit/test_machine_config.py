@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.helper.config import (
+from reconciler.common.config import (
     ConfigError,
     MachineConfig,
     load_machine_config,
     require_urls,
 )
 
-FULL = '''
+FULL = """
 host = "edge-01"
 state_dir = "/srv/pullnix"
 
@@ -42,7 +42,7 @@ webhook_listen = "127.0.0.1:9170"
 
 [telemetry]
 log_format = "json"
-'''
+"""
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -79,8 +79,10 @@ def test_every_key_is_read(tmp_path: Path):
     config = load_machine_config(write(tmp_path, FULL))
     assert config.host == "edge-01"
     assert config.state_dir == Path("/srv/pullnix")
-    assert config.source.urls == ("ssh://git@git.example.org/fleet.git",
-                                  "https://git.example.org/fleet.git")
+    assert config.source.urls == (
+        "ssh://git@git.example.org/fleet.git",
+        "https://git.example.org/fleet.git",
+    )
     assert config.source.branch == "production"
     assert config.source.ssh_key_file == Path("/etc/pullnix/deploy_key")
     assert config.source.known_hosts_file is None  # "" means none
@@ -96,34 +98,53 @@ def test_every_key_is_read(tmp_path: Path):
 def test_an_unknown_top_level_key_is_named_with_the_known_ones(tmp_path: Path):
     assert fails(tmp_path, 'hots = "edge-01"\n') == (
         "unknown key 'hots' (known: agent, helper, host, source, state_dir, system, "
-        "telemetry, triggers)")
+        "telemetry, triggers)"
+    )
 
 
 def test_an_unknown_key_in_a_section_is_named_with_its_section(tmp_path: Path):
     message = fails(tmp_path, '[source]\nbrnach = "main"\n')
-    assert message.startswith("unknown key 'source.brnach' (known in [source]: "
-                              "allow_downgrade, allowed_signers_file, branch,")
+    assert message.startswith(
+        "unknown key 'source.brnach' (known in [source]: "
+        "allow_downgrade, allowed_signers_file, branch,"
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("host = 7\n", "host: expected a string, got an integer 7"),
-    ('[source]\nurls = "ssh://x"\n',
-     "source.urls: expected a list of non-empty strings, got a string 'ssh://x'"),
-    ('[source]\nallow_downgrade = "yes"\n',
-     "source.allow_downgrade: expected true or false, got a string 'yes'"),
-    ('[system]\nkeep_generations = "10"\n',
-     "system.keep_generations: expected an integer, got a string '10'"),
-    ("[system]\nkeep_generations = true\n",
-     "system.keep_generations: expected an integer, got a boolean True"),
-    ('[helper]\nagent_uids = ["root"]\n',
-     "helper.agent_uids: expected a list of integers, got a list ['root']"),
-    ("[triggers]\ninterval = 300\n",
-     "triggers.interval: expected a duration such as \"5m\", got an integer 300"),
-    ('source = "x"\n', "[source] must be a table, not a string"),
-    ('[system]\nprofile = ""\n', "system.profile: expected a path, got a string ''"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host = 7\n", "host: expected a string, got an integer 7"),
+        (
+            '[source]\nurls = "ssh://x"\n',
+            "source.urls: expected a list of non-empty strings, got a string 'ssh://x'",
+        ),
+        (
+            '[source]\nallow_downgrade = "yes"\n',
+            "source.allow_downgrade: expected true or false, got a string 'yes'",
+        ),
+        (
+            '[system]\nkeep_generations = "10"\n',
+            "system.keep_generations: expected an integer, got a string '10'",
+        ),
+        (
+            "[system]\nkeep_generations = true\n",
+            "system.keep_generations: expected an integer, got a boolean True",
+        ),
+        (
+            '[helper]\nagent_uids = ["root"]\n',
+            "helper.agent_uids: expected a list of integers, got a list ['root']",
+        ),
+        (
+            "[triggers]\ninterval = 300\n",
+            'triggers.interval: expected a duration such as "5m", got an integer 300',
+        ),
+        ('source = "x"\n', "[source] must be a table, not a string"),
+        ('[system]\nprofile = ""\n', "system.profile: expected a path, got a string ''"),
+    ],
+)
 def test_a_value_of_the_wrong_type_names_the_key_and_what_it_wants(
-        tmp_path: Path, text: str, expected: str):
+    tmp_path: Path, text: str, expected: str
+):
     assert fails(tmp_path, text) == expected
 
 
@@ -131,16 +152,22 @@ def test_a_value_of_the_wrong_type_names_the_key_and_what_it_wants(
 def test_a_bad_duration_says_what_a_duration_looks_like(tmp_path: Path, duration: str):
     assert fails(tmp_path, f'[triggers]\njitter = "{duration}"\n') == (
         f"triggers.jitter: {duration!r} is not a duration: write a number with a unit, "
-        "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h)")
+        "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h)"
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('[telemetry]\nlog_format = "text"\n',
-     "telemetry.log_format: 'text' is not one of logfmt, json"),
-    ("[system]\nkeep_generations = 0\n", "system.keep_generations: must be at least 1"),
-    ("[helper]\nagent_uids = [-1]\n", "helper.agent_uids: -1 is not a uid"),
-    ('host = ""\n', "host: must not be empty"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[telemetry]\nlog_format = "text"\n',
+            "telemetry.log_format: 'text' is not one of logfmt, json",
+        ),
+        ("[system]\nkeep_generations = 0\n", "system.keep_generations: must be at least 1"),
+        ("[helper]\nagent_uids = [-1]\n", "helper.agent_uids: -1 is not a uid"),
+        ('host = ""\n', "host: must not be empty"),
+    ],
+)
 def test_values_out_of_their_range_are_refused(tmp_path: Path, text: str, expected: str):
     assert fails(tmp_path, text) == expected
 
@@ -156,7 +183,8 @@ def test_a_missing_file_says_where_to_write_it(tmp_path: Path):
     with pytest.raises(ConfigError) as caught:
         load_machine_config(path)
     assert str(caught.value) == (
-        f"{path}: no such file; write the machine config there or pass --config")
+        f"{path}: no such file; write the machine config there or pass --config"
+    )
 
 
 def test_a_non_utf8_file_cannot_be_read(tmp_path: Path):
@@ -170,6 +198,5 @@ def test_the_agent_needs_a_url_to_pull_from(tmp_path: Path):
     config = load_machine_config(write(tmp_path, 'host = "a"\n'))
     with pytest.raises(ConfigError) as caught:
         require_urls(config, "agent.toml")
-    assert str(caught.value) == (
-        "agent.toml: source.urls: list at least one git URL to pull from")
+    assert str(caught.value) == ("agent.toml: source.urls: list at least one git URL to pull from")
     require_urls(load_machine_config(write(tmp_path, FULL)))

@@ -20,18 +20,32 @@ from reconciler.nix.errors import (
 @pytest.mark.parametrize(
     ("lines", "kind"),
     [
-        (["error: flake 'git+file:///m' does not provide attribute 'packages.x.y'"],
-         FlakeAttributeMissing),
-        (["error: file 'nixpkgs/nixos' was not found in the Nix search path (add it ...)"],
-         NixpkgsMissing),
-        (["error: Cannot find Git revision 'abc' in ref 'main' of repository 'file:///m'!"],
-         RevisionNotInMirror),
+        (
+            ["error: flake 'git+file:///m' does not provide attribute 'packages.x.y'"],
+            FlakeAttributeMissing,
+        ),
+        (
+            ["error: file 'nixpkgs/nixos' was not found in the Nix search path (add it ...)"],
+            NixpkgsMissing,
+        ),
+        (
+            ["error: Cannot find Git revision 'abc' in ref 'main' of repository 'file:///m'!"],
+            RevisionNotInMirror,
+        ),
         (["error: SQLite database '/nix/var/nix/db/db.sqlite' is busy"], NixStoreBusy),
-        (["building '/nix/store/x.drv'...", "x> boom",
-          "error: builder for '/nix/store/x.drv' failed with exit code 1"], BuildFailed),
+        (
+            [
+                "building '/nix/store/x.drv'...",
+                "x> boom",
+                "error: builder for '/nix/store/x.drv' failed with exit code 1",
+            ],
+            BuildFailed,
+        ),
         (["error: 1 dependencies of derivation '/nix/store/y.drv' failed to build"], BuildFailed),
-        (["error: undefined variable 'foo'", "", "       at /nix/store/s/flake.nix:3:5:"],
-         EvaluationError),
+        (
+            ["error: undefined variable 'foo'", "", "       at /nix/store/s/flake.nix:3:5:"],
+            EvaluationError,
+        ),
         ([], EvaluationError),
     ],
 )

@@ -13,30 +13,64 @@ INHIBITED = ActivationPlan("switch", "boot", "SwitchInhibited", "the switch inhi
 
 CASES = [
     ("converged", d.Converged(SHA), None, ("Ready", "Succeeded", "applied revision 0123456789ab")),
-    ("converged, reboot due", d.Converged(SHA, reboot_required=True), None,
-     ("Ready", "RebootRequired", "a reboot is needed to boot its kernel")),
-    ("installed for the next boot", d.Converged(SHA), INHIBITED,
-     ("Ready", "SwitchInhibited", "for the next boot: the switch inhibitors differ")),
+    (
+        "converged, reboot due",
+        d.Converged(SHA, reboot_required=True),
+        None,
+        ("Ready", "RebootRequired", "a reboot is needed to boot its kernel"),
+    ),
+    (
+        "installed for the next boot",
+        d.Converged(SHA),
+        INHIBITED,
+        ("Ready", "SwitchInhibited", "for the next boot: the switch inhibitors differ"),
+    ),
     ("deploying", d.Deploy(SHA), None, ("Progressing", "Progressing", "deploying revision")),
-    ("deploying as a boot", d.Deploy(SHA), INHIBITED,
-     ("Progressing", "SwitchInhibited", "the switch inhibitors differ")),
-    ("helper at work", d.WaitForHelper("op-1", "Verifying"), None,
-     ("Progressing", "Progressing", "the helper is at Verifying in operation op-1")),
-    ("build failed", d.Blocked(SHA, d.Failure("BuildFailed", "nix says no"), stalled=True), None,
-     ("Stalled", "BuildFailed", "push a new commit, or run `pullnix retry`")),
-    ("rolled back", d.Blocked(SHA, d.Failure("RolledBack", "check api failed"), stalled=False),
-     None, ("Failing", "RolledBack", "is not tried again until a new commit")),
-    ("suspended by the cli", d.Suspended("cli"), None,
-     ("Suspended", "Suspended", "suspended by `pullnix suspend`")),
-    ("drift reported", d.ReportDrift(SHA, "/nix/store/a", "/nix/store/b"), None,
-     ("Failing", "Drifted", "set spec.driftPolicy: revert")),
+    (
+        "deploying as a boot",
+        d.Deploy(SHA),
+        INHIBITED,
+        ("Progressing", "SwitchInhibited", "the switch inhibitors differ"),
+    ),
+    (
+        "helper at work",
+        d.WaitForHelper("op-1", "Verifying"),
+        None,
+        ("Progressing", "Progressing", "the helper is at Verifying in operation op-1"),
+    ),
+    (
+        "build failed",
+        d.Blocked(SHA, d.Failure("BuildFailed", "nix says no"), stalled=True),
+        None,
+        ("Stalled", "BuildFailed", "push a new commit, or run `pullnix retry`"),
+    ),
+    (
+        "rolled back",
+        d.Blocked(SHA, d.Failure("RolledBack", "check api failed"), stalled=False),
+        None,
+        ("Failing", "RolledBack", "is not tried again until a new commit"),
+    ),
+    (
+        "suspended by the cli",
+        d.Suspended("cli"),
+        None,
+        ("Suspended", "Suspended", "suspended by `pullnix suspend`"),
+    ),
+    (
+        "drift reported",
+        d.ReportDrift(SHA, "/nix/store/a", "/nix/store/b"),
+        None,
+        ("Failing", "Drifted", "set spec.driftPolicy: revert"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("action", "activation", "expected"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_outcome(action: d.Action, activation: ActivationPlan | None,
-                 expected: tuple[str, str, str]) -> None:
+@pytest.mark.parametrize(
+    ("action", "activation", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_outcome(
+    action: d.Action, activation: ActivationPlan | None, expected: tuple[str, str, str]
+) -> None:
     outcome = outcome_of(action, None, activation)
     phase, reason, words = expected
     assert (outcome.phase, outcome.reason) == (phase, reason)

@@ -50,8 +50,9 @@ def test_plan_deletes_exactly_the_unprotected_old_generations(
     pinned: tuple[int, ...],
     delete: tuple[int, ...],
 ) -> None:
-    plan = plan_retention(generations, keep, current=current, booted=booted, running=running,
-                          pinned=pinned)
+    plan = plan_retention(
+        generations, keep, current=current, booted=booted, running=running, pinned=pinned
+    )
     assert plan.delete == delete
     assert sorted(plan.delete + plan.keep) == sorted(n for n, _ in generations)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.helper import protocol as p
+from reconciler.common import protocol as p
 
 STORE = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-2"
 PINNED = "b" * 40
@@ -18,8 +18,9 @@ TIP = "c" * 40
 
 
 def test_an_apply_request_carries_the_tip_that_asked_for_its_revision() -> None:
-    req = p.parse_request({"v": 1, "op": "apply", "storePath": STORE, "revision": PINNED,
-                           "sourceRevision": TIP})
+    req = p.parse_request(
+        {"v": 1, "op": "apply", "storePath": STORE, "revision": PINNED, "sourceRevision": TIP}
+    )
     assert isinstance(req, p.ApplyRequest)
     assert (req.revision, req.source_revision) == (PINNED, TIP)
     wire = p.apply_to_wire(req)

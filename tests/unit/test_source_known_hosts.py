@@ -36,42 +36,85 @@ def hashed(token: str, salt: bytes = b"0123456789abcdefghij") -> str:
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
 
 
-@pytest.mark.parametrize(("text", "host", "port", "presented", "verdict"), [
-    (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
-    (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", 22, SHA_A, "trusted"),
-    (f"GIT.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
-    (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_B, "changed"),
-    (f"git.example.org ssh-ed25519 {KEY_A}", "other.example.org", None, SHA_A, "unknown"),
-    (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", 2222, SHA_A, "unknown"),
-    (f"[git.example.org]:2222 ssh-ed25519 {KEY_A}", "git.example.org", 2222, SHA_A, "trusted"),
-    (f"[git.example.org]:2222 ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "unknown"),
-    (f"a.example.org,git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A,
-     "trusted"),
-    (f"*.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
-    (f"git?.example.org ssh-ed25519 {KEY_A}", "git1.example.org", None, SHA_A, "trusted"),
-    (f"*.example.org,!git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A,
-     "unknown"),
-    (f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A,
-     "trusted"),
-    (f"{hashed('[127.0.0.1]:2222')} ssh-ed25519 {KEY_A}", "127.0.0.1", 2222, SHA_A, "trusted"),
-    (f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}", "evil.example.org", None, SHA_A,
-     "unknown"),
-    (f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_B,
-     "changed"),
-    (f"git.example.org ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}", "git.example.org",
-     None, SHA_A, "revoked"),
-    (f"git.example.org ssh-rsa {KEY_B}\ngit.example.org ssh-ed25519 {KEY_A}", "git.example.org",
-     None, SHA_A, "trusted"),
-    (f"@cert-authority *.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A,
-     "unknown"),
-    (f"# git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "unknown"),
-    ("git.example.org ssh-ed25519 not-base64!", "git.example.org", None, SHA_A, "unknown"),
-    ("", "git.example.org", None, SHA_A, "unknown"),
-])
-def test_host_key_verdict(text: str, host: str, port: int | None, presented: bytes,
-                          verdict: str) -> None:
-    assert judge_host_key(parse_known_hosts(text), host, port, presented) \
-        == HostKeyVerdict(verdict)
+@pytest.mark.parametrize(
+    ("text", "host", "port", "presented", "verdict"),
+    [
+        (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
+        (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", 22, SHA_A, "trusted"),
+        (f"GIT.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
+        (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_B, "changed"),
+        (f"git.example.org ssh-ed25519 {KEY_A}", "other.example.org", None, SHA_A, "unknown"),
+        (f"git.example.org ssh-ed25519 {KEY_A}", "git.example.org", 2222, SHA_A, "unknown"),
+        (f"[git.example.org]:2222 ssh-ed25519 {KEY_A}", "git.example.org", 2222, SHA_A, "trusted"),
+        (f"[git.example.org]:2222 ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "unknown"),
+        (
+            f"a.example.org,git.example.org ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "trusted",
+        ),
+        (f"*.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "trusted"),
+        (f"git?.example.org ssh-ed25519 {KEY_A}", "git1.example.org", None, SHA_A, "trusted"),
+        (
+            f"*.example.org,!git.example.org ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "unknown",
+        ),
+        (
+            f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "trusted",
+        ),
+        (f"{hashed('[127.0.0.1]:2222')} ssh-ed25519 {KEY_A}", "127.0.0.1", 2222, SHA_A, "trusted"),
+        (
+            f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}",
+            "evil.example.org",
+            None,
+            SHA_A,
+            "unknown",
+        ),
+        (
+            f"{hashed('git.example.org')} ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_B,
+            "changed",
+        ),
+        (
+            f"git.example.org ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "revoked",
+        ),
+        (
+            f"git.example.org ssh-rsa {KEY_B}\ngit.example.org ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "trusted",
+        ),
+        (
+            f"@cert-authority *.example.org ssh-ed25519 {KEY_A}",
+            "git.example.org",
+            None,
+            SHA_A,
+            "unknown",
+        ),
+        (f"# git.example.org ssh-ed25519 {KEY_A}", "git.example.org", None, SHA_A, "unknown"),
+        ("git.example.org ssh-ed25519 not-base64!", "git.example.org", None, SHA_A, "unknown"),
+        ("", "git.example.org", None, SHA_A, "unknown"),
+    ],
+)
+def test_host_key_verdict(
+    text: str, host: str, port: int | None, presented: bytes, verdict: str
+) -> None:
+    assert judge_host_key(parse_known_hosts(text), host, port, presented) == HostKeyVerdict(verdict)
 
 
 def test_brackets_are_literal_not_character_classes() -> None:

@@ -5,43 +5,64 @@ from __future__ import annotations
 import pygit2
 import pytest
 
+from reconciler.common.urls import redact, redact_url
 from reconciler.core.errors import TerminalError, TransientError
-from reconciler.helper.urls import redact, redact_url
 from reconciler.source.retry import RetryPolicy, run_with_retries
 from reconciler.source.transport import Endpoint, classify, endpoint
 
 QUICK = RetryPolicy(attempts=4, initial=0.001, max_wait=0.002, jitter=0.001, deadline=5)
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("ssh://git@git.example.org/fleet.git", Endpoint("ssh", "git.example.org", None, "git")),
-    ("ssh://root@127.0.0.1:2222/srv/fleet.git", Endpoint("ssh", "127.0.0.1", 2222, "root")),
-    ("git+ssh://git.example.org/fleet", Endpoint("ssh", "git.example.org", None, None)),
-    ("git@github.com:org/fleet.git", Endpoint("ssh", "github.com", None, "git")),
-    ("https://oauth2@gitlab.example.org/fleet.git",
-     Endpoint("https", "gitlab.example.org", None, "oauth2")),
-    ("http://127.0.0.1:8080/fleet.git", Endpoint("http", "127.0.0.1", 8080, None)),
-    ("git://127.0.0.1:9418/fleet.git", Endpoint("git", "127.0.0.1", 9418, None)),
-    ("file:///srv/fleet.git", Endpoint("file", "", None, None)),
-    ("/srv/fleet.git", Endpoint("file", "", None, None)),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ssh://git@git.example.org/fleet.git", Endpoint("ssh", "git.example.org", None, "git")),
+        ("ssh://root@127.0.0.1:2222/srv/fleet.git", Endpoint("ssh", "127.0.0.1", 2222, "root")),
+        ("git+ssh://git.example.org/fleet", Endpoint("ssh", "git.example.org", None, None)),
+        ("git@github.com:org/fleet.git", Endpoint("ssh", "github.com", None, "git")),
+        (
+            "https://oauth2@gitlab.example.org/fleet.git",
+            Endpoint("https", "gitlab.example.org", None, "oauth2"),
+        ),
+        ("http://127.0.0.1:8080/fleet.git", Endpoint("http", "127.0.0.1", 8080, None)),
+        ("git://127.0.0.1:9418/fleet.git", Endpoint("git", "127.0.0.1", 9418, None)),
+        ("file:///srv/fleet.git", Endpoint("file", "", None, None)),
+        ("/srv/fleet.git", Endpoint("file", "", None, None)),
+    ],
+)
 def test_endpoint(url: str, expected: Endpoint) -> None:
     assert endpoint(url) == expected
 
 
-@pytest.mark.parametrize(("error", "kind", "reason"), [
-    (pygit2.GitError("failed to connect to 127.0.0.1: Connection refused"), TransientError,
-     "SourceUnavailable"),
-    (pygit2.GitError("early EOF"), TransientError, "SourceUnavailable"),
-    (pygit2.GitError("unexpected http status code: 401"), TerminalError, "AuthenticationFailed"),
-    (pygit2.GitError("Failed to authenticate SSH session: Unable to send userauth"),
-     TransientError, "SourceUnavailable"),  # the socket failed, not the key
-    (pygit2.GitError("Username/PublicKey combination invalid"), TerminalError,
-     "AuthenticationFailed"),
-    (pygit2.errors.AuthError("auth"), TerminalError, "AuthenticationFailed"),
-    (pygit2.errors.CertificateError("cert"), TerminalError, "HostKeyRefused"),
-    (TerminalError("refused", reason="HostKeyRefused"), TerminalError, "HostKeyRefused"),
-])
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (
+            pygit2.GitError("failed to connect to 127.0.0.1: Connection refused"),
+            TransientError,
+            "SourceUnavailable",
+        ),
+        (pygit2.GitError("early EOF"), TransientError, "SourceUnavailable"),
+        (
+            pygit2.GitError("unexpected http status code: 401"),
+            TerminalError,
+            "AuthenticationFailed",
+        ),
+        (
+            pygit2.GitError("Failed to authenticate SSH session: Unable to send userauth"),
+            TransientError,
+            "SourceUnavailable",
+        ),  # the socket failed, not the key
+        (
+            pygit2.GitError("Username/PublicKey combination invalid"),
+            TerminalError,
+            "AuthenticationFailed",
+        ),
+        (pygit2.errors.AuthError("auth"), TerminalError, "AuthenticationFailed"),
+        (pygit2.errors.CertificateError("cert"), TerminalError, "HostKeyRefused"),
+        (TerminalError("refused", reason="HostKeyRefused"), TerminalError, "HostKeyRefused"),
+    ],
+)
 def test_classify(error: BaseException, kind: type, reason: str) -> None:
     classified = classify(error, "git://example.org:40123/fleet.git")
     assert type(classified) is kind
@@ -49,15 +70,24 @@ def test_classify(error: BaseException, kind: type, reason: str) -> None:
     assert "example.org" in classified.message or error is classified
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://deploy:t0ken@git.example.org/fleet.git", "https://deploy:***@git.example.org/fleet.git"),
-    ("https://oauth2:a:b@git.example.org:8443/x", "https://oauth2:***@git.example.org:8443/x"),
-    ("http://deploy:t0ken@127.0.0.1:9", "http://deploy:***@127.0.0.1:9"),
-    ("https://oauth2@gitlab.example.org/fleet.git", "https://oauth2@gitlab.example.org/fleet.git"),
-    ("ssh://git@git.example.org/fleet.git", "ssh://git@git.example.org/fleet.git"),
-    ("git@github.com:org/fleet.git", "git@github.com:org/fleet.git"),
-    ("file:///srv/fleet.git", "file:///srv/fleet.git"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://deploy:t0ken@git.example.org/fleet.git",
+            "https://deploy:***@git.example.org/fleet.git",
+        ),
+        ("https://oauth2:a:b@git.example.org:8443/x", "https://oauth2:***@git.example.org:8443/x"),
+        ("http://deploy:t0ken@127.0.0.1:9", "http://deploy:***@127.0.0.1:9"),
+        (
+            "https://oauth2@gitlab.example.org/fleet.git",
+            "https://oauth2@gitlab.example.org/fleet.git",
+        ),
+        ("ssh://git@git.example.org/fleet.git", "ssh://git@git.example.org/fleet.git"),
+        ("git@github.com:org/fleet.git", "git@github.com:org/fleet.git"),
+        ("file:///srv/fleet.git", "file:///srv/fleet.git"),
+    ],
+)
 def test_redact_url_hides_the_password_and_keeps_the_rest(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 

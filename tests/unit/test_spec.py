@@ -33,8 +33,9 @@ VALID = ROOT / "tests" / "data" / "valid"
 EXAMPLES = sorted((ROOT / "examples").rglob("pullnix.yaml"))
 
 
-@pytest.mark.parametrize("path", [*EXAMPLES, *sorted(VALID.glob("*.yaml"))],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", [*EXAMPLES, *sorted(VALID.glob("*.yaml"))], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_every_example_and_valid_file_loads(path: Path):
     deployment = load_spec_file(path)
     assert deployment.api_version == "pullnix.dev/v1alpha1"
@@ -53,8 +54,9 @@ def test_a_minimal_file_gets_every_default_of_the_schema():
     )
     spec = deployment.spec
     assert (spec.strategy.action, spec.strategy.trial) == ("switch", True)
-    assert spec.rollback == Rollback(automatic=True, confirm_timeout=120.0,
-                                     retry_failed_revision=False)
+    assert spec.rollback == Rollback(
+        automatic=True, confirm_timeout=120.0, retry_failed_revision=False
+    )
     assert (spec.interval, spec.drift_policy, spec.suspend) == (300.0, "report", False)
 
 
@@ -76,8 +78,7 @@ def test_the_design_example_reads_as_written():
         Command(argv=("ci/check-closure",)),
     ]
     assert spec.reboot.window == RebootWindow(start="02:00", end="04:00")
-    assert spec.hooks.post_deploy == Command(argv=("/run/current-system/sw/bin/logger",
-                                                   "deployed"))
+    assert spec.hooks.post_deploy == Command(argv=("/run/current-system/sw/bin/logger", "deployed"))
     assert [o.glob for o in spec.hosts] == ["edge-*"]
 
 
@@ -103,7 +104,8 @@ def test_a_deployment_written_back_out_loads_to_the_same_values():
 
 def test_durations_become_seconds():
     text = (VALID / "minimal.yaml").read_text() + (
-        "  interval: 1h30m\n  rollback: {confirmTimeout: 250ms}\n")
+        "  interval: 1h30m\n  rollback: {confirmTimeout: 250ms}\n"
+    )
     spec = load_spec_text(text.encode(), "d.yaml").spec
     assert (spec.interval, spec.rollback.confirm_timeout) == (5400.0, 0.25)
 
@@ -115,16 +117,23 @@ def test_a_spec_error_is_terminal_with_reason_invalid_spec():
     assert caught.value.reason == "InvalidSpec"
     assert {i.path for i in caught.value.issues} == {"apiVersion", "metadata", "spec"}
     assert caught.value.issues[0].to_dict() == {
-        "file": "x.yaml", "line": 1, "col": 1, "path": "apiVersion",
-        "message": "required field is missing; add it under the top level of the file"}
+        "file": "x.yaml",
+        "line": 1,
+        "col": 1,
+        "path": "apiVersion",
+        "message": "required field is missing; add it under the top level of the file",
+    }
 
 
-@pytest.mark.parametrize(("path", "shown"), [
-    (("spec", "healthChecks", 1, "http", "url"), "spec.healthChecks[1].http.url"),
-    (("spec", "hosts", "edge-*", "interval"), 'spec.hosts["edge-*"].interval'),
-    (("spec", "hosts", 'a"b'), 'spec.hosts["a\\"b"]'),
-    ((), ""),
-])
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (("spec", "healthChecks", 1, "http", "url"), "spec.healthChecks[1].http.url"),
+        (("spec", "hosts", "edge-*", "interval"), 'spec.hosts["edge-*"].interval'),
+        (("spec", "hosts", 'a"b'), 'spec.hosts["a\\"b"]'),
+        ((), ""),
+    ],
+)
 def test_field_paths_read_like_the_document(path: tuple[str | int, ...], shown: str):
     assert format_path(path) == shown
 
@@ -170,27 +179,48 @@ def test_globs_are_case_sensitive(overrides: NixOSDeployment):
 def test_the_merged_spec_must_be_valid_and_the_error_names_the_host():
     base = load_spec_file(VALID / "minimal.yaml")
     patch = MappingProxyType({"configuration": MappingProxyType({"flake": "x"})})
-    broken = dataclasses.replace(base, spec=dataclasses.replace(
-        base.spec, hosts=(HostOverride("legacy-*", patch, "m.yaml",
-                                       MappingProxyType({(): (9, 5), ("configuration",): (10, 7),
-                                                         ("configuration", "flake"): (10, 24)})),)))
+    broken = dataclasses.replace(
+        base,
+        spec=dataclasses.replace(
+            base.spec,
+            hosts=(
+                HostOverride(
+                    "legacy-*",
+                    patch,
+                    "m.yaml",
+                    MappingProxyType(
+                        {
+                            (): (9, 5),
+                            ("configuration",): (10, 7),
+                            ("configuration", "flake"): (10, 24),
+                        }
+                    ),
+                ),
+            ),
+        ),
+    )
     assert for_host(broken, "other").spec == dataclasses.replace(base.spec, hosts=())
     with pytest.raises(SpecError) as caught:
         for_host(broken, "legacy-01")
     assert [str(i) for i in caught.value.issues] == [
         'm.yaml:10:24: spec.hosts["legacy-*"].configuration.flake: classic is already set, '
         "and only one of flake, classic may be (in the spec merged for host 'legacy-01' "
-        "from hosts 'legacy-*')"]
+        "from hosts 'legacy-*')"
+    ]
 
 
-@pytest.mark.parametrize(("base", "override", "merged"), [
-    ({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}, {"a": {"b": 1, "c": 3}}),
-    ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
-    ({"a": 1}, {"b": 2}, {"a": 1, "b": 2}),
-    ({"a": {"b": 1}}, {"a": "x"}, {"a": "x"}),
-])
-def test_the_merge_rule(base: dict[str, object], override: dict[str, object],
-                        merged: dict[str, object]):
+@pytest.mark.parametrize(
+    ("base", "override", "merged"),
+    [
+        ({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}, {"a": {"b": 1, "c": 3}}),
+        ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
+        ({"a": 1}, {"b": 2}, {"a": 1, "b": 2}),
+        ({"a": {"b": 1}}, {"a": "x"}, {"a": "x"}),
+    ],
+)
+def test_the_merge_rule(
+    base: dict[str, object], override: dict[str, object], merged: dict[str, object]
+):
     assert merge(base, override) == merged
 
 
@@ -206,12 +236,16 @@ def test_a_health_check_has_exactly_one_kind():
         Configuration(flake="a", classic="b")
 
 
-@pytest.mark.parametrize(("start", "end", "inside", "outside"), [
-    ("02:00", "04:00", [(2, 0), (3, 59)], [(4, 0), (1, 59), (14, 0)]),
-    ("22:00", "02:00", [(22, 0), (23, 59), (0, 0), (1, 59)], [(2, 0), (21, 59), (12, 0)]),
-])
-def test_a_reboot_window_may_span_midnight(start: str, end: str, inside: list[tuple[int, int]],
-                                           outside: list[tuple[int, int]]):
+@pytest.mark.parametrize(
+    ("start", "end", "inside", "outside"),
+    [
+        ("02:00", "04:00", [(2, 0), (3, 59)], [(4, 0), (1, 59), (14, 0)]),
+        ("22:00", "02:00", [(22, 0), (23, 59), (0, 0), (1, 59)], [(2, 0), (21, 59), (12, 0)]),
+    ],
+)
+def test_a_reboot_window_may_span_midnight(
+    start: str, end: str, inside: list[tuple[int, int]], outside: list[tuple[int, int]]
+):
     window = RebootWindow(start, end)
     assert all(window.contains(h, m) for h, m in inside)
     assert not any(window.contains(h, m) for h, m in outside)

@@ -29,8 +29,8 @@ from reconciler.api.schema import (
     openapi_schema,
 )
 from reconciler.api.violations import PATTERN_HINTS
+from reconciler.common.durations import DURATION_PATTERN
 from reconciler.core import model
-from reconciler.helper.durations import DURATION_PATTERN
 from tests.support.schemawalk import agree_class, walk
 
 ROOT = Path(__file__).parent.parent.parent
@@ -40,12 +40,17 @@ PACKAGED = ROOT / "reconciler" / "api" / "nixosdeployment.yaml"
 
 def test_the_crd_is_a_crd_for_nixosdeployments_in_pullnix_dev() -> None:
     doc = crd()
-    assert (doc["apiVersion"], doc["kind"]) == ("apiextensions.k8s.io/v1",
-                                                "CustomResourceDefinition")
+    assert (doc["apiVersion"], doc["kind"]) == (
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+    )
     spec = doc["spec"]
     assert doc["metadata"]["name"] == f"{spec['names']['plural']}.{spec['group']}"
     assert (spec["group"], spec["names"]["kind"], spec["names"]["plural"]) == (
-        "pullnix.dev", "NixOSDeployment", "nixosdeployments")
+        "pullnix.dev",
+        "NixOSDeployment",
+        "nixosdeployments",
+    )
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
     assert version["subresources"] == {"status": {}}
@@ -61,7 +66,8 @@ def test_the_schema_is_structural_as_the_api_server_requires() -> None:
         assert "type" in node, f"{path}: every node needs a type"
         assert "$ref" not in node, f"{path}: CRDs cannot use $ref"
         assert node.get("additionalProperties") is not False, (
-            f"{path}: the API server refuses additionalProperties: false (it prunes instead)")
+            f"{path}: the API server refuses additionalProperties: false (it prunes instead)"
+        )
         assert not ("properties" in node and "additionalProperties" in node), path
         for branch in node.get("oneOf", []):
             assert set(branch) <= {"required"}, f"{path}: oneOf branches only constrain"
@@ -84,8 +90,11 @@ def test_the_packaged_copy_is_the_crd() -> None:
 
 
 def test_every_duration_uses_the_one_duration_grammar() -> None:
-    durations = [path for path, node in walk(openapi_schema())
-                 if node.get("type") == "string" and "ms|s|m|h" in node.get("pattern", "")]
+    durations = [
+        path
+        for path, node in walk(openapi_schema())
+        if node.get("type") == "string" and "ms|s|m|h" in node.get("pattern", "")
+    ]
     assert len(durations) >= 4
     for path, node in walk(openapi_schema()):
         if path in durations:
@@ -135,10 +144,12 @@ def test_a_host_override_takes_the_spec_fields_without_defaults_or_nested_hosts(
         expected["properties"][name]["items"] = spec["properties"][name]["items"]
     for name in ("configuration",):  # exactly-one-of maps keep what makes them one of
         expected["properties"][name] = spec["properties"][name]
-    expected["properties"]["reboot"]["properties"]["window"] = (
-        spec["properties"]["reboot"]["properties"]["window"])
-    expected["properties"]["hooks"]["properties"]["postDeploy"] = (
-        spec["properties"]["hooks"]["properties"]["postDeploy"])
+    expected["properties"]["reboot"]["properties"]["window"] = spec["properties"]["reboot"][
+        "properties"
+    ]["window"]
+    expected["properties"]["hooks"]["properties"]["postDeploy"] = spec["properties"]["hooks"][
+        "properties"
+    ]["postDeploy"]
     assert drop_descriptions(override) == drop_descriptions(expected)
 
 

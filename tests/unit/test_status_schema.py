@@ -20,11 +20,11 @@ import pytest
 from reconciler.api import status_validator
 from reconciler.api.convert import camel
 from reconciler.api.schema import openapi_schema
+from reconciler.common.operation import CheckResult, Operation, Previous, State, iso
+from reconciler.common.protocol import CHECK_KINDS, ApplyRequest
 from reconciler.core.conditions import Condition
 from reconciler.core.history import RESULTS, HistoryEntry, entry_from_operation
 from reconciler.helper import journal
-from reconciler.helper.operation import CheckResult, Operation, Previous, State, iso
-from reconciler.helper.protocol import CHECK_KINDS, ApplyRequest
 from tests.support.schemawalk import agree, optional_inner, walk
 
 ROOT = Path(__file__).parent.parent.parent
@@ -46,7 +46,8 @@ def agree_written(cls: type, node: dict[str, Any], where: str, *, omits_none: bo
     fields = {camel(f.name): f.name for f in dataclasses.fields(cls)}
     properties = node["properties"]
     assert set(fields) == set(properties), (
-        f"{where}: writer {sorted(fields)} != schema {sorted(properties)}")
+        f"{where}: writer {sorted(fields)} != schema {sorted(properties)}"
+    )
     required = set(node.get("required", []))
     for name, attribute in fields.items():
         at, sub, hint = f"{where}.{name}", properties[name], hints[attribute]
@@ -100,6 +101,7 @@ def test_the_agreement_of_written_fields_notices_a_difference() -> None:
 def status_keys_written() -> tuple[set[str], set[str]]:
     """The keys of the status dict the controller writes, and of its `source`, read from
     reconciler/controller/reconcile.py (its writer needs a whole machine to run)."""
+
     def keys(node: ast.Dict) -> list[str]:
         return [str(k.value) if isinstance(k, ast.Constant) else "**" for k in node.keys]
 
@@ -121,43 +123,81 @@ def test_the_status_the_controller_writes_has_exactly_the_schemas_fields() -> No
 
 def operation(state: str, kind: str = "apply", **fields: Any) -> dict[str, Any]:
     """A finished helper operation as the helper's status answers it (its journal form)."""
-    request = ApplyRequest(store_path="/nix/store/" + "a" * 32 + "-nixos-system",
-                           revision=fields.pop("revision", "c" * 40),
-                           traceparent=fields.pop("traceparent", ""))
-    return journal.to_json(Operation(
-        id="op-1", kind=kind, request=request, previous=Previous(None, None, None),
-        state=State(state), created_at=iso(1.8e9), finished_at=iso(1.8e9 + 5), **fields))
+    request = ApplyRequest(
+        store_path="/nix/store/" + "a" * 32 + "-nixos-system",
+        revision=fields.pop("revision", "c" * 40),
+        traceparent=fields.pop("traceparent", ""),
+    )
+    return journal.to_json(
+        Operation(
+            id="op-1",
+            kind=kind,
+            request=request,
+            previous=Previous(None, None, None),
+            state=State(state),
+            created_at=iso(1.8e9),
+            finished_at=iso(1.8e9 + 5),
+            **fields,
+        )
+    )
 
 
 def check(ok: bool) -> CheckResult:
-    return CheckResult("api", "http", ok, "200 OK" if ok else "refused", 1 if ok else 4,
-                       iso(1.8e9 + 1), iso(1.8e9 + 2))
+    return CheckResult(
+        "api",
+        "http",
+        ok,
+        "200 OK" if ok else "refused",
+        1 if ok else 4,
+        iso(1.8e9 + 1),
+        iso(1.8e9 + 2),
+    )
 
 
 TRACEPARENT = f"00-{'ab' * 16}-{'cd' * 8}-01"
 ENTRIES = {
-    "deployed": entry_from_operation(operation(
-        "Succeeded", traceparent=TRACEPARENT, generation=7, checks=(check(True),)),
-        "1 package changed"),
-    "rolled back": entry_from_operation(operation(
-        "RolledBack", traceparent=TRACEPARENT, checks=(check(True), check(False)),
-        message="health check api failed"), ""),
+    "deployed": entry_from_operation(
+        operation("Succeeded", traceparent=TRACEPARENT, generation=7, checks=(check(True),)),
+        "1 package changed",
+    ),
+    "rolled back": entry_from_operation(
+        operation(
+            "RolledBack",
+            traceparent=TRACEPARENT,
+            checks=(check(True), check(False)),
+            message="health check api failed",
+        ),
+        "",
+    ),
     "failed, no trace": entry_from_operation(operation("Failed", message="activation"), None),
-    "rollback asked for": entry_from_operation(operation(
-        "Succeeded", kind="rollback", revision="", traceparent=TRACEPARENT, generation=6)),
+    "rollback asked for": entry_from_operation(
+        operation("Succeeded", kind="rollback", revision="", traceparent=TRACEPARENT, generation=6)
+    ),
 }
 
 
 def status_document(history: list[HistoryEntry]) -> dict[str, Any]:
-    conditions = [Condition("Ready", "True", "Succeeded", "applied", "2026-01-01T00:00:00Z", 3),
-                  Condition("Healthy", "Unknown", "Progressing", "", "2026-01-01T00:00:00Z")]
-    return {"observedGeneration": 3, "conditions": [c.to_json() for c in conditions],
-            "lastAppliedRevision": "c" * 40, "lastAttemptedRevision": "c" * 40,
-            "currentGeneration": 7, "currentSystem": "/nix/store/x",
-            "source": {"url": "file:///srv/fleet.git", "branch": "main", "revision": "c" * 40,
-                       "skipped": ["https://down.example: connection refused"]},
-            "suspended": False, "lastPassAt": "2026-01-01T00:00:05Z",
-            "history": [h.to_json() for h in history]}
+    conditions = [
+        Condition("Ready", "True", "Succeeded", "applied", "2026-01-01T00:00:00Z", 3),
+        Condition("Healthy", "Unknown", "Progressing", "", "2026-01-01T00:00:00Z"),
+    ]
+    return {
+        "observedGeneration": 3,
+        "conditions": [c.to_json() for c in conditions],
+        "lastAppliedRevision": "c" * 40,
+        "lastAttemptedRevision": "c" * 40,
+        "currentGeneration": 7,
+        "currentSystem": "/nix/store/x",
+        "source": {
+            "url": "file:///srv/fleet.git",
+            "branch": "main",
+            "revision": "c" * 40,
+            "skipped": ["https://down.example: connection refused"],
+        },
+        "suspended": False,
+        "lastPassAt": "2026-01-01T00:00:05Z",
+        "history": [h.to_json() for h in history],
+    }
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -167,8 +207,14 @@ def test_a_history_entry_from_each_kind_of_helper_outcome_fits_the_schema(name: 
 
 
 def test_a_status_before_anything_happened_fits_the_schema() -> None:
-    doc = {**status_document([]), "lastAppliedRevision": None, "lastAttemptedRevision": None,
-           "currentGeneration": None, "currentSystem": None, "source": None}
+    doc = {
+        **status_document([]),
+        "lastAppliedRevision": None,
+        "lastAttemptedRevision": None,
+        "currentGeneration": None,
+        "currentSystem": None,
+        "source": None,
+    }
     assert list(status_validator().iter_errors(doc)) == []
 
 
@@ -182,21 +228,25 @@ def set_at(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("path", "value", "message"), [
-    ("sourceUrl", "file:///srv", "'sourceUrl' was unexpected"),
-    ("source.token", "x", "'token' was unexpected"),
-    ("suspended", None, "None is not of type 'boolean'"),
-    ("lastPassAt", "yesterday", "'yesterday' is not a 'date-time'"),
-    ("history.0.result", "Maybe", "'Maybe' is not one of"),
-    ("history.0.kind", "upgrade", "'upgrade' is not one of"),
-    ("history.0.startedAt", "", "'' is not a 'date-time'"),
-    ("history.0.storePath", None, "None is not of type 'string'"),
-    ("history.0.traceId", "X" * 32, "does not match"),
-    ("history.0.healthChecks.0.result", "Passed", "'result' was unexpected"),
-    ("conditions.1.type", "Ready", "is already used by entry [0]"),
-])
-def test_the_status_schema_refuses_what_the_agent_never_writes(path: str, value: Any,
-                                                               message: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("sourceUrl", "file:///srv", "'sourceUrl' was unexpected"),
+        ("source.token", "x", "'token' was unexpected"),
+        ("suspended", None, "None is not of type 'boolean'"),
+        ("lastPassAt", "yesterday", "'yesterday' is not a 'date-time'"),
+        ("history.0.result", "Maybe", "'Maybe' is not one of"),
+        ("history.0.kind", "upgrade", "'upgrade' is not one of"),
+        ("history.0.startedAt", "", "'' is not a 'date-time'"),
+        ("history.0.storePath", None, "None is not of type 'string'"),
+        ("history.0.traceId", "X" * 32, "does not match"),
+        ("history.0.healthChecks.0.result", "Passed", "'result' was unexpected"),
+        ("conditions.1.type", "Ready", "is already used by entry [0]"),
+    ],
+)
+def test_the_status_schema_refuses_what_the_agent_never_writes(
+    path: str, value: Any, message: str
+) -> None:
     doc = set_at(status_document([ENTRIES["deployed"]]), path, value)
     (error,) = status_validator().iter_errors(doc)
     assert message in error.message

@@ -73,25 +73,38 @@ def rules(*rs: WhitelistRule) -> Whitelist:
         # duplicates (two derivations of one name) are listed once
         ((), (CRIT, CRIT), 7.0, NONE, [CRIT]),
         # whitelisted by package and version, one CVE
-        ((), (CRIT, ZLIB), 7.0, rules(WhitelistRule("openssl", "1.1.1t",
-                                                    frozenset({CRIT.cve_id}))), [ZLIB]),
+        (
+            (),
+            (CRIT, ZLIB),
+            7.0,
+            rules(WhitelistRule("openssl", "1.1.1t", frozenset({CRIT.cve_id}))),
+            [ZLIB],
+        ),
         # by package, any version
         ((), (CRIT, ZLIB), 7.0, rules(WhitelistRule("openssl")), [ZLIB]),
         # by CVE for any package
-        ((), (CRIT, CRIT_ELSEWHERE, ZLIB), 7.0,
-         rules(WhitelistRule("*", None, frozenset({CRIT.cve_id}))), [ZLIB]),
+        (
+            (),
+            (CRIT, CRIT_ELSEWHERE, ZLIB),
+            7.0,
+            rules(WhitelistRule("*", None, frozenset({CRIT.cve_id}))),
+            [ZLIB],
+        ),
         # a rule for another version does not cover
         ((), (CRIT,), 7.0, rules(WhitelistRule("openssl", "1.1.1u")), [CRIT]),
         # a rule for another CVE of the package does not cover
-        ((), (CRIT,), 7.0, rules(WhitelistRule("openssl", None, frozenset({LOW.cve_id}))),
-         [CRIT]),
+        ((), (CRIT,), 7.0, rules(WhitelistRule("openssl", None, frozenset({LOW.cve_id}))), [CRIT]),
         # an unscored one can be whitelisted
         ((), (UNSCORED,), 7.0, rules(WhitelistRule("libxml2")), []),
     ],
 )
-def test_new_vulnerabilities(old: tuple[Vulnerability, ...], new: tuple[Vulnerability, ...],
-                             threshold: float, whitelist: Whitelist,
-                             expected: list[Vulnerability]) -> None:
+def test_new_vulnerabilities(
+    old: tuple[Vulnerability, ...],
+    new: tuple[Vulnerability, ...],
+    threshold: float,
+    whitelist: Whitelist,
+    expected: list[Vulnerability],
+) -> None:
     assert new_vulnerabilities(old, new, threshold, whitelist) == expected
 
 
@@ -160,80 +173,134 @@ def report(*entries: dict[str, object]) -> str:
 
 
 OPENSSL_ENTRY: dict[str, object] = {
-    "name": "openssl-1.1.1t", "pname": "openssl", "version": "1.1.1t",
+    "name": "openssl-1.1.1t",
+    "pname": "openssl",
+    "version": "1.1.1t",
     "derivation": "/nix/store/x-openssl-1.1.1t.drv",
-    "affected_by": ["CVE-2026-0001", "CVE-2026-0003"], "whitelisted": [],
-    "cvssv3_basescore": {"CVE-2026-0001": 9.8}, "description": {},
+    "affected_by": ["CVE-2026-0001", "CVE-2026-0003"],
+    "whitelisted": [],
+    "cvssv3_basescore": {"CVE-2026-0001": 9.8},
+    "description": {},
 }
-TRACEBACK = ("Traceback (most recent call last):\n  File \"nvd.py\", line 1\n"
-             "requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1')\n")
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "nvd.py", line 1\n'
+    "requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1')\n"
+)
 
 
 @pytest.mark.parametrize(
     ("returncode", "stdout", "stderr", "expected"),
     [
         (0, "[]\n", "", ()),
-        (2, report(OPENSSL_ENTRY), "",
-         (Vulnerability("CVE-2026-0001", "openssl", "1.1.1t", cvss_v3=9.8),
-          Vulnerability("CVE-2026-0003", "openssl", "1.1.1t"))),
+        (
+            2,
+            report(OPENSSL_ENTRY),
+            "",
+            (
+                Vulnerability("CVE-2026-0001", "openssl", "1.1.1t", cvss_v3=9.8),
+                Vulnerability("CVE-2026-0003", "openssl", "1.1.1t"),
+            ),
+        ),
         # a v2 score is used if vulnix ever reports one
-        (2, report({**OPENSSL_ENTRY, "cvssv2_basescore": {"CVE-2026-0003": 7}}), "",
-         (Vulnerability("CVE-2026-0001", "openssl", "1.1.1t", cvss_v3=9.8),
-          Vulnerability("CVE-2026-0003", "openssl", "1.1.1t", cvss_v2=7.0))),
+        (
+            2,
+            report({**OPENSSL_ENTRY, "cvssv2_basescore": {"CVE-2026-0003": 7}}),
+            "",
+            (
+                Vulnerability("CVE-2026-0001", "openssl", "1.1.1t", cvss_v3=9.8),
+                Vulnerability("CVE-2026-0003", "openssl", "1.1.1t", cvss_v2=7.0),
+            ),
+        ),
         # exit 2 is also vulnix's own error (and click's usage error): no report, no pass
-        (2, "", "Error: Invalid value for '[PATH]...': Path '/x' does not exist.\n",
-         ScanFailure("scan", 2, "Error: Invalid value for '[PATH]...': Path '/x' does not exist.")),
+        (
+            2,
+            "",
+            "Error: Invalid value for '[PATH]...': Path '/x' does not exist.\n",
+            ScanFailure(
+                "scan", 2, "Error: Invalid value for '[PATH]...': Path '/x' does not exist."
+            ),
+        ),
         (2, "", "", ScanFailure("scan", 2, "no output on stderr")),
         # the feed could not be fetched
-        (1, "", TRACEBACK, ScanFailure("feed", 1, "Traceback (most recent call last):; "
-                                       "File \"nvd.py\", line 1; requests.exceptions."
-                                       "ConnectionError: HTTPConnectionPool(host='127.0.0.1')")),
+        (
+            1,
+            "",
+            TRACEBACK,
+            ScanFailure(
+                "feed",
+                1,
+                "Traceback (most recent call last):; "
+                'File "nvd.py", line 1; requests.exceptions.'
+                "ConnectionError: HTTPConnectionPool(host='127.0.0.1')",
+            ),
+        ),
         # any other exit is a failure, whatever stdout says
-        (1, "[]", "Traceback\nKeyError: 'x'\n",
-         ScanFailure("crash", 1, "Traceback; KeyError: 'x'")),
+        (
+            1,
+            "[]",
+            "Traceback\nKeyError: 'x'\n",
+            ScanFailure("crash", 1, "Traceback; KeyError: 'x'"),
+        ),
         (-9, "", "", ScanFailure("crash", -9, "no output on stderr")),
         (3, "", "Usage: vulnix ...", ScanFailure("crash", 3, "Usage: vulnix ...")),
         # exit 0 with something that is not a report
-        (0, "Found no advisories. Excellent!", "",
-         ScanFailure("crash", 0, "unreadable report: not JSON: Expecting value: line 1 column 1 "
-                     "(char 0)")),
+        (
+            0,
+            "Found no advisories. Excellent!",
+            "",
+            ScanFailure(
+                "crash", 0, "unreadable report: not JSON: Expecting value: line 1 column 1 (char 0)"
+            ),
+        ),
         (0, "{}", "", ScanFailure("crash", 0, "unreadable report: not a JSON list")),
         (0, "[1]", "", ScanFailure("crash", 0, "unreadable report: an entry is not an object")),
-        (0, report({"pname": "x"}), "",
-         ScanFailure("crash", 0, "unreadable report: an entry lacks pname, version or "
-                     "affected_by")),
-        (0, report({**OPENSSL_ENTRY, "cvssv3_basescore": {"CVE-2026-0001": "high"}}), "",
-         ScanFailure("crash", 0, "unreadable report: scores are not a mapping of CVE ids to "
-                     "numbers")),
+        (
+            0,
+            report({"pname": "x"}),
+            "",
+            ScanFailure(
+                "crash", 0, "unreadable report: an entry lacks pname, version or affected_by"
+            ),
+        ),
+        (
+            0,
+            report({**OPENSSL_ENTRY, "cvssv3_basescore": {"CVE-2026-0001": "high"}}),
+            "",
+            ScanFailure(
+                "crash", 0, "unreadable report: scores are not a mapping of CVE ids to numbers"
+            ),
+        ),
     ],
 )
-def test_interpret_vulnix(returncode: int, stdout: str, stderr: str,
-                          expected: tuple[Vulnerability, ...] | ScanFailure) -> None:
+def test_interpret_vulnix(
+    returncode: int, stdout: str, stderr: str, expected: tuple[Vulnerability, ...] | ScanFailure
+) -> None:
     assert interpret_vulnix(returncode, stdout, stderr) == expected
 
 
 def test_refusal_names_each_cve_and_shows_how_to_whitelist() -> None:
     message = describe_refusal("cves", [UNSCORED, CRIT, V2_HIGH], 7.0, "vulnix-whitelist.toml")
-    assert message == "\n".join([
-        "gate 'cves' refused the new system: it brings 3 vulnerabilities at or above CVSS 7 "
-        "that the running system does not have:",
-        "  CVE-2026-0006  libxml2 2.10.3  no CVSS score in vulnix's report (counted as severe)",
-        "  CVE-2026-0001  openssl 1.1.1t  CVSS 9.8",
-        "  CVE-2026-0003  openssl 1.1.1t  CVSS v2 7.5",
-        "To accept them, fix or update the packages, or add them to vulnix-whitelist.toml at "
-        "the repository root (vulnix's format):",
-        '  ["libxml2-2.10.3"]',
-        '  cve = ["CVE-2026-0006"]',
-        '  comment = "why this is acceptable here"',
-        '  ["openssl-1.1.1t"]',
-        '  cve = ["CVE-2026-0001", "CVE-2026-0003"]',
-        '  comment = "why this is acceptable here"',
-    ])
+    assert message == "\n".join(
+        [
+            "gate 'cves' refused the new system: it brings 3 vulnerabilities at or above CVSS 7 "
+            "that the running system does not have:",
+            "  CVE-2026-0006  libxml2 2.10.3  no CVSS score in vulnix's report (counted as severe)",
+            "  CVE-2026-0001  openssl 1.1.1t  CVSS 9.8",
+            "  CVE-2026-0003  openssl 1.1.1t  CVSS v2 7.5",
+            "To accept them, fix or update the packages, or add them to vulnix-whitelist.toml at "
+            "the repository root (vulnix's format):",
+            '  ["libxml2-2.10.3"]',
+            '  cve = ["CVE-2026-0006"]',
+            '  comment = "why this is acceptable here"',
+            '  ["openssl-1.1.1t"]',
+            '  cve = ["CVE-2026-0001", "CVE-2026-0003"]',
+            '  comment = "why this is acceptable here"',
+        ]
+    )
 
 
 def test_refusal_is_bounded_and_says_how_to_start_a_whitelist() -> None:
-    many = [Vulnerability(f"CVE-2026-{n:04d}", "openssl", "1.1.1t", cvss_v3=9.0)
-            for n in range(25)]
+    many = [Vulnerability(f"CVE-2026-{n:04d}", "openssl", "1.1.1t", cvss_v3=9.0) for n in range(25)]
     message = describe_refusal("cves", many, 7.5, None, limit=10)
     assert "it brings 25 vulnerabilities at or above CVSS 7.5" in message
     assert "CVE-2026-0009" in message

@@ -30,44 +30,106 @@ CASES = [
     ("github push", github(BODY), BODY, Push("github", "refs/heads/main", "a" * 40)),
     ("gitea push", gitea(BODY), BODY, Push("gitea", "refs/heads/main", "a" * 40)),
     ("gitlab push", gitlab(), BODY, Push("gitlab", "refs/heads/main", "a" * 40)),
-    ("header names in any case",
-     {k.lower(): v for k, v in github(BODY).items()}, BODY,
-     Push("github", "refs/heads/main", "a" * 40)),
-    ("uppercase hex digest", {"X-Hub-Signature-256": "sha256=" + sign(SECRET, BODY).upper()},
-     BODY, Push("github", "refs/heads/main", "a" * 40)),
-    ("no signature at all", {"X-GitHub-Event": "push"}, BODY,
-     Rejected("no signature: send X-Hub-Signature-256 (GitHub), X-Gitea-Signature (Gitea) "
-              "or X-Gitlab-Token (GitLab)")),
-    ("github signed with another secret", github(BODY, b"wrong"), BODY,
-     Rejected("X-Hub-Signature-256 does not match")),
-    ("github signature of another body", github(OTHER_BRANCH), BODY,
-     Rejected("X-Hub-Signature-256 does not match")),
-    ("github sha1 scheme", {"X-Hub-Signature-256": "sha1=" + sign(SECRET, BODY)}, BODY,
-     Rejected("X-Hub-Signature-256 does not match")),
-    ("gitea signed with another secret", gitea(BODY, b"wrong"), BODY,
-     Rejected("X-Gitea-Signature does not match")),
+    (
+        "header names in any case",
+        {k.lower(): v for k, v in github(BODY).items()},
+        BODY,
+        Push("github", "refs/heads/main", "a" * 40),
+    ),
+    (
+        "uppercase hex digest",
+        {"X-Hub-Signature-256": "sha256=" + sign(SECRET, BODY).upper()},
+        BODY,
+        Push("github", "refs/heads/main", "a" * 40),
+    ),
+    (
+        "no signature at all",
+        {"X-GitHub-Event": "push"},
+        BODY,
+        Rejected(
+            "no signature: send X-Hub-Signature-256 (GitHub), X-Gitea-Signature (Gitea) "
+            "or X-Gitlab-Token (GitLab)"
+        ),
+    ),
+    (
+        "github signed with another secret",
+        github(BODY, b"wrong"),
+        BODY,
+        Rejected("X-Hub-Signature-256 does not match"),
+    ),
+    (
+        "github signature of another body",
+        github(OTHER_BRANCH),
+        BODY,
+        Rejected("X-Hub-Signature-256 does not match"),
+    ),
+    (
+        "github sha1 scheme",
+        {"X-Hub-Signature-256": "sha1=" + sign(SECRET, BODY)},
+        BODY,
+        Rejected("X-Hub-Signature-256 does not match"),
+    ),
+    (
+        "gitea signed with another secret",
+        gitea(BODY, b"wrong"),
+        BODY,
+        Rejected("X-Gitea-Signature does not match"),
+    ),
     ("gitlab wrong token", gitlab("nope"), BODY, Rejected("X-Gitlab-Token does not match")),
-    ("gitlab token with non-ascii", gitlab("s3crét"), BODY,
-     Rejected("X-Gitlab-Token does not match")),
-    ("github ping", github(BODY, event="ping"), BODY,
-     Ignored("github", "ping event is not a push")),
-    ("gitlab tag push hook", gitlab(event="Tag Push Hook"), TAG,
-     Ignored("gitlab", "Tag Push Hook event is not a push")),
-    ("push to another branch", github(OTHER_BRANCH), OTHER_BRANCH,
-     Ignored("github", "a push to refs/heads/dev, not refs/heads/main")),
-    ("push of a tag", gitea(TAG), TAG, Ignored("gitea", "a push to refs/tags/v1, not "
-                                                  "refs/heads/main")),
-    ("signed but not JSON", github(b"not json"), b"not json",
-     Rejected("the body is not JSON", status=400)),
-    ("signed JSON without a ref", github(b"{}"), b"{}",
-     Rejected("the push event has no ref", status=400)),
-    ("signed push without after", github(b'{"ref": "refs/heads/main"}'),
-     b'{"ref": "refs/heads/main"}', Push("github", "refs/heads/main", "")),
+    (
+        "gitlab token with non-ascii",
+        gitlab("s3crét"),
+        BODY,
+        Rejected("X-Gitlab-Token does not match"),
+    ),
+    (
+        "github ping",
+        github(BODY, event="ping"),
+        BODY,
+        Ignored("github", "ping event is not a push"),
+    ),
+    (
+        "gitlab tag push hook",
+        gitlab(event="Tag Push Hook"),
+        TAG,
+        Ignored("gitlab", "Tag Push Hook event is not a push"),
+    ),
+    (
+        "push to another branch",
+        github(OTHER_BRANCH),
+        OTHER_BRANCH,
+        Ignored("github", "a push to refs/heads/dev, not refs/heads/main"),
+    ),
+    (
+        "push of a tag",
+        gitea(TAG),
+        TAG,
+        Ignored("gitea", "a push to refs/tags/v1, not refs/heads/main"),
+    ),
+    (
+        "signed but not JSON",
+        github(b"not json"),
+        b"not json",
+        Rejected("the body is not JSON", status=400),
+    ),
+    (
+        "signed JSON without a ref",
+        github(b"{}"),
+        b"{}",
+        Rejected("the push event has no ref", status=400),
+    ),
+    (
+        "signed push without after",
+        github(b'{"ref": "refs/heads/main"}'),
+        b'{"ref": "refs/heads/main"}',
+        Push("github", "refs/heads/main", ""),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("headers", "body", "expected"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_verdict(headers: dict[str, str], body: bytes, expected: object) -> None:
     assert judge(headers, body, SECRET, "main") == expected
 

@@ -76,8 +76,10 @@ FLAKE_FILE = "flake.nix"
 KNOBS_FILE = "fixture.json"
 #: Debian's nix-bin as root with a local store, offline: no sandbox, no build users (a
 #: fresh machine has no nixbld group; root builds as itself without one), no substituters.
-OFFLINE_NIX_CONFIG = ("sandbox = false\nbuild-users-group =\nsubstituters =\n"
-                      "experimental-features = nix-command flakes\nwarn-dirty = false\n")
+OFFLINE_NIX_CONFIG = (
+    "sandbox = false\nbuild-users-group =\nsubstituters =\n"
+    "experimental-features = nix-command flakes\nwarn-dirty = false\n"
+)
 
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
@@ -145,8 +147,13 @@ class Sandbox:
 def make_sandbox(tmp: Path) -> Sandbox:
     """Create an empty sandbox under `tmp`: directories, no systems yet."""
     sandbox = Sandbox(tmp.resolve() / "machine")
-    for directory in (sandbox.root / "run", sandbox.root / "profiles", sandbox.root / "boot",
-                      sandbox.health_dir, sandbox.gcroots):
+    for directory in (
+        sandbox.root / "run",
+        sandbox.root / "profiles",
+        sandbox.root / "boot",
+        sandbox.health_dir,
+        sandbox.gcroots,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
     return sandbox
 
@@ -174,9 +181,13 @@ def normalise_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def knobs_document(sandbox: Sandbox, *,
-                   hosts: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("edge-01",),
-                   version: str = "1", **knobs: Any) -> dict[str, Any]:
+def knobs_document(
+    sandbox: Sandbox,
+    *,
+    hosts: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("edge-01",),
+    version: str = "1",
+    **knobs: Any,
+) -> dict[str, Any]:
     """fixture.json's content: `hosts` is a list of names, or host -> knob overrides."""
     per_host = {h: {} for h in hosts} if not isinstance(hosts, Mapping) else hosts
     return {
@@ -187,8 +198,9 @@ def knobs_document(sandbox: Sandbox, *,
     }
 
 
-def with_knobs(doc: Mapping[str, Any], *, hosts: Mapping[str, Mapping[str, Any]] | None = None,
-               **knobs: Any) -> dict[str, Any]:
+def with_knobs(
+    doc: Mapping[str, Any], *, hosts: Mapping[str, Mapping[str, Any]] | None = None, **knobs: Any
+) -> dict[str, Any]:
     """A copy of a fixture.json document with knobs changed (defaults, or per host)."""
     out = json.loads(json.dumps(doc))
     out.setdefault("defaults", {}).update(normalise_knobs(knobs))
@@ -207,8 +219,12 @@ def toplevel_attr(host: str) -> str:
 
 def set_profile(sandbox: Sandbox, store_path: str) -> None:
     """Make `store_path` a new generation of the sandbox's system profile (as nixos-rebuild)."""
-    subprocess.run(["nix-env", "-p", str(sandbox.profile), "--set", store_path],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["nix-env", "-p", str(sandbox.profile), "--set", store_path],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def install_system(sandbox: Sandbox, store_path: str) -> None:

@@ -21,7 +21,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -37,8 +37,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
-def write_json_atomic(path: Path, value: Any, mode: int = 0o644, *,
-                      unless_same: bool = False) -> bool:
+def write_json_atomic(
+    path: Path, value: Any, mode: int = 0o644, *, unless_same: bool = False
+) -> bool:
     """Write `value` as indented JSON, atomically; with `unless_same`, not when the file
     already holds exactly those bytes (no fsyncs for a state that did not change).
     Whether it wrote."""

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.helper.protocol import MAX_MESSAGE, PROTOCOL_VERSION
+from reconciler.common.protocol import MAX_MESSAGE, PROTOCOL_VERSION
 
 TERMINAL_STATES = frozenset({"Succeeded", "RolledBack", "Failed"})
 
@@ -87,27 +87,46 @@ class HelperClient:
             return self.request("status")
         return self.request("status", operationId=operation_id)
 
-    def apply(self, store_path: str, *, revision: str = "", action: str = "switch",
-              trial: bool = True, health_checks: list[dict[str, Any]] | None = None,
-              confirm_timeout: float = 120.0, require_confirm: bool = False,
-              traceparent: str = "", activation_timeout: float | None = None,
-              source_revision: str = "") -> str:
+    def apply(
+        self,
+        store_path: str,
+        *,
+        revision: str = "",
+        action: str = "switch",
+        trial: bool = True,
+        health_checks: list[dict[str, Any]] | None = None,
+        confirm_timeout: float = 120.0,
+        require_confirm: bool = False,
+        traceparent: str = "",
+        activation_timeout: float | None = None,
+        source_revision: str = "",
+    ) -> str:
         """Start an operation; its id. `source_revision` is sent only to a helper that
         says it takes it (an older helper refuses fields it does not know)."""
         fields: dict[str, Any] = {
-            "storePath": store_path, "revision": revision, "action": action, "trial": trial,
-            "healthChecks": health_checks or [], "confirmTimeout": confirm_timeout,
-            "requireConfirm": require_confirm, "traceparent": traceparent}
+            "storePath": store_path,
+            "revision": revision,
+            "action": action,
+            "trial": trial,
+            "healthChecks": health_checks or [],
+            "confirmTimeout": confirm_timeout,
+            "requireConfirm": require_confirm,
+            "traceparent": traceparent,
+        }
         if activation_timeout is not None:
             fields["activationTimeout"] = activation_timeout
         if source_revision and "sourceRevision" in self.features():
             fields["sourceRevision"] = source_revision
         return str(self.request("apply", **fields)["operationId"])
 
-    def confirm(self, *, revision: str | None = None,
-                operation_id: str | None = None) -> dict[str, Any]:
-        fields = {k: v for k, v in (("revision", revision), ("operationId", operation_id))
-                  if v is not None}
+    def confirm(
+        self, *, revision: str | None = None, operation_id: str | None = None
+    ) -> dict[str, Any]:
+        fields = {
+            k: v
+            for k, v in (("revision", revision), ("operationId", operation_id))
+            if v is not None
+        }
         return self.request("confirm", **fields)
 
     def rollback(self, traceparent: str = "") -> str:
@@ -117,8 +136,7 @@ class HelperClient:
     def upgrade(self, store_path: str) -> dict[str, Any]:
         return self.request("upgrade", storePath=store_path)
 
-    def wait(self, operation_id: str, timeout: float = 600.0,
-             poll: float = 0.05) -> dict[str, Any]:
+    def wait(self, operation_id: str, timeout: float = 600.0, poll: float = 0.05) -> dict[str, Any]:
         """Poll until the operation is over (riding out helper restarts); its record."""
         deadline = time.monotonic() + timeout
         while True:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.helper.durations import parse_duration
+from reconciler.common.durations import parse_duration
 
 DEFAULT_PATH = Path("/etc/pullnix/agent.toml")
 
@@ -104,8 +104,9 @@ def load_machine_config(path: Path = DEFAULT_PATH) -> MachineConfig:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; write the machine config there "
-                          "or pass --config") from None
+        raise ConfigError(
+            f"{path}: no such file; write the machine config there or pass --config"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -131,8 +132,10 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
         raise ConfigError(f"{origin}: host: must not be empty")
     config = MachineConfig(**values)
     if config.telemetry.log_format not in _LOG_FORMATS:
-        raise ConfigError(f"{origin}: telemetry.log_format: {config.telemetry.log_format!r} "
-                          f"is not one of {', '.join(_LOG_FORMATS)}")
+        raise ConfigError(
+            f"{origin}: telemetry.log_format: {config.telemetry.log_format!r} "
+            f"is not one of {', '.join(_LOG_FORMATS)}"
+        )
     if config.system.keep_generations < 1:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")
     for uid in config.helper.agent_uids:
@@ -152,8 +155,10 @@ def _section(origin: str, name: str, table: Mapping[str, Any], cls: type) -> Any
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if key not in hints:
-            raise ConfigError(f"{origin}: unknown key '{name}.{key}' "
-                              f"(known in [{name}]: {', '.join(sorted(hints))})")
+            raise ConfigError(
+                f"{origin}: unknown key '{name}.{key}' "
+                f"(known in [{name}]: {', '.join(sorted(hints))})"
+            )
         values[key] = _convert(origin, f"{name}.{key}", raw, _TYPES[str(hints[key])])
     return cls(**values)
 
@@ -215,5 +220,11 @@ def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:
 
 
 def _kind(raw: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(raw), type(raw).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(raw), type(raw).__name__)

@@ -94,8 +94,9 @@ class Busy(ProtocolError):
     """An operation is in progress; the answer carries it (`journal.to_json` form)."""
 
     def __init__(self, operation: dict[str, Any]) -> None:
-        super().__init__(ErrorCode.BUSY, f"operation {operation['id']} is in progress "
-                         f"({operation['state']})")
+        super().__init__(
+            ErrorCode.BUSY, f"operation {operation['id']} is in progress ({operation['state']})"
+        )
         self.operation = operation
 
 
@@ -155,8 +156,9 @@ class PingRequest:
     pass
 
 
-Request = (ApplyRequest | ConfirmRequest | RollbackRequest | UpgradeRequest | StatusRequest
-           | PingRequest)
+Request = (
+    ApplyRequest | ConfirmRequest | RollbackRequest | UpgradeRequest | StatusRequest | PingRequest
+)
 
 
 def decode_line(line: bytes) -> dict[str, Any]:
@@ -183,9 +185,20 @@ def error(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
 _FIELDS: dict[str, frozenset[str]] = {
     "ping": frozenset(),
     "status": frozenset({"operationId"}),
-    "apply": frozenset({"storePath", "revision", "action", "trial", "healthChecks",
-                        "confirmTimeout", "requireConfirm", "traceparent",
-                        "activationTimeout", "sourceRevision"}),
+    "apply": frozenset(
+        {
+            "storePath",
+            "revision",
+            "action",
+            "trial",
+            "healthChecks",
+            "confirmTimeout",
+            "requireConfirm",
+            "traceparent",
+            "activationTimeout",
+            "sourceRevision",
+        }
+    ),
     "confirm": frozenset({"revision", "operationId"}),
     "rollback": frozenset({"traceparent"}),
     "upgrade": frozenset({"storePath"}),
@@ -195,19 +208,24 @@ _FIELDS: dict[str, frozenset[str]] = {
 def parse_request(message: Mapping[str, Any]) -> Request:
     """Check a decoded message against the protocol; the value, or ProtocolError."""
     if message.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION,
-                            f"protocol version {message.get('v')!r} not understood; "
-                            f"this helper speaks v{PROTOCOL_VERSION}")
+        raise ProtocolError(
+            ErrorCode.BAD_VERSION,
+            f"protocol version {message.get('v')!r} not understood; "
+            f"this helper speaks v{PROTOCOL_VERSION}",
+        )
     op = message.get("op")
     if not isinstance(op, str) or op not in _FIELDS:
-        raise ProtocolError(ErrorCode.UNKNOWN_OP,
-                            f"unknown op {op!r} (known: {', '.join(sorted(_FIELDS))})")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_OP, f"unknown op {op!r} (known: {', '.join(sorted(_FIELDS))})"
+        )
     body = {k: v for k, v in message.items() if k not in ("v", "op")}
     unknown = sorted(set(body) - _FIELDS[op])
     if unknown:
-        raise ProtocolError(ErrorCode.UNKNOWN_FIELD,
-                            f"{op}: unknown field(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(_FIELDS[op])) or 'none'})")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_FIELD,
+            f"{op}: unknown field(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(_FIELDS[op])) or 'none'})",
+        )
     if op == "apply":
         return parse_apply(body)
     if op == "confirm":
@@ -228,8 +246,9 @@ def parse_request(message: Mapping[str, Any]) -> Request:
 def parse_apply(body: Mapping[str, Any]) -> ApplyRequest:
     action = _opt(body, "action", str, "a string", "switch")
     if action not in ACTIONS:
-        raise ProtocolError(ErrorCode.BAD_FIELD,
-                            f"apply: action {action!r} is not one of {', '.join(ACTIONS)}")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, f"apply: action {action!r} is not one of {', '.join(ACTIONS)}"
+        )
     checks = _opt(body, "healthChecks", list, "a list", [])
     return ApplyRequest(
         store_path=check_store_path_syntax(_req(body, "storePath")),
@@ -252,11 +271,14 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
     kinds = [k for k in CHECK_KINDS if k in raw]
     unknown = sorted(set(raw) - {"name", "timeout", "retries", "interval", *CHECK_KINDS})
     if unknown:
-        raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"{where}: unknown field(s) "
-                            f"{', '.join(unknown)}")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_FIELD, f"{where}: unknown field(s) {', '.join(unknown)}"
+        )
     if len(kinds) != 1:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}: needs exactly one of "
-                            f"{', '.join(CHECK_KINDS)}, got {len(kinds)}")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"{where}: needs exactly one of {', '.join(CHECK_KINDS)}, got {len(kinds)}",
+        )
     kind = kinds[0]
     name = _req(raw, "name", where)
     retries = _opt(raw, "retries", int, "an integer", 0, where)
@@ -266,19 +288,28 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
     if not isinstance(target, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.{kind}: must be an object")
     return CheckSpec(
-        name=name, kind=kind, target=_check_target(kind, target, f"{where}.{kind}"),
-        timeout=_seconds(raw, "timeout", 10.0, where), retries=retries,
+        name=name,
+        kind=kind,
+        target=_check_target(kind, target, f"{where}.{kind}"),
+        timeout=_seconds(raw, "timeout", 10.0, where),
+        retries=retries,
         interval=_seconds(raw, "interval", 1.0, where),
     )
 
 
 def _check_target(kind: str, t: Mapping[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
-    allowed = {"gitRemote": set(), "http": {"url", "expectStatus", "bodyRegex"},
-               "tcp": {"host", "port"}, "systemd": {"units"}, "command": {"argv"}}[kind]
+    allowed = {
+        "gitRemote": set(),
+        "http": {"url", "expectStatus", "bodyRegex"},
+        "tcp": {"host", "port"},
+        "systemd": {"units"},
+        "command": {"argv"},
+    }[kind]
     unknown = sorted(set(t) - allowed)
     if unknown:
-        raise ProtocolError(ErrorCode.UNKNOWN_FIELD, f"{where}: unknown field(s) "
-                            f"{', '.join(unknown)}")
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_FIELD, f"{where}: unknown field(s) {', '.join(unknown)}"
+        )
     out: dict[str, Any] = {}
     if kind == "http":
         url = _req(t, "url", where)
@@ -290,8 +321,7 @@ def _check_target(kind: str, t: Mapping[str, Any], where: str) -> tuple[tuple[st
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ProtocolError(ErrorCode.BAD_FIELD,
-                                    f"{where}.bodyRegex: {exc}") from None
+                raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.bodyRegex: {exc}") from None
             out["bodyRegex"] = pattern
     elif kind == "tcp":
         port = _opt(t, "port", int, "an integer", None, where)
@@ -301,26 +331,40 @@ def _check_target(kind: str, t: Mapping[str, Any], where: str) -> tuple[tuple[st
     elif kind in ("systemd", "command"):
         key = "units" if kind == "systemd" else "argv"
         items = t.get(key)
-        if not isinstance(items, list) or not items or not all(
-                isinstance(x, str) and x for x in items):
-            raise ProtocolError(ErrorCode.BAD_FIELD,
-                                f"{where}.{key}: needs a non-empty list of strings")
+        if (
+            not isinstance(items, list)
+            or not items
+            or not all(isinstance(x, str) and x for x in items)
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD, f"{where}.{key}: needs a non-empty list of strings"
+            )
         out = {key: tuple(items)}
     return tuple(sorted(out.items()))
 
 
 def check_to_wire(spec: CheckSpec) -> dict[str, Any]:
     target = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.target}
-    return {"name": spec.name, "timeout": spec.timeout, "retries": spec.retries,
-            "interval": spec.interval, spec.kind: target}
+    return {
+        "name": spec.name,
+        "timeout": spec.timeout,
+        "retries": spec.retries,
+        "interval": spec.interval,
+        spec.kind: target,
+    }
 
 
 def apply_to_wire(req: ApplyRequest) -> dict[str, Any]:
     wire: dict[str, Any] = {
-        "storePath": req.store_path, "revision": req.revision, "action": req.action,
-        "trial": req.trial, "healthChecks": [check_to_wire(c) for c in req.health_checks],
-        "confirmTimeout": req.confirm_timeout, "requireConfirm": req.require_confirm,
-        "traceparent": req.traceparent, "activationTimeout": req.activation_timeout,
+        "storePath": req.store_path,
+        "revision": req.revision,
+        "action": req.action,
+        "trial": req.trial,
+        "healthChecks": [check_to_wire(c) for c in req.health_checks],
+        "confirmTimeout": req.confirm_timeout,
+        "requireConfirm": req.require_confirm,
+        "traceparent": req.traceparent,
+        "activationTimeout": req.activation_timeout,
     }
     if req.source_revision:  # only when set: a journal without it reads as before
         wire["sourceRevision"] = req.source_revision
@@ -340,45 +384,59 @@ def check_store_path_syntax(path: str) -> str:
     """A toplevel must be `/nix/store/<hash>-<name>`: no `..`, nothing below it."""
     if not path.startswith(STORE_DIR + "/"):
         raise ProtocolError(ErrorCode.BAD_STORE_PATH, f"{path!r} is not under {STORE_DIR}")
-    rest = path[len(STORE_DIR) + 1:].rstrip("/")
+    rest = path[len(STORE_DIR) + 1 :].rstrip("/")
     if ".." in rest.split("/") or "." in rest.split("/"):
         raise ProtocolError(ErrorCode.BAD_STORE_PATH, f"{path!r} contains '..' or '.'")
     if "/" in rest or not _STORE_NAME.match(rest):
-        raise ProtocolError(ErrorCode.BAD_STORE_PATH,
-                            f"{path!r} is not a store path ({STORE_DIR}/<hash>-<name>)")
+        raise ProtocolError(
+            ErrorCode.BAD_STORE_PATH, f"{path!r} is not a store path ({STORE_DIR}/<hash>-<name>)"
+        )
     return f"{STORE_DIR}/{rest}"
 
 
 def _req(body: Mapping[str, Any], key: str, where: str = "") -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
-        raise ProtocolError(ErrorCode.BAD_FIELD,
-                            f"{where + '.' if where else ''}{key}: required, a non-empty string")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"{where + '.' if where else ''}{key}: required, a non-empty string",
+        )
     return value
 
 
-def _opt(body: Mapping[str, Any], key: str, kind: type, expected: str,
-         default: Any = None, where: str = "") -> Any:
+def _opt(
+    body: Mapping[str, Any],
+    key: str,
+    kind: type,
+    expected: str,
+    default: Any = None,
+    where: str = "",
+) -> Any:
     if key not in body:
         return default
     value = body[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where + '.' if where else ''}{key}: "
-                            f"expected {expected}, got {type(value).__name__}")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"{where + '.' if where else ''}{key}: expected {expected}, got {type(value).__name__}",
+        )
     return value
 
 
 def _seconds(body: Mapping[str, Any], key: str, default: float, where: str = "") -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where + '.' if where else ''}{key}: "
-                            "expected a non-negative number of seconds")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"{where + '.' if where else ''}{key}: expected a non-negative number of seconds",
+        )
     return float(value)
 
 
 def _traceparent(body: Mapping[str, Any]) -> str:
     value = _opt(body, "traceparent", str, "a string", "")
     if value and not _TRACEPARENT.match(value):
-        raise ProtocolError(ErrorCode.BAD_FIELD,
-                            "traceparent: expected W3C form 00-<32 hex>-<16 hex>-<2 hex>")
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, "traceparent: expected W3C form 00-<32 hex>-<16 hex>-<2 hex>"
+        )
     return str(value)

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.helper.atomic import write_json_atomic
+from reconciler.common.atomic import write_json_atomic
 
 RECORDS_FILE = "generations.json"
 _MAX_ENTRIES = 1000
@@ -63,8 +63,12 @@ def committed_of(state_dir: Path, store_path: str) -> CommittedGeneration | None
 
 
 def _to_json(e: CommittedGeneration) -> dict[str, object]:
-    out: dict[str, object] = {"generation": e.generation, "storePath": e.store_path,
-                              "revision": e.revision, "committedAt": e.committed_at}
+    out: dict[str, object] = {
+        "generation": e.generation,
+        "storePath": e.store_path,
+        "revision": e.revision,
+        "committedAt": e.committed_at,
+    }
     if e.source_revision:
         out["sourceRevision"] = e.source_revision
     return out

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from reconciler.helper.protocol import ApplyRequest, CheckSpec
+from reconciler.common.protocol import ApplyRequest, CheckSpec
 
 
 class State(StrEnum):
@@ -167,8 +167,18 @@ class RestoreBoot:
     step: str = "restore-boot"
 
 
-Effect = (Proceed | Activate | RunCheck | AwaitConfirm | SetProfile | InstallBoot
-          | RecordCommit | RestoreProfile | Reactivate | RestoreBoot)
+Effect = (
+    Proceed
+    | Activate
+    | RunCheck
+    | AwaitConfirm
+    | SetProfile
+    | InstallBoot
+    | RecordCommit
+    | RestoreProfile
+    | Reactivate
+    | RestoreBoot
+)
 
 
 # Events: what happened.
