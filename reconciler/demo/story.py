@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reconciler.demo import preflight
 from reconciler.demo.fakenixos import (
     OFFLINE_NIX_CONFIG,
     Sandbox,
@@ -84,7 +85,7 @@ spec:
 
 def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
     """The whole demo; its exit status."""
-    problem = _preflight()
+    problem = preflight.check(program, progress.say)
     if problem:
         progress.say(f"pullnix demo: {problem}")
         return 1
@@ -113,23 +114,6 @@ def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
             progress.say(f"\nThe sandbox is kept in {root} (logs, status, the fleet repository).")
         else:
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _preflight() -> str:
-    if shutil.which("nix") is None or shutil.which("nix-env") is None:
-        return (
-            "Nix is not installed: `apt-get install nix-bin` (scripts/install.sh does it); "
-            "the demo builds a small fake NixOS system with real Nix"
-        )
-    if not os.access("/nix/store", os.W_OK):
-        return (
-            "cannot write to /nix/store: run the demo as root (Debian's nix-bin has no "
-            "daemon, so only root can build)"
-        )
-    for name in ("pullnix", "pullnix-helper"):
-        if program(name) is None:
-            return f"cannot find the `{name}` program next to this one or on PATH"
-    return ""
 
 
 # -- act 0: the stage ------------------------------------------------------------------
