@@ -84,7 +84,8 @@ class Reconciler:
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
 
     def run_pass(self) -> PassResult:
-        """One pass under its root span `pullnix.reconcile` (docs/design.md, "Metrics and traces")."""
+        """One pass under its root span `pullnix.reconcile` (its spans: docs/design.md,
+        "Metrics and traces")."""
         with reconcile_span(
             {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:
