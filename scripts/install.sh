@@ -4,7 +4,7 @@
 # GnuPG, debootstrap and systemd-container (the real-systemd tier), then a venv in .venv with
 # pullnix installed editable with its test extras.
 #
-# Cheap when everything is there (well under a second: no apt-get, no pip, no network):
+# Cheap when everything is there (about a second: no apt-get, no pip, no network):
 # each step first looks whether its work is already done, and only the missing parts run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
