@@ -18,8 +18,9 @@ Owns `BoundedHTTPServer`, http.server's `ThreadingHTTPServer` held to the policy
 - an accept that fails for lack of file descriptors backs off instead of spinning.
 
 Only the accept loop closes what it never handed over; a handler's socket is closed
-by its own thread, other threads only shut it down. Must not: know what the requests
-mean (the webhook's handler does).
+by its own thread, and the accept loop only shuts it down, both under one lock, so a
+descriptor is never cut after it was reused. Must not: know what the requests mean
+(the webhook's handler does).
 """
 
 from __future__ import annotations
@@ -105,36 +106,33 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         conn = Conn(next(self._keys), now, Phase.READING, now + self.request_timeout)
         with self._lock:
             self._open[request] = _Open(conn, threading.Event())
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._forget(request)
-            raise
+        super().process_request(request, client_address)  # on failure: shutdown_request
 
     def service_actions(self) -> None:
         """Every turn of the accept loop: cut the connections past their deadline."""
         super().service_actions()
+        now = time.monotonic()
         with self._lock:
-            live = [(s, o) for s, o in self._open.items() if not o.cut]
-        late = set(overdue((o.conn for _, o in live), time.monotonic()))
-        for sock, entry in live:
-            if entry.conn.key in late:
+            live = {o.conn.key: (s, o) for s, o in self._open.items() if not o.cut}
+            for key in overdue((o.conn for _, o in live.values()), now):
                 self.guard_counts["timedOut"] += 1
-                self._cut(sock, entry, _TIMEOUT)
+                self._cut(*live[key], _TIMEOUT)
 
     def _shed(self, key: int) -> bool:
         """Cut the connection `key` for a newcomer; True once its thread has ended."""
         with self._lock:
             found = [(s, o) for s, o in self._open.items() if o.conn.key == key]
-        if not found:
-            return True
-        sock, entry = found[0]
-        if not entry.cut:  # one cut at its deadline is already on its way out
-            self.guard_counts["shed"] += 1
-            self._cut(sock, entry, _BUSY)
+            if not found:
+                return True
+            sock, entry = found[0]
+            if not entry.cut:  # one cut at its deadline is already on its way out
+                self.guard_counts["shed"] += 1
+                self._cut(sock, entry, _BUSY)
         return entry.done.wait(self.shed_wait)
 
     def _cut(self, sock: socket.socket, entry: _Open, answer: bytes) -> None:
+        """With the lock held, so the socket cannot be closed (and its descriptor reused
+        by a new connection) under our feet."""
         entry.cut = True
         if entry.conn.phase is Phase.READING:  # nothing was answered yet
             _send_quietly(sock, answer)
@@ -143,11 +141,13 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     # -- the handler threads' side ------------------------------------------------------
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection (its handler's thread does, when done); under the lock."""
+        with self._lock:
+            entry = self._open.pop(request, None)
+            super().shutdown_request(request)
+        if entry is not None:
+            entry.done.set()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that went away or was cut is routine; anything else is logged."""
@@ -161,12 +161,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         with self._lock:
             entry = self._open.get(request)
             return entry is not None and entry.cut
-
-    def _forget(self, request: socket.socket) -> None:
-        with self._lock:
-            entry = self._open.pop(request, None)
-        if entry is not None:
-            entry.done.set()
 
     def enter(self, request: socket.socket, phase: Phase) -> None:
         """The connection moves on to `phase`, with a new deadline for it."""
