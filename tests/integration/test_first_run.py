@@ -7,6 +7,9 @@ tmpfs: what Debian's nix-bin leaves right after `apt-get install`, before Nix fi
 runs. The host's store is never touched. The environment is a user's shell: no
 NIX_CONFIG, no venv on PATH. The Debian packages are already installed here, so
 install.sh installs none; its venv comes from PyPI as on any fresh clone.
+
+Beside it: the demo on its own (a user who installed nix-bin by hand) on such a
+/nix, and on a /nix where no store can be made.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agentmachine import PULLNIX
+
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 UNSHARE = ["unshare", "--mount", "--propagation", "private"]
-#: In the namespace: an empty tmpfs on /nix (checked empty), then the command in the clone.
+#: In the namespace: an empty tmpfs on /nix (checked empty), then the command ($2) in the
+#: clone ($1).
 IN_NAMESPACE = """\
 set -eu
 mount -t tmpfs -o mode=0755 pullnix-fresh-nix /nix
@@ -48,7 +54,27 @@ def users_shell_env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: unshare --mount, and the demo")
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: unshare --mount, and the demo"
+)
+
+
+def in_fresh_nix(shell: str, *args: str, timeout: float) -> tuple[int, str]:
+    """`bash -c shell NAME args...` in a private mount namespace, in a user's shell
+    environment (`shell` mounts the empty tmpfs on /nix); exit status and output."""
+    done = subprocess.run(
+        [*UNSHARE, "bash", "-c", shell, "fresh-nix", *args],
+        env=users_shell_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+@NEEDS_ROOT
 def test_the_readmes_first_command_works_where_nix_never_ran(tmp_path: Path) -> None:
     command = first_command((ROOT / "README.md").read_text())
     assert "scripts/install.sh" in command
@@ -57,17 +83,8 @@ def test_the_readmes_first_command_works_where_nix_never_ran(tmp_path: Path) -> 
     clone = tmp_path / "pullnix"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=300)
 
-    done = subprocess.run(
-        [*UNSHARE, "bash", "-c", IN_NAMESPACE, "fresh-nix", str(clone), command],
-        env=users_shell_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n{out[-6000:]}"
+    code, out = in_fresh_nix(IN_NAMESPACE, str(clone), command, timeout=1800)
+    assert code == 0, f"`{command}` exited {code}:\n{out[-6000:]}"
     # install.sh found no store and made it (so /nix really was a Nix that never ran).
     assert "no Nix store yet (Nix never ran here): nix-store --init" in out
     # The demo's story: a push converged by itself, a broken one rolled back by itself.
@@ -80,3 +97,27 @@ def test_the_readmes_first_command_works_where_nix_never_ran(tmp_path: Path) -> 
     built = re.findall(r"/nix/store/[a-z0-9]{32}-nixos-system-edge-01-\d", out)
     assert built
     assert not any(Path(p).exists() for p in built), "the demo wrote to the host's store"
+
+
+@NEEDS_ROOT
+def test_the_demo_alone_creates_the_store_of_a_nix_that_never_ran() -> None:
+    # A user who installed nix-bin by hand and runs the demo without install.sh.
+    code, out = in_fresh_nix(
+        f"mount -t tmpfs pullnix-fresh-nix /nix && exec {PULLNIX} demo --plain",
+        timeout=900,
+    )
+    assert code == 0, out[-6000:]
+    assert "No Nix store yet (/nix/store: Nix has never run here); creating it" in out
+    assert "rolled back by itself: still running" in out
+
+
+@NEEDS_ROOT
+def test_a_store_that_cannot_be_created_is_named_as_such() -> None:
+    code, out = in_fresh_nix(
+        f"mount -t tmpfs -o ro pullnix-fresh-nix /nix && exec {PULLNIX} demo --plain",
+        timeout=300,
+    )
+    assert code == 1, out
+    assert "there is no Nix store yet (/nix/store) and `nix-store --init` could not" in out
+    assert "Read-only file system" in out
+    assert "run the demo as root" not in out
