@@ -41,6 +41,12 @@ class NotInLock(TerminalError):
     reason = "NotInLock"
 
 
+class LockFromAnotherHistory(TerminalError):
+    """The lock names a source commit the commit carrying it does not descend from."""
+
+    reason = "LockFromAnotherHistory"
+
+
 @dataclass(frozen=True)
 class LockedHost:
     store_path: str

@@ -31,7 +31,8 @@ def test_stale_sets_the_condition_with_the_age_and_fresh_removes_it():
     ready = Condition("Ready", "True", "Succeeded", "", "t0")
     stale = apply_freshness([ready], freshness(SHA, now - 9 * DAY - 3600 * 4, now, 7 * DAY), "t1")
     cond = find(stale, "SourceStale")
-    assert cond is not None and cond.status == "True" and cond.reason == "SourceStale"
+    assert cond is not None
+    assert (cond.status, cond.reason) == ("True", "SourceStale")
     assert "abababababab is 9d 4h old, older than [source] max_age (7d)" in cond.message
     assert find(stale, "Ready") == ready  # reported, never acted on
     again = apply_freshness(stale, freshness(SHA, now - 10 * DAY, now, 7 * DAY), "t2")

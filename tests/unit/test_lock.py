@@ -91,7 +91,8 @@ def test_a_malformed_lock_is_invalid_spec_naming_file_and_field(text: bytes, fie
     assert caught.value.reason == "InvalidSpec"
     prefix = f"{ORIGIN}: {field}: " if field else f"{ORIGIN}: "
     message = caught.value.message
-    assert message.startswith(prefix) and what in message.removeprefix(prefix), message
+    assert message.startswith(prefix), message
+    assert what in message.removeprefix(prefix), message
     assert "pullnix publish" in caught.value.message
 
 
