@@ -31,6 +31,7 @@ from reconciler.controller.store import StateStore, StoredRecord, conditions_of,
 from reconciler.core import decide as d
 from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
+from reconciler.core.freshness import Freshness, apply_freshness, freshness
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.outcome import outcome_of
@@ -233,6 +234,12 @@ class Reconciler:
         self._spec = (key, deployment)
         return deployment
 
+    def _freshness(self, fetch: FetchResult) -> Freshness:
+        committed_at = self.source.committed_at(fetch.tip_sha)
+        fresh = freshness(fetch.tip_sha, committed_at, time.time(), self.machine.source.max_age)
+        metrics.record_source_freshness(committed_at, fresh.stale)
+        return fresh
+
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""
         path = self.machine.source.spec_path
@@ -339,6 +346,8 @@ class Reconciler:
     ) -> None:
         now = _now()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
+        if fetch is not None:  # SourceStale: reported, never acted on
+            conditions = apply_freshness(conditions, self._freshness(fetch), now, stored.generation)
         history = history_of(previous)
         for entry in new_entries:
             history = append_history(history, entry)
