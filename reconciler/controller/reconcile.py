@@ -33,6 +33,7 @@ from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.freshness import Freshness, apply_freshness, freshness
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
+from reconciler.core.lock import PREBUILT_REFUSALS
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.outcome import outcome_of
 from reconciler.core.status import Outcome, apply_outcome, exit_code
@@ -323,8 +324,10 @@ class Reconciler:
             "EvaluationError",
             "FlakeAttributeMissing",
             "NotASystem",
+            *PREBUILT_REFUSALS,
         ):
-            reason = "GateRefused" if exc.reason == "GateRefused" else "BuildFailed"
+            kept = ("GateRefused", *PREBUILT_REFUSALS)
+            reason = exc.reason if exc.reason in kept else "BuildFailed"
             failed = {**stored.record.failed, revision: d.Failure(reason, exc.message)}  # type: ignore[arg-type]
             retry = stored.record.retry_revision
             record = replace(

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.core.errors import TerminalError
 
@@ -27,6 +27,15 @@ KIND = "SystemLock"
 #: Nix's store path syntax: the store dir, 32 characters of Nix's base 32, a name.
 STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-._?=]+")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+#: Why a commit's prebuilt system was refused; like a failed build, each is tied to the
+#: commit and waits for a new one (or `pullnix retry`) instead of being fetched again.
+PrebuiltRefusal = Literal[
+    "InvalidSpec", "NotInLock", "LockFromAnotherHistory", "UntrustedSignature"
+]
+PREBUILT_REFUSALS: frozenset[str] = frozenset(
+    {"InvalidSpec", "NotInLock", "LockFromAnotherHistory", "UntrustedSignature"}
+)
 
 
 class InvalidLock(TerminalError):

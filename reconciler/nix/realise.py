@@ -76,7 +76,8 @@ def realise_system(
     )
     if not run.ok:
         raise _failure(store_path, substituters, trusted_keys, run.tail)
-    return require_system(BuiltSystem(store_path, root, store_path, revision, run.seconds))
+    what = f"the prebuilt lock entry of {host}"
+    return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
 
 
 def _failure(
