@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import click
 import pygit2
 
-from reconciler.api import SpecError, load_spec_file
+from reconciler.api import SpecError, load_spec_file, load_spec_text
 from reconciler.common.atomic import write_atomic
 from reconciler.core.errors import PullnixError
 from reconciler.core.lock import LockedHost, render_lock
@@ -48,7 +48,7 @@ from reconciler.nix.publish import (
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="The fleet repository's work tree (a git repository with flake.nix).",
+    help="The fleet repository (a git work tree or bare repository with flake.nix).",
 )
 @click.option("--revision", default="HEAD", show_default=True, help="The commit to build.")
 @click.option(
@@ -78,7 +78,7 @@ from reconciler.nix.publish import (
     "spec_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The desired state to validate first [default: pullnix.yaml in the repository].",
+    help="The desired state to validate first [default: pullnix.yaml in the commit].",
 )
 @click.option(
     "--attr",
@@ -100,10 +100,9 @@ def publish(
     as_json: bool,
 ) -> None:
     """Build, sign and copy every host's system for one commit; write the SystemLock."""
-    spec_path = spec_file or directory / "pullnix.yaml"
-    lock_path = lock_file or directory / _validated_lock_name(spec_path)
-    sha = _resolve(directory, revision)
-    flake = flake_url(directory, sha)
+    repo, sha = _resolve(directory, revision)
+    lock_path = lock_file or directory / _validated_lock_name(repo, sha, spec_file)
+    flake = flake_url(directory, _ref_for(repo, revision, sha), sha)
     settings = BuildSettings(gcroots_dir=directory)
     try:
         names = flake_hosts(flake, settings)
@@ -156,24 +155,50 @@ def publish(
     sys.exit(1 if failed else 0)
 
 
-def _validated_lock_name(spec_path: Path) -> str:
-    """Validate the desired state (as `pullnix validate` does); its lock file's name."""
+def _validated_lock_name(repo: pygit2.Repository, sha: str, spec_file: Path | None) -> str:
+    """Validate the desired state (as `pullnix validate` does): `spec_file`, else the
+    commit's pullnix.yaml; the name of the lock file it wants."""
+    origin = str(spec_file) if spec_file else f"pullnix.yaml@{sha[:12]}"
     try:
-        deployment = load_spec_file(spec_path)
+        if spec_file is not None:
+            deployment = load_spec_file(spec_file)
+        else:
+            commit = repo.revparse_single(sha).peel(pygit2.Commit)
+            try:
+                blob = commit.tree["pullnix.yaml"]
+            except KeyError:
+                blob = None
+            if not isinstance(blob, pygit2.Blob):
+                _fail(f"commit {sha[:12]} has no pullnix.yaml; pass --spec FILE")
+            deployment = load_spec_text(bytes(blob.data), origin=origin)
     except SpecError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)
-        _fail(f"{spec_path} is not valid; nothing was built")
+        _fail(f"{origin} is not valid; nothing was built")
     prebuilt = deployment.spec.configuration.prebuilt
     return prebuilt.lock_file if prebuilt is not None else "pullnix.lock.json"
 
 
-def _resolve(directory: Path, revision: str) -> str:
+def _resolve(directory: Path, revision: str) -> tuple[pygit2.Repository, str]:
     try:
         repo = pygit2.Repository(str(directory))
-        return str(repo.revparse_single(revision).peel(pygit2.Commit).id)
+        return repo, str(repo.revparse_single(revision).peel(pygit2.Commit).id)
     except (pygit2.GitError, KeyError, ValueError) as exc:
         _fail(f"{directory}: cannot resolve {revision!r} to a commit: {exc}")
+
+
+def _ref_for(repo: pygit2.Repository, revision: str, sha: str) -> str:
+    """A ref whose history holds `sha`, for Nix's fetch (which looks for the commit on one
+    ref): the one named, else a branch, else refs/pullnix/publish pointed at it."""
+    refs = repo.references
+    named = [n for n in (revision, f"refs/heads/{revision}") if n.startswith("refs/") and n in refs]
+    branches = [n for n in refs if n.startswith("refs/heads/")]
+    for name in [*named, *branches]:
+        target = refs[name].resolve().target
+        if str(target) == sha or repo.descendant_of(target, sha):
+            return str(name)
+    refs.create("refs/pullnix/publish", pygit2.Oid(hex=sha), force=True)
+    return "refs/pullnix/publish"
 
 
 def _select(names: list[str], globs: tuple[str, ...]) -> list[str]:
@@ -184,6 +209,8 @@ def _select(names: list[str], globs: tuple[str, ...]) -> list[str]:
 
 
 def _mib(size: int) -> str:
+    if size < 1048576:
+        return f"{size / 1024:.1f} KiB"
     return f"{size / 1048576:.1f} MiB"
 
 

@@ -31,9 +31,10 @@ class Sizes:
     closure: int  # the toplevel and everything it references
 
 
-def flake_url(directory: Path, revision: str) -> str:
-    """The flake in `directory`'s git repository at exactly `revision`."""
-    return f"git+file://{quote(str(directory.resolve()))}?rev={revision}"
+def flake_url(directory: Path, ref: str, revision: str) -> str:
+    """The flake in `directory`'s git repository at exactly `revision` (found on `ref`)."""
+    where = quote(str(directory.resolve()))
+    return f"git+file://{where}?ref={quote(ref, safe='/')}&rev={revision}"
 
 
 def flake_hosts(flake: str, settings: BuildSettings) -> list[str]:
