@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         settings = (
-            f"runs {options.runs}, pushes {options.pushes}, idle {options.idle_seconds:g} "
+            f"runs {options.runs}, pushes {options.pushes}, deploys {options.deploys}, "
+            f"idle {options.idle_seconds:g} "
             f"s, fleet {options.fleet_agents} agents x {options.fleet_seconds:g} s every "
             f"{options.fleet_interval:g}+-{options.fleet_jitter:g} s, 100k history "
             f"{'yes' if options.big else 'no'}"
