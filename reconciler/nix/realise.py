@@ -75,14 +75,15 @@ def realise_system(
         [*argv, *settings.extra_args], timeout=settings.timeout, on_line=on_line, env=settings.env()
     )
     if not run.ok:
-        raise _failure(store_path, substituters, trusted_keys, run.tail)
+        raise realise_error(store_path, substituters, trusted_keys, run.tail)
     what = f"the prebuilt lock entry of {host}"
     return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
 
 
-def _failure(
+def realise_error(
     store_path: str, substituters: Sequence[str], keys: Sequence[str], tail: Sequence[str]
 ) -> TerminalError | TransientError:
+    """What Nix's last lines (`tail`) say went wrong fetching `store_path`, as a typed error."""
     caches = ", ".join(substituters) or "the substituters of nix.conf"
     if any(_UNSIGNED.search(line) for line in tail):
         names = ", ".join(k.partition(":")[0] for k in keys) or "none configured"
