@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from reconciler.core.lock import PREBUILT_REFUSALS, PrebuiltRefusal
+from reconciler.core.errors import FailureReason
+from reconciler.core.lock import PREBUILT_REFUSALS
 from reconciler.core.model import DeploymentSpec
 
-FailureReason = (
-    Literal["BuildFailed", "GateRefused", "RolledBack", "ActivationFailed"] | PrebuiltRefusal
-)
 #: Failures that a new try of the same commit cannot fix: only a new commit or `pullnix retry`.
 _STALLING = frozenset({"BuildFailed", "GateRefused", *PREBUILT_REFUSALS})
 

@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, get_args
 
-from reconciler.core.errors import TerminalError
+from reconciler.core.errors import CommitFailure, PrebuiltRefusal
 
 API_VERSION = "pullnix.dev/v1alpha1"
 KIND = "SystemLock"
@@ -30,30 +30,28 @@ _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: Why a commit's prebuilt system was refused; like a failed build, each is tied to the
 #: commit and waits for a new one (or `pullnix retry`) instead of being fetched again.
-PrebuiltRefusal = Literal[
-    "InvalidSpec", "NotInLock", "LockFromAnotherHistory", "UntrustedSignature"
-]
-PREBUILT_REFUSALS: frozenset[str] = frozenset(
-    {"InvalidSpec", "NotInLock", "LockFromAnotherHistory", "UntrustedSignature"}
-)
+PREBUILT_REFUSALS: frozenset[str] = frozenset(get_args(PrebuiltRefusal))
 
 
-class InvalidLock(TerminalError):
+class InvalidLock(CommitFailure):
     """The lock file cannot be used as written; the message names the file and field."""
 
     reason = "InvalidSpec"
+    failure = "InvalidSpec"
 
 
-class NotInLock(TerminalError):
+class NotInLock(CommitFailure):
     """The lock was published without this host; nothing is deployed."""
 
     reason = "NotInLock"
+    failure = "NotInLock"
 
 
-class LockFromAnotherHistory(TerminalError):
+class LockFromAnotherHistory(CommitFailure):
     """The lock names a source commit the commit carrying it does not descend from."""
 
     reason = "LockFromAnotherHistory"
+    failure = "LockFromAnotherHistory"
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from reconciler.core.errors import TerminalError, TransientError
+from reconciler.core.errors import CommitFailure, TerminalError, TransientError
 from reconciler.nix.build import BuildSettings, BuiltSystem, gc_root, require_system
 from reconciler.nix.errors import NixCommandFailed, first_error, with_tail
 from reconciler.nix.process import LineCallback, run_nix
 
 
-class UntrustedSignature(TerminalError):
+class UntrustedSignature(CommitFailure):
     reason = "UntrustedSignature"
+    failure = "UntrustedSignature"
 
 
 class CacheUnavailable(TransientError):
