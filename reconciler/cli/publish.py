@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -103,7 +104,26 @@ def publish(
     repo, sha = _resolve(directory, revision)
     lock_path = lock_file or directory / _validated_lock_name(repo, sha, spec_file)
     flake = flake_url(directory, _ref_for(repo, revision, sha), sha)
-    settings = BuildSettings(gcroots_dir=directory)
+    with tempfile.TemporaryDirectory(prefix="pullnix-publish-") as roots:
+        # Built systems are held by GC roots in `roots` until they are copied.
+        _publish_all(
+            directory, sha, flake, globs, sign_key, to, lock_path, template, as_json, Path(roots)
+        )
+
+
+def _publish_all(
+    directory: Path,
+    sha: str,
+    flake: str,
+    globs: tuple[str, ...],
+    sign_key: Path,
+    to: str,
+    lock_path: Path,
+    template: str,
+    as_json: bool,
+    roots: Path,
+) -> None:
+    settings = BuildSettings(gcroots_dir=roots)
     try:
         names = flake_hosts(flake, settings)
     except PullnixError as exc:

@@ -236,9 +236,16 @@ class Reconciler:
         self._spec = (key, deployment)
         return deployment
 
-    def _freshness(self, fetch: FetchResult) -> Freshness:
-        committed_at = self.source.committed_at(fetch.tip_sha)
-        fresh = freshness(fetch.tip_sha, committed_at, time.time(), self.machine.source.max_age)
+    def _freshness(self, tip: str | None) -> Freshness | None:
+        """How old the followed commit is (the last tip fetched, also while the remote is
+        unreachable); None before any fetch."""
+        try:
+            committed_at = self.source.committed_at(tip) if tip else None
+        except TerminalError:  # not in the mirror (a lost state dir)
+            committed_at = None
+        if tip is None or committed_at is None:
+            return None
+        fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
         metrics.record_source_freshness(committed_at, fresh.stale)
         return fresh
 
@@ -341,8 +348,13 @@ class Reconciler:
     ) -> None:
         now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
-        if fetch is not None:  # SourceStale: reported, never acted on
-            conditions = apply_freshness(conditions, self._freshness(fetch), now, stored.generation)
+        tip = (
+            fetch.tip_sha
+            if fetch
+            else (previous.get("status", {}).get("source") or {}).get("revision")
+        )
+        if fresh := self._freshness(tip):  # SourceStale: reported, never acted on
+            conditions = apply_freshness(conditions, fresh, now, stored.generation)
         history = history_of(previous)
         for entry in new_entries:
             history = append_history(history, entry)

@@ -60,9 +60,12 @@ def build_host(
     settings: BuildSettings,
     on_line: LineCallback | None = None,
 ) -> str:
-    """Build `host`'s toplevel from `flake`; its store path (no GC root: CI copies it next)."""
+    """Build `host`'s toplevel from `flake`; its store path, held by a GC root in
+    `settings.gcroots_dir` until the caller removes that directory."""
     installable = f"{flake}#{toplevel_attr(template, host)}"
-    argv = ["nix", *FEATURES, "build", "--json", "--no-link", *settings.extra_args, installable]
+    root = settings.gcroots_dir / f"publish-{host}"
+    argv = ["nix", *FEATURES, "build", "--json", "--out-link", str(root), *settings.extra_args]
+    argv.append(installable)
     run = run_nix(argv, timeout=settings.timeout, on_line=on_line, env=settings.env())
     if not run.ok:
         raise NixCommandFailed(

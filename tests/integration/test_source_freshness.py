@@ -66,6 +66,12 @@ def test_an_old_commit_is_source_stale_and_a_heartbeat_clears_it(tmp_path: Path)
         assert "True" in line
         assert "older than [source] max_age (7d)" in line
 
+        # A remote that cannot be reached does not hide it: the last tip is still that old.
+        configure_nix(machine, [], [], max_age="7d", urls=[f"file://{tmp_path}/gone.git"])
+        assert machine.reconcile().returncode == 1
+        assert conditions(machine)["SourceStale"]["status"] == "True"
+
+        configure_nix(machine, [], [], max_age="7d")
         empty_commit(machine, "heartbeat")
         assert machine.reconcile().returncode == 0
         assert "SourceStale" not in conditions(machine)
