@@ -189,6 +189,23 @@ in
       description = "Address:port for Prometheus metrics; null: off.";
     };
 
+    fleet.prometheusUrl = mkOption {
+      type = types.nullOr (types.strMatching "https?://.+");
+      default = defaults.fleet.prometheusUrl;
+      example = "http://prometheus.example.org:9090";
+      description = ''
+        The Prometheus that scrapes the fleet's agents; the agent asks it whether the
+        earlier waves of `spec.rollout.waves` are healthy before it deploys. null: a host
+        in a wave after the first waits (fail closed) until it is set.
+      '';
+    };
+
+    fleet.queryTimeout = mkOption {
+      type = types.str;
+      default = defaults.fleet.queryTimeout;
+      description = "How long one question to Prometheus may take, such as \"5s\".";
+    };
+
     logFormat = mkOption {
       type = types.enum [ "logfmt" "json" ];
       default = defaults.logFormat;

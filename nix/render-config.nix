@@ -24,7 +24,7 @@ let
   # reconciler/helper/config.py declares them). The test checks this list
   # against the loader's dataclasses.
   order = {
-    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" ];
+    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" "fleet" ];
     source = [
       "urls"
       "branch"
@@ -41,6 +41,7 @@ let
     agent = [ "socket" ];
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
     telemetry = [ "metrics_listen" "log_format" ];
+    fleet = [ "prometheus_url" "query_timeout" ];
   };
   sections = filter (k: order ? ${k}) order."";
 
@@ -86,6 +87,10 @@ let
     telemetry = {
       metrics_listen = orEmpty cfg.metrics.listen;
       log_format = cfg.logFormat;
+    };
+    fleet = {
+      prometheus_url = orEmpty cfg.fleet.prometheusUrl;
+      query_timeout = cfg.fleet.queryTimeout;
     };
   };
 

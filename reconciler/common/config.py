@@ -76,6 +76,12 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    prometheus_url: str = ""  # where the wave gate asks about the fleet; "" = no waves here
+    query_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     host: str
     state_dir: Path = Path("/var/lib/pullnix")
@@ -85,6 +91,7 @@ class MachineConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -94,6 +101,7 @@ _SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "triggers": TriggersConfig,
     "telemetry": TelemetryConfig,
+    "fleet": FleetConfig,
 }
 _TOP_SCALARS = {"host": str, "state_dir": Path}
 _LOG_FORMATS = ("logfmt", "json")
@@ -138,6 +146,12 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
         )
     if config.system.keep_generations < 1:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")
+    url = config.fleet.prometheus_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{origin}: fleet.prometheus_url: {url!r} is not an http:// or https:// URL "
+            "(such as http://prometheus.example.org:9090)"
+        )
     for uid in config.helper.agent_uids:
         if uid < 0:
             raise ConfigError(f"{origin}: helper.agent_uids: {uid} is not a uid")

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from reconciler.core.model import DeploymentSpec
+from reconciler.core.waves import RolloutHalted, WaitForWave
 
 FailureReason = Literal["BuildFailed", "GateRefused", "RolledBack", "ActivationFailed"]
 #: Failures that a new try of the same commit cannot fix: only a new commit or `pullnix retry`.
@@ -142,6 +143,8 @@ Action = (
     | ReportDrift
     | Reboot
     | Converged
+    | WaitForWave  # a Deploy the wave gate holds back (core.waves)
+    | RolloutHalted
 )
 
 

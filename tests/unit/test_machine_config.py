@@ -97,7 +97,7 @@ def test_every_key_is_read(tmp_path: Path):
 
 def test_an_unknown_top_level_key_is_named_with_the_known_ones(tmp_path: Path):
     assert fails(tmp_path, 'hots = "edge-01"\n') == (
-        "unknown key 'hots' (known: agent, helper, host, source, state_dir, system, "
+        "unknown key 'hots' (known: agent, fleet, helper, host, source, state_dir, system, "
         "telemetry, triggers)"
     )
 

@@ -1,0 +1,219 @@
+"""Asking Prometheus about the fleet: its HTTP API, read into the wave gate's values.
+
+Owns the PromQL the wave gate and `pullnix fleet` send, the reading of the
+answers (anything not shaped like a Prometheus vector is an error, never an
+empty fleet), staleness (a host not scraped for `STALE_INTERVALS` of its
+target's scrape interval), and the backoff of `FleetAsker`: after a failure
+it does not ask again until the backoff has passed, however often a pass
+runs, and says when it will.
+
+Must not: decide whether a host deploys (that is `core.waves.gate`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.common.durations import parse_duration
+from reconciler.core.waves import FailedRevision, FleetUnknown, FleetView, HostReport
+
+#: How far back a host still counts as part of the fleet after its last scrape.
+LOOKBACK = "1h"
+#: Missed scrapes after which a host is stale.
+STALE_INTERVALS = 3
+#: The scrape interval assumed for a host whose target Prometheus does not list.
+DEFAULT_INTERVAL = 60.0
+
+
+class PrometheusError(Exception):
+    """Prometheus did not answer, or answered something that is not a vector."""
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One host as `pullnix fleet status` shows it."""
+
+    host: str
+    wave: str
+    revision: str
+    ready: str  # True, False, Unknown
+    reason: str
+    helper: str
+    last_pass: float  # Unix time
+    ready_since: float  # Unix time, 0 if not Ready
+    last_scrape: float | None  # Unix time; None when its series are gone (target down)
+    stale: bool
+
+
+@dataclass(frozen=True)
+class Fleet:
+    hosts: tuple[HostRow, ...]
+    failures: tuple[FailedRevision, ...]
+
+    def view(self) -> FleetView:
+        return FleetView(
+            tuple(
+                HostReport(h.host, h.revision or None, h.ready == "True", h.ready_since or None,
+                           h.reason, h.stale)
+                for h in self.hosts
+            ),
+            self.failures,
+        )  # fmt: skip
+
+
+class Prometheus:
+    """The few calls of Prometheus's HTTP API that pullnix makes."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, params: dict[str, str]) -> Any:
+        query = urllib.parse.urlencode(params)
+        address = f"{self.url}{path}" + (f"?{query}" if query else "")
+        try:
+            with urllib.request.urlopen(address, timeout=self.timeout) as response:  # noqa: S310
+                body = response.read(32 * 1024 * 1024)
+        except urllib.error.HTTPError as exc:
+            raise PrometheusError(f"HTTP {exc.code} from {self.url}{path}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise PrometheusError(f"{self.url} does not answer: {reason}") from None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise PrometheusError(f"{self.url}{path} answered something that is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("status") != "success" or "data" not in doc:
+            raise PrometheusError(f"{self.url}{path} did not answer with a Prometheus success")
+        return doc["data"]
+
+    def vector(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query's samples as (labels, value); PrometheusError unless a vector."""
+        data = self._get("/api/v1/query", {"query": promql})
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
+            raise PrometheusError(f"the answer to {promql!r} is not an instant vector")
+        out = []
+        for sample in data.get("result") or []:
+            try:
+                labels, (_, value) = sample["metric"], sample["value"]
+                number = float(value)
+            except (KeyError, TypeError, ValueError):
+                raise PrometheusError(
+                    f"a sample in the answer to {promql!r} is malformed"
+                ) from None
+            if not isinstance(labels, dict) or math.isnan(number):
+                continue
+            out.append(({str(k): str(v) for k, v in labels.items()}, number))
+        return out
+
+    def scrape_intervals(self) -> dict[str, float]:
+        """Each active target's instance -> its scrape interval in seconds."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        out: dict[str, float] = {}
+        for target in data.get("activeTargets") or [] if isinstance(data, dict) else []:
+            instance = (target.get("labels") or {}).get("instance")
+            interval = _seconds(target.get("scrapeInterval"))
+            if instance and interval:
+                out[str(instance)] = interval
+        return out
+
+
+def read_fleet(prometheus: Prometheus, now: float) -> Fleet:
+    """Every host Prometheus saw within LOOKBACK, and every failed revision they export."""
+    passes = prometheus.vector(f"last_over_time(pullnix_fleet_pass_timestamp_seconds[{LOOKBACK}])")
+    scraped = {
+        labels.get("host", ""): value
+        for labels, value in prometheus.vector("timestamp(pullnix_fleet_ready)")
+    }
+    since = {
+        labels.get("host", ""): value
+        for labels, value in prometheus.vector(
+            f"last_over_time(pullnix_fleet_ready_since_timestamp_seconds[{LOOKBACK}])"
+        )
+    }
+    failed = prometheus.vector(f"last_over_time(pullnix_fleet_failed_revision[{LOOKBACK}])")
+    intervals = prometheus.scrape_intervals()
+    newest: dict[str, tuple[dict[str, str], float]] = {}
+    for labels, value in passes:
+        host = labels.get("host")
+        if host and (host not in newest or value > newest[host][1]):
+            newest[host] = (labels, value)
+    rows = []
+    for host, (labels, last_pass) in sorted(newest.items()):
+        scrape = scraped.get(host)
+        interval = intervals.get(labels.get("instance", ""), DEFAULT_INTERVAL)
+        stale = scrape is None or now - scrape > STALE_INTERVALS * interval
+        rows.append(
+            HostRow(host, labels.get("wave", ""), labels.get("revision", ""),
+                    labels.get("ready", "Unknown"), labels.get("reason", ""),
+                    labels.get("helper", ""), last_pass, since.get(host, 0.0), scrape, stale)
+        )  # fmt: skip
+    failures = tuple(
+        sorted(
+            {
+                FailedRevision(labels["host"], labels["revision"], labels.get("reason", ""))
+                for labels, _ in failed
+                if labels.get("host") and labels.get("revision")
+            },
+            key=lambda f: (f.host, f.revision),
+        )
+    )
+    return Fleet(tuple(rows), failures)
+
+
+class FleetAsker:
+    """The wave gate's way to Prometheus: one answer per pass, failures backed off.
+
+    After the n-th failure in a row it does not ask again for
+    min(cap, initial * 2**(n-1)) seconds, and answers the same FleetUnknown
+    with the time left, so no pass hammers a Prometheus that is down.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 5.0,
+        *,
+        clock: Callable[[], float],
+        initial: float = 2.0,
+        cap: float = 120.0,
+    ) -> None:
+        self.url = url
+        self.prometheus = Prometheus(url, timeout) if url else None
+        self.clock = clock
+        self.initial, self.cap = initial, cap
+        self.failures = 0
+        self.quiet_until = 0.0
+        self.last_error = ""
+
+    def ask(self) -> FleetView | FleetUnknown:
+        now = self.clock()
+        if self.prometheus is None:
+            return FleetUnknown("(none)", "agent.toml [fleet] prometheus_url is not set", 0.0)
+        if now < self.quiet_until:
+            return FleetUnknown(self.url, self.last_error, self.quiet_until - now)
+        try:
+            view = read_fleet(self.prometheus, now).view()
+        except PrometheusError as exc:
+            self.failures += 1
+            delay = min(self.cap, self.initial * 2 ** min(self.failures - 1, 30))
+            self.quiet_until = now + delay
+            self.last_error = str(exc)
+            return FleetUnknown(self.url, self.last_error, delay)
+        self.failures, self.quiet_until = 0, 0.0
+        return view
+
+
+def _seconds(text: Any) -> float | None:
+    """Prometheus's durations ("1s", "15s", "1m") as seconds."""
+    try:
+        return parse_duration(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
