@@ -18,7 +18,7 @@ from typing import Any
 from reconciler.common.config import MachineConfig
 from reconciler.core import decide as d
 from reconciler.core import waves
-from reconciler.core.model import NixOSDeployment
+from reconciler.core.model import NixOSDeployment, WaveAfter
 from reconciler.telemetry import fleet_metrics
 from reconciler.telemetry.fleet_query import FleetAsker
 
@@ -29,12 +29,12 @@ class WaveGate:
         self.asker = FleetAsker(
             machine.fleet.prometheus_url, machine.fleet.query_timeout, clock=time.time
         )
-        self.wave = ""  # this host's wave in the last spec read
+        self.place = waves.Place("", 0, WaveAfter())  # this host's wave in the last spec read
 
     def hold(self, deployment: NixOSDeployment, action: d.Action) -> d.Action:
         """`action`, or why its deploy must wait (WaitForWave) or never come (RolloutHalted)."""
         rollout = deployment.spec.rollout
-        self.wave = waves.wave_of(rollout, self.host)
+        self.place = waves.place_of(rollout, self.host)
         if not isinstance(action, d.Deploy) or not waves.needs_fleet(rollout, self.host):
             return action
         verdict = waves.gate(rollout, self.host, action.revision, self.asker.ask(), time.time())
@@ -46,4 +46,4 @@ class WaveGate:
         failed: Mapping[str, d.Failure],
         action: d.Action | None,
     ) -> None:
-        fleet_metrics.record_pass(self.host, self.wave, status_doc, failed, action, time.time())
+        fleet_metrics.record_pass(self.host, self.place, status_doc, failed, action, time.time())

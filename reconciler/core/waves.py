@@ -122,9 +122,21 @@ def needs_fleet(rollout: Rollout, host: str) -> bool:
     return bool(rollout.waves) and wave_index(rollout, host) > 0
 
 
-def wave_of(rollout: Rollout, host: str) -> str:
-    """The name of `host`'s wave, "" without waves (the `wave` label of its metrics)."""
-    return wave_name(rollout, wave_index(rollout, host)) if rollout.waves else ""
+@dataclass(frozen=True)
+class Place:
+    """Where a host stands in the rollout, as its metrics say it to the fleet."""
+
+    wave: str  # "" without waves
+    index: int
+    after: WaveAfter
+
+
+def place_of(rollout: Rollout, host: str) -> Place:
+    index = wave_index(rollout, host)
+    if not rollout.waves:
+        return Place("", 0, WaveAfter())
+    after = rollout.waves[index].after if index < len(rollout.waves) else WaveAfter()
+    return Place(wave_name(rollout, index), index, after)
 
 
 def gate(

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from reconciler.common.durations import format_duration
 from reconciler.core import decide as d
+from reconciler.core.waves import Place
 from reconciler.telemetry import metrics
 
 #: How many of the most recent failed revisions a host exports.
@@ -40,6 +42,11 @@ class _FleetMetrics:
         self.ready = gauge(
             "pullnix_fleet_ready", "1 if this host is Ready, else 0.", ["host", "wave"]
         )
+        self.stalled = gauge(
+            "pullnix_fleet_stalled",
+            "1 while this host is Stalled: it waits for a new commit or an operator.",
+            ["host", "wave"],
+        )
         self.ready_since = gauge(
             "pullnix_fleet_ready_since_timestamp_seconds",
             "Since when this host is Ready on its applied revision (Unix time); 0 if not Ready.",
@@ -50,6 +57,12 @@ class _FleetMetrics:
             f"1 for each of the {FAILED_KEPT} most recent revisions this host rolled back or "
             "failed, with the reason (RolledBack, BuildFailed, GateRefused, ActivationFailed).",
             ["host", "wave", "revision", "reason"],
+        )
+        self.wave = gauge(
+            "pullnix_fleet_wave",
+            "This host's wave: its place in spec.rollout.waves (0 first), labelled with what "
+            "the wave waits for (soak, minHealthy); absent without waves.",
+            ["host", "wave", "soak", "min_healthy"],
         )
         self.last: dict[Any, tuple[str, ...]] = {}  # metric -> the label values set last
         self.failed_set: set[tuple[str, ...]] = set()
@@ -69,7 +82,7 @@ def _enabled() -> _FleetMetrics | None:
 
 def record_pass(
     host: str,
-    wave: str,
+    place: Place,
     status_doc: Mapping[str, Any],
     failed: Mapping[str, d.Failure],
     action: d.Action | None,
@@ -78,12 +91,24 @@ def record_pass(
     """Export the state the pass left; `failed` is the record's failures, oldest first."""
     if (m := _enabled()) is None:
         return
+    wave = place.wave
     status = status_doc.get("status") or {}
     revision = status.get("lastAppliedRevision") or ""
     ready, reason, since = ready_of(status)
     _replace(m, m.passed, (host, wave, revision, ready, reason, helper_activity(action)), now)
     _replace(m, m.ready, (host, wave), 1.0 if ready == "True" else 0.0)
+    stalled = any(
+        c.get("type") == "Stalled" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    _replace(m, m.stalled, (host, wave), 1.0 if stalled else 0.0)
     _replace(m, m.ready_since, (host, wave), since if ready == "True" else 0.0)
+    if wave:
+        after = place.after
+        place_labels = (host, wave, format_duration(after.soak), after.min_healthy)
+        _replace(m, m.wave, place_labels, float(place.index))
+    elif (old := m.last.pop(m.wave, None)) is not None:
+        m.wave.remove(*old)
     wanted: set[tuple[str, ...]] = {
         (host, wave, rev, str(f.reason)) for rev, f in list(failed.items())[-FAILED_KEPT:]
     }

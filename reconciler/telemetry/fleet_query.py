@@ -18,10 +18,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.common.durations import parse_duration
+from reconciler.core.model import Rollout, Wave, WaveAfter
 from reconciler.core.waves import FailedRevision, FleetUnknown, FleetView, HostReport
 
 #: How far back a host still counts as part of the fleet after its last scrape.
@@ -50,12 +51,34 @@ class HostRow:
     ready_since: float  # Unix time, 0 if not Ready
     last_scrape: float | None  # Unix time; None when its series are gone (target down)
     stale: bool
+    wave_index: int | None = None  # its place in spec.rollout.waves; None without waves
+    after: WaveAfter = field(default_factory=WaveAfter)  # what its wave waits for
 
 
 @dataclass(frozen=True)
 class Fleet:
     hosts: tuple[HostRow, ...]
     failures: tuple[FailedRevision, ...]
+
+    def rollout(self) -> Rollout:
+        """The waves as the hosts report them: each wave's own hosts, in order, with its `after`.
+
+        Enough for `core.waves.gate` to say what a wave waits for, without the spec."""
+        waves: dict[int, tuple[str, WaveAfter, list[str]]] = {}
+        for h in self.hosts:
+            if h.wave_index is not None and h.wave:
+                waves.setdefault(h.wave_index, (h.wave, h.after, []))[2].append(h.host)
+        if not waves:
+            return Rollout()
+        last = max(waves)
+        return Rollout(
+            tuple(
+                Wave(waves[i][0], tuple(waves[i][2]), waves[i][1])
+                if i in waves
+                else Wave(f"wave-{i}", ("\0",))  # a wave no host reports: empty
+                for i in range(last + 1)
+            )
+        )
 
     def view(self) -> FleetView:
         return FleetView(
@@ -139,6 +162,10 @@ def read_fleet(prometheus: Prometheus, now: float) -> Fleet:
         )
     }
     failed = prometheus.vector(f"last_over_time(pullnix_fleet_failed_revision[{LOOKBACK}])")
+    places = {
+        (labels.get("host", ""), labels.get("wave", "")): (int(value), labels)
+        for labels, value in prometheus.vector(f"last_over_time(pullnix_fleet_wave[{LOOKBACK}])")
+    }
     intervals = prometheus.scrape_intervals()
     newest: dict[str, tuple[dict[str, str], float]] = {}
     for labels, value in passes:
@@ -150,10 +177,13 @@ def read_fleet(prometheus: Prometheus, now: float) -> Fleet:
         scrape = scraped.get(host)
         interval = intervals.get(labels.get("instance", ""), DEFAULT_INTERVAL)
         stale = scrape is None or now - scrape > STALE_INTERVALS * interval
+        wave = labels.get("wave", "")
+        index, place = places.get((host, wave), (None, {}))
         rows.append(
-            HostRow(host, labels.get("wave", ""), labels.get("revision", ""),
+            HostRow(host, wave, labels.get("revision", ""),
                     labels.get("ready", "Unknown"), labels.get("reason", ""),
-                    labels.get("helper", ""), last_pass, since.get(host, 0.0), scrape, stale)
+                    labels.get("helper", ""), last_pass, since.get(host, 0.0), scrape, stale,
+                    index, _after(place))
         )  # fmt: skip
     failures = tuple(
         sorted(
@@ -209,6 +239,12 @@ class FleetAsker:
             return FleetUnknown(self.url, self.last_error, delay)
         self.failures, self.quiet_until = 0, 0.0
         return view
+
+
+def _after(labels: dict[str, str]) -> WaveAfter:
+    soak = _seconds(labels.get("soak")) or 0.0
+    share = labels.get("min_healthy", "100%")
+    return WaveAfter(soak, share if share.rstrip("%").isdigit() else "100%")
 
 
 def _seconds(text: Any) -> float | None:
