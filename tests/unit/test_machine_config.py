@@ -200,3 +200,13 @@ def test_the_agent_needs_a_url_to_pull_from(tmp_path: Path):
         require_urls(config, "agent.toml")
     assert str(caught.value) == ("agent.toml: source.urls: list at least one git URL to pull from")
     require_urls(load_machine_config(write(tmp_path, FULL)))
+
+
+def test_the_fleet_section_names_prometheus(tmp_path: Path):
+    path = tmp_path / "agent.toml"
+    path.write_text('host = "edge-01"\n[fleet]\nprometheus_url = "http://prom:9090"\n')
+    assert load_machine_config(path).fleet.prometheus_url == "http://prom:9090"
+    assert fails(tmp_path, '[fleet]\nprometheus_url = "prom:9090"\n') == (
+        "fleet.prometheus_url: 'prom:9090' is not an http:// or https:// URL "
+        "(such as http://prometheus.example.org:9090)"
+    )
