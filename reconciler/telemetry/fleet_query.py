@@ -213,7 +213,7 @@ class FleetAsker:
         *,
         clock: Callable[[], float],
         initial: float = 2.0,
-        cap: float = 120.0,
+        cap: float = 60.0,
     ) -> None:
         self.url = url
         self.prometheus = Prometheus(url, timeout) if url else None
