@@ -73,7 +73,7 @@ _fleet: _FleetMetrics | None = None
 
 def _enabled() -> _FleetMetrics | None:
     global _fleet
-    if metrics._metrics is None:  # metrics are not served: count nothing
+    if not metrics.enabled():  # metrics are not served: count nothing
         return None
     if _fleet is None:
         _fleet = _FleetMetrics(metrics.registry())
