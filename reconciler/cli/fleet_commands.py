@@ -87,7 +87,8 @@ def fleet_rollout(ctx: CliContext, revision: str, url: str, as_json: bool) -> No
 
 
 def rollout_report(answer: Fleet, revision: str, now: float) -> list[dict[str, Any]]:
-    """Each wave's numbers for `revision` and its state: Done, Deploying, Waiting or Halted."""
+    """Each wave's numbers for `revision` and its state: Done, Failed (a host of it rolled
+    the revision back or failed it), Halted (an earlier wave did), Waiting or Deploying."""
     rollout = answer.rollout()
     view = answer.view()
     out = []
@@ -103,6 +104,8 @@ def rollout_report(answer: Fleet, revision: str, now: float) -> list[dict[str, A
         verdict = waves.gate(rollout, members[0].host, revision, view, now)
         if len(healthy) == len(members):
             state, message = "Done", ""
+        elif failed:
+            state, message = "Failed", ", ".join(f"{f.host} {f.reason}" for f in failed)
         elif isinstance(verdict, waves.RolloutHalted):
             state = "Halted"
             message = f"{verdict.host} (wave {verdict.host_wave}) reported {verdict.reason}"

@@ -37,7 +37,8 @@ class WaveGate:
         self.place = waves.place_of(rollout, self.host)
         if not isinstance(action, d.Deploy) or not waves.needs_fleet(rollout, self.host):
             return action
-        verdict = waves.gate(rollout, self.host, action.revision, self.asker.ask(), time.time())
+        fleet = self.asker.ask(waves.earlier_waves(rollout, self.host), action.revision)
+        verdict = waves.gate(rollout, self.host, action.revision, fleet, time.time())
         return action if isinstance(verdict, waves.Go) else verdict
 
     def report(

@@ -122,6 +122,11 @@ def needs_fleet(rollout: Rollout, host: str) -> bool:
     return bool(rollout.waves) and wave_index(rollout, host) > 0
 
 
+def earlier_waves(rollout: Rollout, host: str) -> tuple[str, ...]:
+    """The names of the waves before `host`'s: all the gate needs to hear about."""
+    return tuple(w.name for w in rollout.waves[: wave_index(rollout, host)])
+
+
 @dataclass(frozen=True)
 class Place:
     """Where a host stands in the rollout, as its metrics say it to the fleet."""

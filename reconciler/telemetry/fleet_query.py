@@ -17,7 +17,7 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from reconciler.core.waves import FailedRevision, FleetUnknown, FleetView, HostR
 LOOKBACK = "1h"
 #: Missed scrapes after which a host is stale.
 STALE_INTERVALS = 3
+#: How long the asker keeps the targets' scrape intervals before reading them again.
+INTERVALS_KEPT = 600.0
 #: The scrape interval assumed for a host whose target Prometheus does not list.
 DEFAULT_INTERVAL = 60.0
 
@@ -148,25 +150,44 @@ class Prometheus:
         return out
 
 
-def read_fleet(prometheus: Prometheus, now: float) -> Fleet:
-    """Every host Prometheus saw within LOOKBACK, and every failed revision they export."""
-    passes = prometheus.vector(f"last_over_time(pullnix_fleet_pass_timestamp_seconds[{LOOKBACK}])")
+def read_fleet(
+    prometheus: Prometheus,
+    now: float,
+    waves: Sequence[str] | None = None,
+    revision: str | None = None,
+    intervals: Mapping[str, float] | None = None,
+) -> Fleet:
+    """Every host Prometheus saw within LOOKBACK, and every failed revision they export.
+
+    `waves` narrows the answer to the hosts that report one of those waves and
+    `revision` the failures to that revision (what the wave gate needs, so a
+    big fleet's later waves do not fetch the whole fleet each pass);
+    `intervals` are the targets' scrape intervals, when the caller has them."""
+    where = _selector(waves)
+    passes = prometheus.vector(
+        f"last_over_time(pullnix_fleet_pass_timestamp_seconds{where}[{LOOKBACK}])"
+    )
     scraped = {
         labels.get("host", ""): value
-        for labels, value in prometheus.vector("timestamp(pullnix_fleet_ready)")
+        for labels, value in prometheus.vector(f"timestamp(pullnix_fleet_ready{where})")
     }
     since = {
         labels.get("host", ""): value
         for labels, value in prometheus.vector(
-            f"last_over_time(pullnix_fleet_ready_since_timestamp_seconds[{LOOKBACK}])"
+            f"last_over_time(pullnix_fleet_ready_since_timestamp_seconds{where}[{LOOKBACK}])"
         )
     }
-    failed = prometheus.vector(f"last_over_time(pullnix_fleet_failed_revision[{LOOKBACK}])")
+    failed = prometheus.vector(
+        f"last_over_time(pullnix_fleet_failed_revision{_selector(waves, revision)}[{LOOKBACK}])"
+    )
     places = {
         (labels.get("host", ""), labels.get("wave", "")): (int(value), labels)
-        for labels, value in prometheus.vector(f"last_over_time(pullnix_fleet_wave[{LOOKBACK}])")
+        for labels, value in prometheus.vector(
+            f"last_over_time(pullnix_fleet_wave{where}[{LOOKBACK}])"
+        )
     }
-    intervals = prometheus.scrape_intervals()
+    if intervals is None:
+        intervals = prometheus.scrape_intervals()
     newest: dict[str, tuple[dict[str, str], float]] = {}
     for labels, value in passes:
         host = labels.get("host")
@@ -222,15 +243,21 @@ class FleetAsker:
         self.failures = 0
         self.quiet_until = 0.0
         self.last_error = ""
+        self.intervals: tuple[float, dict[str, float]] | None = None  # (when read, them)
 
-    def ask(self) -> FleetView | FleetUnknown:
+    def ask(
+        self, waves: Sequence[str] | None = None, revision: str | None = None
+    ) -> FleetView | FleetUnknown:
+        """The fleet (or only `waves`, and failures of `revision`), or why it is unknown."""
         now = self.clock()
         if self.prometheus is None:
             return FleetUnknown("(none)", "agent.toml [fleet] prometheus_url is not set", 0.0)
         if now < self.quiet_until:
             return FleetUnknown(self.url, self.last_error, self.quiet_until - now)
         try:
-            view = read_fleet(self.prometheus, now).view()
+            if self.intervals is None or now - self.intervals[0] > INTERVALS_KEPT:
+                self.intervals = (now, self.prometheus.scrape_intervals())
+            view = read_fleet(self.prometheus, now, waves, revision, self.intervals[1]).view()
         except PrometheusError as exc:
             self.failures += 1
             delay = min(self.cap, self.initial * 2 ** min(self.failures - 1, 30))
@@ -239,6 +266,16 @@ class FleetAsker:
             return FleetUnknown(self.url, self.last_error, delay)
         self.failures, self.quiet_until = 0, 0.0
         return view
+
+
+def _selector(waves: Sequence[str] | None, revision: str | None = None) -> str:
+    """A PromQL label selector for those waves (names are [a-z0-9-], safe in a regex)."""
+    matchers = []
+    if waves is not None:
+        matchers.append(f'wave=~"{"|".join(waves)}"')
+    if revision is not None:
+        matchers.append(f'revision="{revision}"')
+    return "{" + ", ".join(matchers) + "}" if matchers else ""
 
 
 def _after(labels: dict[str, str]) -> WaveAfter:

@@ -200,6 +200,7 @@ def test_a_broken_commit_is_rolled_back_on_the_canaries_and_halted_after_them(
     report = json.loads(fleet_cli(prometheus, "rollout", revision, "--json").stdout)
     canary = report["waves"][0]
     assert canary["name"] == "canary"
+    assert canary["state"] == "Failed"
     assert canary["failed"]
     assert report["waves"][1]["state"] == "Halted"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -115,3 +116,20 @@ def test_without_a_url_the_asker_says_what_to_set() -> None:
     answer = FleetAsker("", clock=lambda: 0.0).ask()
     assert isinstance(answer, FleetUnknown)
     assert "prometheus_url is not set" in answer.error
+
+
+def test_the_gate_asks_only_about_the_earlier_waves_and_the_revision(
+    server: tuple[str, Answers],
+) -> None:
+    url, answers = server
+    answers.body = vector()
+    asker = FleetAsker(url, clock=lambda: 0.0)
+    assert asker.ask(("canary", "edge"), "3f2a1c") == FleetView()
+    queries = [urllib.parse.unquote_plus(path) for path in answers.requests]
+    assert sum("/api/v1/targets" in q for q in queries) == 1
+    fleet_queries = [q for q in queries if "pullnix_fleet_" in q]
+    assert len(fleet_queries) == 5
+    assert all('{wave=~"canary|edge"' in q for q in fleet_queries)
+    assert any('{wave=~"canary|edge", revision="3f2a1c"}' in q for q in fleet_queries)
+    asker.ask(("canary",), "3f2a1c")
+    assert sum("/api/v1/targets" in p for p in answers.requests) == 1  # the intervals are kept
