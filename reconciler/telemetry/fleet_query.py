@@ -77,7 +77,7 @@ class Fleet:
             tuple(
                 Wave(waves[i][0], tuple(waves[i][2]), waves[i][1])
                 if i in waves
-                else Wave(f"wave-{i}", ("\0",))  # a wave no host reports: empty
+                else Wave(f"wave-{i}", ())  # a wave no host reports: it has no hosts
                 for i in range(last + 1)
             )
         )

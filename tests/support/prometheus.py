@@ -73,7 +73,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            terminate(self.proc, 30)  # type: ignore[arg-type]
+            terminate(self.proc, 30)
             self.proc = None
 
     def log_text(self) -> str:
