@@ -61,6 +61,13 @@ MAX_MESSAGE = 64 * 1024
 STORE_DIR = "/nix/store"
 ACTIONS = ("switch", "boot", "test")
 CHECK_KINDS = ("gitRemote", "http", "tcp", "systemd", "command")
+#: The most each duration of a request may be, in seconds: the helper never waits longer
+#: than a request can ask (the spec's own ranges, in crds/, lie within these).
+MAX_CONFIRM_TIMEOUT = 86400.0
+MAX_ACTIVATION_TIMEOUT = 86400.0
+MAX_CHECK_TIMEOUT = 3600.0
+MAX_CHECK_INTERVAL = 3600.0
+MAX_CHECK_RETRIES = 100
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _STORE_NAME = re.compile(r"^[0-9a-z]{32}-[A-Za-z0-9+\-._?=]+$")
 
@@ -256,10 +263,10 @@ def parse_apply(body: Mapping[str, Any]) -> ApplyRequest:
         action=action,
         trial=_opt(body, "trial", bool, "true or false", True),
         health_checks=tuple(parse_check(c, i) for i, c in enumerate(checks)),
-        confirm_timeout=_seconds(body, "confirmTimeout", 120.0),
+        confirm_timeout=_seconds(body, "confirmTimeout", 120.0, MAX_CONFIRM_TIMEOUT),
         require_confirm=_opt(body, "requireConfirm", bool, "true or false", False),
         traceparent=_traceparent(body),
-        activation_timeout=_seconds(body, "activationTimeout", 900.0),
+        activation_timeout=_seconds(body, "activationTimeout", 900.0, MAX_ACTIVATION_TIMEOUT),
         source_revision=_opt(body, "sourceRevision", str, "a string", ""),
     )
 
@@ -282,8 +289,10 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
     kind = kinds[0]
     name = _req(raw, "name", where)
     retries = _opt(raw, "retries", int, "an integer", 0, where)
-    if retries < 0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.retries: must be >= 0")
+    if not 0 <= retries <= MAX_CHECK_RETRIES:
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, f"{where}.retries: must be from 0 to {MAX_CHECK_RETRIES}"
+        )
     target = raw[kind]
     if not isinstance(target, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.{kind}: must be an object")
@@ -291,9 +300,9 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
         name=name,
         kind=kind,
         target=_check_target(kind, target, f"{where}.{kind}"),
-        timeout=_seconds(raw, "timeout", 10.0, where),
+        timeout=_seconds(raw, "timeout", 10.0, MAX_CHECK_TIMEOUT, where),
         retries=retries,
-        interval=_seconds(raw, "interval", 1.0, where),
+        interval=_seconds(raw, "interval", 1.0, MAX_CHECK_INTERVAL, where),
     )
 
 
@@ -423,12 +432,19 @@ def _opt(
     return value
 
 
-def _seconds(body: Mapping[str, Any], key: str, default: float, where: str = "") -> float:
+def _seconds(
+    body: Mapping[str, Any], key: str, default: float, maximum: float, where: str = ""
+) -> float:
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= maximum  # also refuses NaN
+    ):
         raise ProtocolError(
             ErrorCode.BAD_FIELD,
-            f"{where + '.' if where else ''}{key}: expected a non-negative number of seconds",
+            f"{where + '.' if where else ''}{key}: expected a number of seconds from 0 "
+            f"to {maximum:g}",
         )
     return float(value)
 

@@ -40,6 +40,8 @@ log = logging.getLogger("pullnix.api")
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024
 IDLE_TIMEOUT = 600.0
+#: The longest `timeout` a request may ask for, in seconds (a day).
+MAX_TIMEOUT = 86400.0
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {},
     "status": {},
@@ -74,7 +76,7 @@ class Control(Protocol):
 def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     """One request line to (op, fields); ApiError saying what is wrong."""
     try:
-        message = json.loads(line)
+        message = json.loads(line, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise ApiError("bad-json", "not a JSON object on one line") from None
     if not isinstance(message, dict):
@@ -91,7 +93,25 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
             raise ApiError("bad-field", f"{op}: unknown field {key!r}")
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise ApiError("bad-field", f"{op}: {key} has the wrong type")
+    timeout = fields.get("timeout")
+    if timeout is not None and not _in_range(timeout, 0.0, MAX_TIMEOUT):
+        raise ApiError(
+            "bad-field", f"{op}: timeout must be a number of seconds from 0 to {MAX_TIMEOUT:g}"
+        )
     return str(op), fields
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON; Python's parser takes them unless told."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _in_range(value: float, low: float, high: float) -> bool:
+    """`low <= value <= high` for an int of any size or a float (False for NaN)."""
+    try:
+        return low <= float(value) <= high
+    except OverflowError:  # an integer with hundreds of digits
+        return False
 
 
 class LocalApi:
