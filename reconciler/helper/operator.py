@@ -37,6 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 from reconciler.common.config import MachineConfig
+from reconciler.common.output import shorten
 from reconciler.common.protocol import (
     ApplyRequest,
     Busy,
@@ -54,6 +55,10 @@ from reconciler.helper.log import log
 from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
+#: The exit status when the operation worker fails: systemd restarts the helper.
+EXIT_WORKER_FAILED = 70
+#: How many finished operations that could not be archived are kept in memory.
+KEEP_UNARCHIVED = 10
 PRUNE = "prune"  # retention after a commit: a step of the shell, not of the machine
 # Every name `_drive` passes to `crash_point`: each state (as entered, or as the end of
 # an operation), each effect's step (`Proceed` acts on nothing, so it has none), and the
@@ -91,6 +96,12 @@ class Operator:
         self._reexec = reexec
         self._cond = threading.Condition()
         self._op: m.Operation | None = None
+        #: What the journal on disk holds for `_op` (the last write that succeeded).
+        self._journaled: m.Operation | None = None
+        #: The operation whose journal could not be written: it goes on in memory only.
+        self._unjournaled: str | None = None
+        #: Finished operations that could not be archived yet (a full disk): newest last.
+        self._unarchived: list[m.Operation] = []
         self._upgrading = False
         self.upgrade_pending: str | None = None
 
@@ -104,8 +115,9 @@ class Operator:
             return
         log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
         with self._cond:
+            self._journaled = op
             self._op = m.advance(op, m.Restarted(), self.clock())
-            self.journal.write(self._op)
+            self._write_journal()
         self._start_worker(initial_state=self._op.state)
 
     def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
@@ -113,14 +125,16 @@ class Operator:
         request = replace(request, store_path=real)
         with self._cond:
             self._refuse_if_busy()
+            self._archive_pending()
             now = self.clock()
             profile = system.profile_state(self.config.system.profile)
             previous = m.Previous(
                 system.resolve(self.config.system.current_system), profile.path, profile.generation
             )
             op = m.begin(new_operation_id(now), kind, request, previous, now)
-            self.journal.write(op)
-            self._op = op
+            self.journal.write(op)  # nothing is done unless this is on disk
+            self._op = self._journaled = op
+            self._unjournaled = None
         log.info(
             "operation %s: %s %s (revision %s, trial %s)",
             op.id,
@@ -166,8 +180,56 @@ class Operator:
 
     def _start_worker(self, initial_state: m.State | None) -> None:
         threading.Thread(
-            target=self._drive, args=(initial_state,), name="operation", daemon=True
+            target=self._owned_drive, args=(initial_state,), name="operation", daemon=True
         ).start()
+
+    def _owned_drive(self, initial_state: m.State | None) -> None:
+        """The worker must never die and leave an operation without an owner: on anything
+        `_drive` does not handle, exit, so that systemd restarts the helper, which resumes
+        the journaled operation (StartLimitIntervalSec=0: it always comes back)."""
+        try:
+            self._drive(initial_state)
+        except BaseException:
+            log.exception("the operation worker failed; exiting to recover from the journal")
+            os._exit(EXIT_WORKER_FAILED)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def _write_journal(self) -> None:
+        """Journal `_op` (the lock held). When the write fails (a full disk, an I/O error),
+        the operation goes on as a restart would go on from what the journal holds
+        (`machine.advance(..., Restarted())`): from Activating or Verifying it rolls
+        back to the generation it can prove, the old one; Committing and RollingBack
+        finish. It does so in memory, trying the journal again at each step, and says
+        so in its message. A restart at any point recovers the same way from disk."""
+        op = self._op
+        assert op is not None
+        try:
+            self.journal.write(op)
+        except OSError as exc:
+            if self._unjournaled == op.id:
+                log.error("operation %s: journal still not writable: %s", op.id, exc)
+                return
+            self._unjournaled = op.id
+            base = self._journaled if self._journaled is not None else op
+            recovered = m.advance(base, m.Restarted(), self.clock())
+            note = (
+                f"the journal could not be written ({shorten(str(exc), 200)}); going on "
+                f"without it, as after a restart from {base.state}"
+            )
+            log.error("operation %s: %s", op.id, note)
+            self._op = replace(recovered, message=f"{recovered.message}; {note}")
+            return
+        self._journaled = op
+
+    def _archive_pending(self) -> None:
+        """Archive what could not be archived before (the lock held)."""
+        while self._unarchived:
+            try:
+                self.journal.finish(self._unarchived[0])
+            except OSError:
+                return
+            self._unarchived.pop(0)
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -188,9 +250,11 @@ class Operator:
             with self._cond:
                 before = self._op
                 assert before is not None
+                if before.state is not op.state:  # recovered meanwhile (see _write_journal)
+                    continue
                 self._op = m.advance(before, event, self.clock())
                 if m.needs_journal(before, self._op):
-                    self.journal.write(self._op)
+                    self._write_journal()
                 self._cond.notify_all()
         if op.state is m.State.SUCCEEDED and m.commits(op.request):
             op = self._prune(op)  # still ours: no apply or rollback can move the profile now
@@ -200,8 +264,12 @@ class Operator:
         log_at = log.error if op.state is m.State.FAILED else log.info
         log_at("operation %s: %s: %s", op.id, op.state, op.message)
         with self._cond:
-            self.journal.finish(op, between=lambda: crash_point(str(op.state)))
-            self._op = None
+            try:
+                self.journal.finish(op, between=lambda: crash_point(str(op.state)))
+            except OSError as exc:  # answered from memory until it can be archived
+                log.error("operation %s: cannot archive it: %s", op.id, exc)
+                self._unarchived = [*self._unarchived, op][-KEEP_UNARCHIVED:]
+            self._op = self._journaled = None
             self._cond.notify_all()
         self.upgrade_if_idle()
 
@@ -221,7 +289,11 @@ class Operator:
             elif isinstance(effect, m.AwaitConfirm):
                 with self._cond:
                     self._cond.wait_for(
-                        lambda: self._op is None or self._op.confirmed_at is not None,
+                        lambda: (
+                            self._op is None
+                            or self._op.confirmed_at is not None
+                            or self._op.state is not op.state
+                        ),
                         timeout=effect.deadline - self.clock(),
                     )
                 return m.WaitOver()
@@ -236,7 +308,7 @@ class Operator:
             return m.Broke(str(exc))
         except Exception as exc:  # the worker must outlive any bug
             log.exception("operation %s: %s", op.id, effect.step)
-            return m.Broke(f"internal error in {effect.step}: {exc!r}")
+            return m.Broke(f"internal error in {effect.step}: {shorten(repr(exc), 300)}")
         return m.Done()
 
     def _record(self, effect: m.RecordCommit) -> None:
@@ -304,7 +376,7 @@ class Operator:
             if op is not None and matches(op.id, op.request.revision):
                 self._op = m.advance(op, m.Confirmed(), self.clock())
                 if self._op is not op:
-                    self.journal.write(self._op)
+                    self._write_journal()
                 self._cond.notify_all()
                 return {"ok": True, "operationId": op.id, "state": str(self._op.state)}
         for done in self.journal.recent():
@@ -320,19 +392,22 @@ class Operator:
 
     def status(self, operation_id: str | None = None) -> dict[str, Any]:
         with self._cond:
+            self._archive_pending()
             current = None if self._op is None else to_json(self._op)
+            unarchived = [to_json(op) for op in reversed(self._unarchived)]
         answer: dict[str, Any] = {
             "ok": True,
             "busy": current is not None,
             "operation": current,
-            "recent": self.journal.recent(),
+            "recent": unarchived + self.journal.recent(),
             "upgradePending": self.upgrade_pending,
         }
         if operation_id is not None:
             found = (
                 current
                 if current and current["id"] == operation_id
-                else self.journal.find(operation_id)
+                else next((u for u in unarchived if u["id"] == operation_id), None)
+                or self.journal.find(operation_id)
             )
             if found is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
