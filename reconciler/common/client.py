@@ -57,6 +57,8 @@ class HelperClient:
         """Send one request; the answer when ok, else HelperError."""
         answer = self.raw({"v": PROTOCOL_VERSION, "op": op, **fields})
         if not answer.get("ok"):
+            if answer.get("error") == "overloaded":  # too many connections: try again later
+                raise HelperUnavailable(f"{self.socket_path}: {answer.get('message')}")
             raise HelperError(str(answer.get("error")), str(answer.get("message")), answer)
         return answer
 

@@ -86,6 +86,7 @@ class ErrorCode(StrEnum):
     NOTHING_TO_DO = "nothing-to-do"
     STARTING = "starting"
     INTERNAL = "internal"
+    OVERLOADED = "overloaded"
 
 
 class ProtocolError(Exception):

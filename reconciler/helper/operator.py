@@ -213,12 +213,19 @@ class Operator:
             self._unjournaled = op.id
             base = self._journaled if self._journaled is not None else op
             recovered = m.advance(base, m.Restarted(), self.clock())
+            doing = {
+                m.State.ROLLING_BACK: "rolling back to the previous generation",
+                m.State.ROLLED_BACK: "nothing was changed",
+            }.get(recovered.state, f"finishing {recovered.state}")
             note = (
-                f"the journal could not be written ({shorten(str(exc), 200)}); going on "
-                f"without it, as after a restart from {base.state}"
+                f"the journal could not be written ({shorten(str(exc), 200)}) in "
+                f"{op.state}: {doing} in memory, as a restart from {base.state} would"
             )
             log.error("operation %s: %s", op.id, note)
-            self._op = replace(recovered, message=f"{recovered.message}; {note}")
+            last = replace(recovered.transitions[-1], message=note)
+            self._op = replace(
+                recovered, message=note, transitions=(*recovered.transitions[:-1], last)
+            )
             return
         self._journaled = op
 
