@@ -16,6 +16,8 @@ others still run):
 - fleet    N agents polling one smart-HTTP server vs a `git fetch` fleet (bench_fleet)
 - nix      the agent's overhead around `nix build` (bench_nix)
 - helper   helper RSS, start time, overhead around the fixture's switch (bench_helper)
+- hostile  the helper under a 20 MB one-line flood, 300 idle connections and a full
+           state dir, and a ten-minute crash soak (bench_hostile; quick: one minute)
 
 The table (markdown) goes to stdout, progress to stderr. Ratios are
 pullnix / reference; the target column says what each row is held to. Everything
@@ -41,7 +43,7 @@ from typing import Any
 
 from reconciler.demo.fakenixos import OFFLINE_NIX_CONFIG
 
-SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper")
+SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper", "hostile")
 Row = dict[str, Any]
 
 
@@ -106,7 +108,14 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[], list[Row]]]:
     # imported here so `--help` and a bad option answer at once
-    from bench import bench_agent, bench_fleet, bench_helper, bench_nix, bench_source
+    from bench import (
+        bench_agent,
+        bench_fleet,
+        bench_helper,
+        bench_hostile,
+        bench_nix,
+        bench_source,
+    )
 
     return {
         "noop": lambda: [
@@ -121,6 +130,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         ),
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
+        "hostile": lambda: bench_hostile.rows(60.0 if o.quick else 600.0),
     }
 
 
@@ -134,6 +144,7 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "fleet": 600 + 2 * (o.fleet_seconds + o.fleet_interval) + 6 * o.fleet_agents,
         "nix": 300 + 2 * o.runs * 60,
         "helper": 120 + o.runs * 10,
+        "hostile": 600 + (60 if o.quick else 600),
     }[name]
 
 
