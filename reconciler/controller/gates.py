@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reconciler.common.child import ChildTimeout, run_bounded
 from reconciler.common.output import last_lines
-from reconciler.core.errors import TerminalError, TransientError
+from reconciler.core.errors import CommitFailure, TransientError
 from reconciler.core.model import Command, Gate, VulnixGate
 from reconciler.core.vulns import (
     ScanFailure,
@@ -64,8 +64,9 @@ class VulnixSettings:
         return cls(mirror=env.get(MIRROR_ENV) or None, cache_dir=cache_dir)
 
 
-class GateRefused(TerminalError):
+class GateRefused(CommitFailure):
     reason = "GateRefused"
+    failure = "GateRefused"
 
 
 def run_gates(
