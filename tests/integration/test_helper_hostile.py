@@ -145,7 +145,8 @@ def test_idle_connections_are_capped(helper: HelperProcess) -> None:
         )
         threads = proc_status(helper.pid, "Threads")
         print(f"\nhelper threads with 300 idle connections: {threads}")
-        with pytest.raises(HelperUnavailable, match="connections are open already"):
+        # Refused at once: answered `overloaded`, or the listen backlog is full (EAGAIN).
+        with pytest.raises(HelperUnavailable, match=r"connections are open already|\[Errno 11\]"):
             helper.client.ping()
     finally:
         for conn in conns:
