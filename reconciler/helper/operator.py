@@ -18,9 +18,18 @@ operation is archived). `CRASH_POINTS` lists every name (the states and
 the effects' steps derived, the shell's own steps named), so the crash tests
 can check they cover each one. Never set it in production.
 
-After a commit, and before the operation is archived, the old generations
-of the system profile are pruned as `[system] keep_generations` says (see
-`retention`); the operation's message says which were deleted.
+After a commit, and before the operation is archived, the commit is
+recorded and the old generations of the system profile are pruned as
+`[system] keep_generations` says (see `committed`); the operation's message
+says which were deleted.
+
+No operation is ever left without an owner: a journal write that fails (a
+full state dir) makes the operation go on in memory as a restart would go on
+from what the journal holds (roll back from Activating or Verifying, finish
+Committing or RollingBack), saying so in its message; a finished operation
+that cannot be archived is answered from memory until it can be; a worker
+that dies of anything else exits the helper, which systemd restarts into
+recovery.
 
 Must not: decide policy (that is `machine.py`) or speak the wire protocol.
 """
@@ -47,13 +56,12 @@ from reconciler.common.protocol import (
     ProtocolError,
     RollbackRequest,
 )
-from reconciler.common.records import CommittedGeneration, append_committed, read_committed
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
 from reconciler.helper import system
+from reconciler.helper.committed import prune, record_commit
 from reconciler.helper.journal import Journal
 from reconciler.helper.log import log
-from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
 #: The exit status when the operation worker fails: systemd restarts the helper.
@@ -265,7 +273,9 @@ class Operator:
                     self._write_journal()
                 self._cond.notify_all()
         if op.state is m.State.SUCCEEDED and m.commits(op.request):
-            op = self._prune(op)  # still ours: no apply or rollback can move the profile now
+            op = prune(
+                self.config.system, op, self.journal.log_path(op.id)
+            )  # still ours: no apply or rollback can move the profile now
             crash_point(PRUNE)
             with self._cond:
                 self._op = op
@@ -311,65 +321,13 @@ class Operator:
                 )
                 return m.Done(generation=generation)
             elif isinstance(effect, m.RecordCommit):
-                self._record(effect)
+                record_commit(self.config.helper.state_dir, effect, m.iso(self.clock()))
         except system.StepFailed as exc:
             return m.Broke(str(exc))
         except Exception as exc:  # the worker must outlive any bug
             log.exception("operation %s: %s", op.id, effect.step)
             return m.Broke(f"internal error in {effect.step}: {shorten(repr(exc), 300)}")
         return m.Done()
-
-    def _record(self, effect: m.RecordCommit) -> None:
-        state_dir = self.config.helper.state_dir
-        committed = read_committed(state_dir)
-        if committed and (
-            committed[-1].generation,
-            committed[-1].store_path,
-            committed[-1].revision,
-        ) == (effect.generation, effect.store_path, effect.revision):
-            return  # already recorded before a restart
-        append_committed(
-            state_dir,
-            CommittedGeneration(
-                effect.generation,
-                effect.store_path,
-                effect.revision,
-                m.iso(self.clock()),
-                source_revision=effect.source_revision,
-            ),
-        )
-
-    def _prune(self, op: m.Operation) -> m.Operation:
-        """Retention after a commit (see `retention`): the operation, its message noting it.
-
-        Runs before the operation is archived, so a restart in between commits
-        again (a no-op) and prunes again; a failure never undoes the commit."""
-        cfg = self.config.system
-        profile = cfg.profile
-        numbers = system.generations(profile)
-        plan = plan_retention(
-            [(n, path) for n in numbers if (path := system.generation_path(profile, n))],
-            cfg.keep_generations,
-            current=system.profile_state(profile).generation,
-            booted=system.resolve(cfg.booted_system),
-            running=system.resolve(cfg.current_system),
-            pinned=() if op.generation is None else (op.generation,),
-        )
-        if not plan.delete:
-            return op
-        shown = ", ".join(map(str, plan.delete))
-        try:
-            system.delete_generations(profile, plan.delete, self.journal.log_path(op.id))
-        except system.StepFailed as exc:
-            log.error("operation %s: deleting old generations %s failed: %s", op.id, shown, exc)
-            note = f"deleting old generations {shown} failed: {exc}"
-        else:
-            kept = ", ".join(f"{n} ({why})" for n, why in plan.protected)
-            note = f"deleted old generations {shown} (keep_generations = {cfg.keep_generations}" + (
-                f"; also kept {kept})" if kept else ")"
-            )
-            log.info("operation %s: %s", op.id, note)
-        return replace(op, message=f"{op.message}; {note}")
 
     # -- requests from other threads ----------------------------------------------------
 

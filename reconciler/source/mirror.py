@@ -18,15 +18,12 @@ Must not: run the `git` command, build, or decide what to deploy.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +34,8 @@ from reconciler.common.urls import redact_url
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.source_policy import is_full_sha, pin_lookups
 from reconciler.source.downgrade import check_downgrade, running_baseline
+from reconciler.source.ownership import MirrorLock
+from reconciler.source.pins import PinRefused, valid_ref
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
 from reconciler.source.transport import (
@@ -50,9 +49,6 @@ log = logging.getLogger("pullnix.source")
 
 MIRROR_DIR = "mirror.git"
 PINNED_REF = "refs/pullnix/pinned"
-#: Beside the mirror: held (flock) by whoever writes to the mirror, so every git lock
-#: file found inside it while this is held was left by a process that died.
-MIRROR_LOCK = "mirror.lock"
 
 
 class GitSource:
@@ -79,7 +75,7 @@ class GitSource:
         self.retry = retry or RetryPolicy()
         self.ref = f"refs/heads/{config.branch}"
         self._repo: pygit2.Repository | None = None
-        self._lock_depth = 0
+        self._lock = MirrorLock(state_dir, state_dir / MIRROR_DIR)
         #: The refs the remote listed at the last sync: what a pinned tag names now.
         self._advertised: dict[str, str] | None = None
         set_network_timeouts(self.retry.connect_timeout, self.retry.io_timeout)
@@ -93,7 +89,7 @@ class GitSource:
     def sync(self) -> FetchResult:
         """Bring the branch into the mirror from the first URL that serves; retry transient
         failures with backoff. Raises TransientError (no URL reachable) or TerminalError."""
-        with self._owned():
+        with self._lock.held():
             result, attempts = run_with_retries(self.retry, self._sync_once)
         return replace(result, attempts=attempts)
 
@@ -174,7 +170,7 @@ class GitSource:
                     failures.append(classify(exc, url))
             raise _combined(failures)
 
-        with self._owned():
+        with self._lock.held():
             run_with_retries(self.retry, once)
 
     # ------------------------------------------------------------------ the mirror
@@ -193,34 +189,6 @@ class GitSource:
                 self._repo = pygit2.init_repository(str(path), bare=True)
             self._repo.set_head(self.ref)
         return self._repo
-
-    @contextmanager
-    def _owned(self) -> Iterator[None]:
-        """Hold the mirror's flock, and clear the git lock files a killed writer left.
-
-        Whoever writes to the mirror (a pass of the agent, or of `reconcile --once`)
-        holds this lock, so a `*.lock` file inside the mirror seen while holding it
-        cannot belong to a live writer: libgit2 leaves one behind when the process is
-        killed mid-update (a power cut, an OOM kill), and it would refuse every later
-        update of that ref for good. Re-entrant within this object."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / MIRROR_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._lock_depth = 1
-            for stale in clear_stale_locks(self.mirror_path):
-                log.warning("removed %s, left by a writer that was killed", stale)
-            yield
-        finally:
-            self._lock_depth = 0
-            os.close(fd)  # releases the flock
 
     def _commit(self, sha: str) -> pygit2.Commit:
         try:
@@ -305,7 +273,7 @@ class GitSource:
         if not pin.strip():
             return str(self._commit(tip_sha).id)
         lookups = pin_lookups(pin)
-        invalid = [lk for lk in lookups if lk.startswith("refs/") and not _valid_ref(lk)]
+        invalid = [lk for lk in lookups if lk.startswith("refs/") and not valid_ref(lk)]
         if invalid:
             raise PinRefused(pin)
         self._follow_tags([lk for lk in lookups if lk.startswith("refs/")])
@@ -345,7 +313,7 @@ class GitSource:
             local = repo.references.get(ref)
             wanted = advertised.get(ref)
             if wanted is None and local is not None:
-                with self._owned():
+                with self._lock.held():
                     local.delete()
                 log.warning("%s is gone from the remote; dropped from the mirror", ref)
             elif wanted is not None and (local is None or str(local.target) != wanted):
@@ -377,7 +345,7 @@ class GitSource:
             str(branch.target) == sha or repo.descendant_of(branch.target, sha)
         ):
             return self.ref
-        with self._owned():
+        with self._lock.held():
             repo.references.create(PINNED_REF, sha, force=True)
         return PINNED_REF
 
@@ -432,40 +400,6 @@ class GitSource:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return dest
-
-
-class PinRefused(TerminalError):
-    """spec.revision is no name git accepts for a tag (nor a commit id): it can never
-    resolve, so it is an invalid spec, not a source that may come back."""
-
-    reason = "InvalidSpec"
-
-    def __init__(self, pin: str) -> None:
-        super().__init__(
-            f"spec.revision {pin!r} is neither a commit id nor a tag name git accepts "
-            "(git check-ref-format: no component starting with '.', no '..', '//' or "
-            "'@{', not ending in '/', '.' or '.lock'); pin a commit id such as "
-            "3f2a1c9e or a tag such as v1.2.0"
-        )
-
-
-def _valid_ref(name: str) -> bool:
-    return bool(pygit2.reference_is_valid_name(name))
-
-
-def clear_stale_locks(mirror: Path) -> list[Path]:
-    """Remove the git lock files (`refs/heads/main.lock`, `packed-refs.lock`, `HEAD.lock`,
-    `config.lock`...) under `mirror`; the caller holds MIRROR_LOCK. The ones removed."""
-    removed: list[Path] = []
-    for root, dirs, files in os.walk(mirror):
-        if root == str(mirror):
-            dirs[:] = [d for d in dirs if d != "objects"]  # packs are written under temp names
-        for name in files:
-            if name.endswith(".lock"):
-                path = Path(root, name)
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
 
 
 def _combined(failures: list[PullnixError]) -> PullnixError:
