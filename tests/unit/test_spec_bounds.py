@@ -22,6 +22,7 @@ from reconciler.api import SpecError, load_spec_text
 from reconciler.api.schema import VALIDATIONS, crd, duration_range
 from reconciler.common import checks
 from reconciler.common import protocol as p
+from reconciler.common.config import ConfigError, parse_machine_config
 from reconciler.common.durations import parse_duration
 from reconciler.common.wire import ProtocolError
 from reconciler.controller.localapi import parse_request
@@ -200,3 +201,9 @@ def test_the_agent_api_takes_a_sane_timeout() -> None:
         "reconcile",
         {"timeout": 30},
     )
+
+
+@pytest.mark.parametrize("interval", [f"1{'0' * 400}h", "9999999h"])
+def test_a_machine_config_duration_past_a_week_is_refused(interval: str) -> None:
+    with pytest.raises(ConfigError, match=r"triggers\.interval"):
+        parse_machine_config({"triggers": {"interval": interval}})
