@@ -5,9 +5,9 @@ one line, or an exception whose text is a 400-digit number, must cost the
 long-lived processes a fixed amount of memory and leave a short message.
 
 - `Tail`: the last `limit` bytes of a stream, fed chunk by chunk (never more).
-- `CappedLog`: a log file that takes at most `cap` bytes, then one line saying
-  how much more was dropped; a write that fails (a full disk) stops the log,
-  never the caller.
+- `CappedLog`: a log file that takes at most `cap` bytes of output, then one
+  `[log truncated]` line (and pullnix's own short notes); a write that fails
+  (a full disk) stops the log, never the caller.
 - `last_lines(data, n)`: the same for the last n lines.
 - `short_message(data)`: the last non-empty line of some output, decoded,
   control characters escaped, at most `MESSAGE_LIMIT` characters (the middle
@@ -74,29 +74,37 @@ class CappedLog:
             return cls(None, cap)
 
     def write(self, data: bytes) -> None:
+        """Append what fits under the cap; at the first byte that does not, a note."""
         room = self.cap - self.size
-        if room <= 0 or self.sink is None:
-            self.dropped += len(data)
+        part = data[: max(room, 0)]
+        if part:
+            self._put(part)
+        if len(part) < len(data):
+            if not self.dropped:
+                self.note(b"\n[log truncated]\n")
+            self.dropped += len(data) - len(part)
+
+    def note(self, line: bytes) -> None:
+        """A short line of pullnix's own (the command, its exit status), past the cap too."""
+        self._put(line)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            try:
+                self.sink.close()
+            except OSError:
+                self._lose()
+
+    def _put(self, data: bytes) -> None:
+        if self.sink is None:
             return
-        part = data[:room]
-        self.dropped += len(data) - len(part)
         try:
-            self.sink.write(part)
+            self.sink.write(data)
             self.sink.flush()
         except OSError:  # a full disk: keep going without a log
             self._lose()
             return
-        self.size += len(part)
-
-    def close(self) -> None:
-        if self.sink is None:
-            return
-        try:
-            if self.dropped:
-                self.sink.write(f"\n[log capped: {self.dropped} more bytes dropped]\n".encode())
-            self.sink.close()
-        except OSError:
-            self._lose()
+        self.size += len(data)
 
     def _lose(self) -> None:
         sink, self.sink = self.sink, None

@@ -129,12 +129,12 @@ def run(argv: list[str], log: Path, timeout: float) -> None:
     with a short message (the last line of the output)."""
     sink = CappedLog.open(log, LOG_LIMIT)
     shown = shorten(" ".join(argv), 300)
-    sink.write(f"$ {' '.join(argv)}\n".encode())
+    sink.note(f"$ {shorten(' '.join(argv), 4000)}\n".encode())
     try:
         done = run_bounded(argv, timeout=timeout, log=sink)
-        sink.write(f"[exit {done.returncode}]\n".encode())
+        sink.note(f"[exit {done.returncode}]\n".encode())
     except ChildTimeout:
-        sink.write(f"[killed after {timeout:g}s]\n".encode())
+        sink.note(f"[killed after {timeout:g}s]\n".encode())
         raise StepFailed(f"{shown}: still running after {timeout:g}s; killed") from None
     except OSError as exc:
         raise StepFailed(f"{shorten(argv[0], 300)}: cannot run: {exc.strerror}") from None
