@@ -273,9 +273,8 @@ class Operator:
                     self._write_journal()
                 self._cond.notify_all()
         if op.state is m.State.SUCCEEDED and m.commits(op.request):
-            op = prune(
-                self.config.system, op, self.journal.log_path(op.id)
-            )  # still ours: no apply or rollback can move the profile now
+            # Still ours: no apply or rollback can move the profile now.
+            op = prune(self.config.system, op, self.journal.log_path(op.id))
             crash_point(PRUNE)
             with self._cond:
                 self._op = op
