@@ -2,7 +2,7 @@
 #
 # Pure Nix (builtins only, no nixpkgs), so the tests evaluate it with real Nix
 # on a machine without nixpkgs and load the result with the agent's own
-# loader (reconciler/helper/config.py).
+# loader (reconciler/common/config.py).
 #
 # Owns: which agent.toml key each option becomes, the order they are written
 # in, and checking `extraSettings` against the keys agent.toml has, so a typo
@@ -11,8 +11,8 @@
 # file (secret *files* are named by path; their contents never pass here).
 #
 # Takes the whole option set (module.nix passes `config.services.pullnix`);
-# every attribute read below must be present: defaults.nix has them all
-# except `host`.
+# every attribute read below must be present, `host` as the name (module.nix
+# resolves a null through wiring.nix).
 cfg:
 let
   inherit (builtins) attrNames concatStringsSep elem filter isAttrs;
@@ -21,7 +21,7 @@ let
   paths = import ./paths.nix;
 
   # agent.toml's keys, in the order the file is written (and the order
-  # reconciler/helper/config.py declares them). The test checks this list
+  # reconciler/common/config.py declares them). The test checks this list
   # against the loader's dataclasses.
   order = {
     "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" ];
@@ -89,9 +89,27 @@ let
     };
   };
 
+  # Keys the units depend on: the module sets them (StateDirectory, tmpfiles,
+  # ExecStart, the sandbox's writable paths), so extraSettings may not, or
+  # agent.toml and the units would disagree.
+  reserved = {
+    "" = { state_dir = "services.pullnix.stateDir"; };
+    helper = {
+      socket = "the module (${paths.helperSocket})";
+      state_dir = "the module (${paths.helperStateDir})";
+      profile = "the module (${paths.helperProfile})";
+    };
+    agent = { socket = "the module (${paths.agentSocket})"; };
+  };
+  refuseReserved = where: section: key:
+    if reserved ? ${section} && reserved.${section} ? ${key}
+    then throw ("services.pullnix.extraSettings${where}.${key}: the units depend on this key, "
+      + "so only ${reserved.${section}.${key}} sets it")
+    else true;
+
   unknown = where: key: known:
     throw ("services.pullnix.extraSettings${where}.${key}: agent.toml has no such key "
-      + "(known: ${concatStringsSep ", " known}); see reconciler/helper/config.py");
+      + "(known: ${concatStringsSep ", " known}); see reconciler/common/config.py");
 
   # extraSettings may only name keys agent.toml has; a section must stay a table.
   checked = extra:
@@ -100,9 +118,9 @@ let
         if !(elem k order."") then unknown "" k order.""
         else if elem k sections then
           (if isAttrs extra.${k}
-           then map (s: if elem s order.${k} then true else unknown ".${k}" s order.${k}) (attrNames extra.${k})
+           then map (s: if elem s order.${k} then refuseReserved ".${k}" k s else unknown ".${k}" s order.${k}) (attrNames extra.${k})
            else throw "services.pullnix.extraSettings.${k}: must be an attribute set (the [${k}] table)")
-        else [ true ];
+        else [ (refuseReserved "" "" k) ];
     in
     builtins.deepSeq (map checkTop (attrNames extra)) extra;
 
