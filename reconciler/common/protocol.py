@@ -15,8 +15,10 @@ Requests (`"op"` names the request; any other key is an error):
   requests wait until `ready`, a few milliseconds, or fail with `starting`)
 - `{"v":1, "op":"status", "operationId"?}` -> `{"v":1, "ok":true, "busy",
   "operation": <op or null>, "recent": [<op>, ...newest first],
-  "upgradePending": <path or null>, "found": <that op, when operationId was given>}`
-  (an op is `journal.to_json`'s form)
+  "upgradePending": <path or null>, "found": <that op, when operationId was given>,
+  "config": {"path", "loadedAt", "error": <why a changed agent.toml was refused, or
+  null>, "errorAt", "waitingForRestart": [key, ...]}}` (an op is `journal.to_json`'s
+  form; `config` is absent from helpers older than config reload)
 - `{"v":1, "op":"apply", "storePath", "revision", "action", "trial", "healthChecks",
   "confirmTimeout", "requireConfirm", "traceparent", "activationTimeout"?}`
   -> `{"v":1, "ok":true, "operationId", "state":"Pending"}`; only `storePath` is

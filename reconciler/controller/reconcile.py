@@ -104,6 +104,7 @@ class Reconciler:
         attempted: str | None = None
         reboot: bool | None = None
         activation: ActivationPlan | None = None  # a switch turned into a boot, or waiting for one
+        helper_status: dict[str, Any] | None = None
         error = False
         try:
             helper_status = self._helper_status()
@@ -187,7 +188,15 @@ class Reconciler:
             log.warning("pass failed: %s: %s", exc.reason, exc.message)
         self.store.save_record(stored)
         self._write_status(
-            status_doc, stored, deployment, fetch, system, outcome, new_entries, attempted
+            status_doc,
+            stored,
+            deployment,
+            fetch,
+            system,
+            outcome,
+            new_entries,
+            attempted,
+            helper_config_error(helper_status, status_doc),
         )
         code = 1 if error else exit_code(conditions_of(self.store.load_status()))
         _report(pass_trace, outcome, stored, system, reboot)
@@ -336,6 +345,7 @@ class Reconciler:
         outcome: Outcome,
         new_entries: list[HistoryEntry],
         attempted: str | None,
+        helper_config: str | None,
     ) -> None:
         now = _now()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
@@ -363,6 +373,7 @@ class Reconciler:
                 else old_status.get("source")
             ),
             "suspended": stored.record.suspended,
+            "helperConfigError": helper_config,
             "lastPassAt": now,
             "history": [h.to_json() for h in history],
         }
@@ -382,6 +393,17 @@ class Reconciler:
             "status": status,
         }
         self.store.save_status(doc)
+
+
+def helper_config_error(
+    helper_status: dict[str, Any] | None, previous: dict[str, Any]
+) -> str | None:
+    """status.helperConfigError: why the helper refused a changed agent.toml (it runs on the
+    old one), else None; as it was when the helper did not answer this pass."""
+    if helper_status is None:
+        return (previous.get("status") or {}).get("helperConfigError")
+    error = (helper_status.get("config") or {}).get("error")
+    return error if isinstance(error, str) else None
 
 
 def _report(

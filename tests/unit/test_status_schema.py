@@ -195,6 +195,7 @@ def status_document(history: list[HistoryEntry]) -> dict[str, Any]:
             "skipped": ["https://down.example: connection refused"],
         },
         "suspended": False,
+        "helperConfigError": None,
         "lastPassAt": "2026-01-01T00:00:05Z",
         "history": [h.to_json() for h in history],
     }
