@@ -48,7 +48,7 @@ from reconciler.common.protocol import (
 from reconciler.common.records import CommittedGeneration, append_committed, read_committed
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
-from reconciler.helper import system
+from reconciler.helper import system, transient
 from reconciler.helper.journal import Journal, to_json
 from reconciler.helper.log import log
 from reconciler.helper.retention import plan_retention
@@ -103,13 +103,28 @@ class Operator:
         if op is None:
             return
         log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
-        with self._cond:
-            self._op = m.advance(op, m.Restarted(), self.clock())
+        if transient.may_outlive(op):  # wait for its unit on the worker: the socket answers
+            with self._cond:
+                self._op = op
+            threading.Thread(target=self._resume, args=(op,), name="operation", daemon=True).start()
+            return
+        self._resume(op, start=True)
+
+    def _resume(self, op: m.Operation, start: bool = False) -> None:
+        event = transient.event_after_restart(op, self.journal.log_path(op.id))
+        with self._cond:  # a confirmation may have come while the unit was waited for
+            self._op = m.advance(self._op or op, event, self.clock())
             self.journal.write(self._op)
-        self._start_worker(initial_state=self._op.state)
+        if start:
+            self._start_worker(initial_state=self._op.state)
+        else:
+            self._drive(self._op.state)
 
     def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
         real = system.check_store_path(request.store_path, "bin/switch-to-configuration")
+        transient_busy = transient.foreign_activation() if transient.available() else None
+        if transient_busy:
+            raise ProtocolError(ErrorCode.BUSY, transient_busy)
         request = replace(request, store_path=real)
         with self._cond:
             self._refuse_if_busy()
@@ -210,9 +225,11 @@ class Operator:
         logfile = self.journal.log_path(op.id)
         try:
             if isinstance(effect, m.Activate | m.Reactivate):
-                system.switch(effect.store_path, effect.action, logfile, req.activation_timeout)
+                system.switch(
+                    effect.store_path, effect.action, logfile, req.activation_timeout, op.id
+                )
             elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
-                system.switch(effect.store_path, "boot", logfile, req.activation_timeout)
+                system.switch(effect.store_path, "boot", logfile, req.activation_timeout, op.id)
             elif isinstance(effect, m.RunCheck):
                 # Imported on first use: an idle helper never pays for urllib, shlex, shutil.
                 from reconciler.helper.health import run_check

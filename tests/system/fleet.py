@@ -3,9 +3,11 @@ container's shared directory, served inside the container by `git daemon`.
 
 Owns `shared/git/fleet.git` (written from the host with pygit2, no work tree): each
 commit is a whole tree with the system tier's flake (`guest/flake.nix`), the files
-its toplevel is made of (`guest/switch-to-configuration`, `units/*.service`), the
-knobs that make one generation differ from another (`knobs.json`) and the desired
-state (`pullnix.yaml`). The machine builds each commit with its own Nix.
+its toplevel is made of (`guest/switch-to-configuration`, the git server's unit, and
+the NixOS module's own `nix/units.nix`, `nix/render-config.nix` and what they import,
+rendered to unit text by `guest/unit-text.nix`), the knobs that make one generation
+differ from another (`knobs.json`) and the desired state (`pullnix.yaml`). The
+machine builds each commit with its own Nix.
 
 Must not: build anything, or write inside the container's root.
 """
@@ -21,19 +23,26 @@ import pygit2
 from reconciler.demo.fakenixos import nix_system
 
 HERE = Path(__file__).resolve().parent
+MODULE = HERE.parents[1] / "nix"
 BRANCH = "main"
 GIT_URL = "git://127.0.0.1:9418/fleet.git"  # as agent.toml names it
 SOURCES = {
     "flake.nix": HERE / "guest" / "flake.nix",
     "switch-to-configuration": HERE / "guest" / "switch-to-configuration",
-    "units/pullnix-helper.service": HERE / "units" / "pullnix-helper.service",
-    "units/pullnix-agent.service": HERE / "units" / "pullnix-agent.service",
+    "unit-text.nix": HERE / "guest" / "unit-text.nix",
     "units/fleet-git-daemon.service": HERE / "units" / "fleet-git-daemon.service",
+    **{
+        f"nix/{name}": MODULE / name
+        for name in ("units.nix", "paths.nix", "render-config.nix", "defaults.nix", "toml.nix")
+    },
 }
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
     "agent": "ok",  # "broken": exits 1 at start; "walled-off": runs, cannot reach the helper
     "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
+    "agentUid": 399,  # services.pullnix.agentUid
+    "switchDelay": 0,  # seconds switch-to-configuration waits before it acts
+    "helper": "",  # the helper's store path (services.pullnix.helperPackage); Fleet sets it
 }
 HEALTH_CHECKS = """\
     - name: git
@@ -71,14 +80,19 @@ def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
 class Fleet:
     """`shared/git/fleet.git` under a container's shared directory."""
 
-    def __init__(self, shared: Path, host: str) -> None:
+    def __init__(self, shared: Path, host: str, helper: str) -> None:
         self.bare = shared / "git" / "fleet.git"
         self.bare.parent.mkdir(parents=True, exist_ok=True)
         self.repo = pygit2.init_repository(
             str(self.bare), bare=True, initial_head=f"refs/heads/{BRANCH}"
         )
         self.host = host
-        self.knobs: dict[str, Any] = {**DEFAULT_KNOBS, "host": host, "system": nix_system()}
+        self.knobs: dict[str, Any] = {
+            **DEFAULT_KNOBS,
+            "host": host,
+            "system": nix_system(),
+            "helper": helper,
+        }
 
     def guest_url(self, guest_shared: str) -> str:
         """The repository as a `git+file` flake reference inside the container."""
