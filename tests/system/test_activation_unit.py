@@ -75,7 +75,8 @@ def test_a_helper_killed_mid_activation_lets_it_finish_then_verifies_and_commits
     assert states.count("Committing") == 1, states
     assert states[-1] == "Succeeded", states
     log = _activation_log(container, entry["operationId"])
-    assert log.count("[started as ") == 1, log  # switch-to-configuration ran once
+    # the trial's switch-to-configuration ran once (the commit's `boot` is its own step)
+    assert log.count("switch-to-configuration test\n[started as ") == 1, log
     assert "[the helper restarted; waiting for" in log, log
     assert [e["result"] for e in history(container)] == ["Succeeded", "Succeeded"]
 

@@ -49,9 +49,9 @@ def test_the_agent_runs_unprivileged_in_its_sandbox_and_builds_through_the_daemo
     assert container.unit_property(AGENT_UNIT, "ProtectSystem") == "strict"
     assert container.unit_property(AGENT_UNIT, "NoNewPrivileges") == "yes"
     assert container.unit_property(AGENT_UNIT, "CapabilityBoundingSet") == ""
-    # its build went through the daemon: the daemon accepted a connection from uid 399
+    # its build went through the daemon, which served the pullnix user
     assert container.unit_property("nix-daemon.socket", "ActiveState") == "active"
-    assert int(container.unit_property("nix-daemon.socket", "NAccepted")) >= 1
+    assert "user pullnix" in container.journal("nix-daemon.service")
     # the helper: root, from the profile the install unit made on first boot
     helper_pid = container.wait_active(HELPER_UNIT)
     assert _uid_of(container, helper_pid) == 0
@@ -80,8 +80,8 @@ def test_the_helper_crash_looping_ten_times_is_still_restarted(
         pid = _next_pid(container, pid)
     after, _ = restarts(container, HELPER_UNIT)
     assert after - before == 10
-    answer = HelperClient(container.host_path(HELPER_SOCKET), timeout=10).request("ping")
-    assert answer["pid"] == container.main_pid(HELPER_UNIT)
+    client = HelperClient(container.host_path(HELPER_SOCKET), timeout=10)
+    assert client.wait_until_up(30)["pid"] == container.main_pid(HELPER_UNIT)
 
 
 def _next_pid(box: Container, old: int, timeout: float = 60.0) -> int:

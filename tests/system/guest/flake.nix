@@ -20,7 +20,7 @@
 #                                   cannot start; with agent = "walled-off" the agent's
 #                                   unit cannot reach the helper's socket: it starts but
 #                                   can never confirm
-#   sw/bin/{nix-env,systemctl,...}  the system's tools, as NixOS's system path has them
+#   sw/bin/*                        the container's /usr/bin, as NixOS's system path
 #   nixos-version                   the version knob
 #
 # Knobs come from knobs.json in the same commit (tests/system/fleet.py writes them).
@@ -95,8 +95,11 @@
           printf '%s' "$switch" > "$out/bin/switch-to-configuration"
           printf '%s' "$pullnix" > "$out/sw/bin/pullnix"
           chmod +x "$out/bin/switch-to-configuration" "$out/sw/bin/pullnix"
-          for tool in nix nix-env nix-store systemctl systemd-run systemd-inhibit git; do
-            ln -s "/usr/bin/$tool" "$out/sw/bin/$tool"
+          # The system path: every command of the container's /usr/bin, as NixOS's
+          # sw/bin holds every installed package's (the helper's PATH starts there).
+          for tool in /usr/bin/*; do
+            name="''${tool##*/}"
+            [ -e "$out/sw/bin/$name" ] || ln -s "$tool" "$out/sw/bin/$name"
           done
           printf '%s' "$agentToml" > "$out/etc/pullnix/agent.toml"
           ln -s "$helper" "$out/etc/pullnix/helper"
