@@ -133,6 +133,13 @@ class HelperClient:
         fields = {"traceparent": traceparent} if traceparent else {}
         return str(self.request("rollback", **fields)["operationId"])
 
+    def reboot(self, store_path: str, revision: str = "", traceparent: str = "") -> str:
+        """Ask for a reboot expecting `store_path` to come up; the reboot's operation id."""
+        fields = {"storePath": store_path, "revision": revision}
+        if traceparent:
+            fields["traceparent"] = traceparent
+        return str(self.request("reboot", **fields)["operationId"])
+
     def upgrade(self, store_path: str) -> dict[str, Any]:
         return self.request("upgrade", storePath=store_path)
 

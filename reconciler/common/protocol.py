@@ -34,6 +34,12 @@ Requests (`"op"` names the request; any other key is an error):
 - `{"v":1, "op":"rollback", "traceparent"?}` -> like apply: switch to the previous
   generation of the system profile.
 - `{"v":1, "op":"upgrade", "storePath"}` -> `{"v":1, "ok":true, "queued": bool}`
+- `{"v":1, "op":"reboot", "storePath", "revision"?, "traceparent"?}` -> `{"v":1, "ok":true,
+  "operationId"}`: reboot the machine (`systemctl reboot`, honouring logind's shutdown
+  inhibitors) expecting `storePath` to come up; `busy` while an operation runs or an
+  inhibitor holds. After the boot the helper archives it as an operation of kind
+  `reboot`: Succeeded when /run/booted-system is `storePath`, else Failed. (Feature
+  `reboot`.)
 
 A failure is `{"v":1, "ok":false, "error": <code>, "message": <human text>, ...}`
 with the codes in `ErrorCode`; `busy` also carries `"operation"`.
@@ -58,7 +64,7 @@ from typing import Any
 PROTOCOL_VERSION = 1
 #: Optional request fields this helper takes, beyond protocol 1 as first released; `ping`
 #: lists them, so an agent sends them only to a helper that will not refuse them.
-FEATURES = ("sourceRevision",)
+FEATURES = ("sourceRevision", "reboot")
 MAX_MESSAGE = 64 * 1024
 STORE_DIR = "/nix/store"
 ACTIONS = ("switch", "boot", "test")
@@ -149,6 +155,13 @@ class UpgradeRequest:
 
 
 @dataclass(frozen=True)
+class RebootRequest:
+    store_path: str
+    revision: str = ""
+    traceparent: str = ""
+
+
+@dataclass(frozen=True)
 class StatusRequest:
     operation_id: str | None = None
 
@@ -159,7 +172,13 @@ class PingRequest:
 
 
 Request = (
-    ApplyRequest | ConfirmRequest | RollbackRequest | UpgradeRequest | StatusRequest | PingRequest
+    ApplyRequest
+    | ConfirmRequest
+    | RollbackRequest
+    | UpgradeRequest
+    | RebootRequest
+    | StatusRequest
+    | PingRequest
 )
 
 
@@ -187,6 +206,7 @@ def error(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
 _FIELDS: dict[str, frozenset[str]] = {
     "ping": frozenset(),
     "status": frozenset({"operationId"}),
+    "reboot": frozenset({"storePath", "revision", "traceparent"}),
     "apply": frozenset(
         {
             "storePath",
@@ -240,6 +260,12 @@ def parse_request(message: Mapping[str, Any]) -> Request:
         return RollbackRequest(traceparent=_traceparent(body))
     if op == "upgrade":
         return UpgradeRequest(store_path=check_store_path_syntax(_req(body, "storePath")))
+    if op == "reboot":
+        return RebootRequest(
+            store_path=check_store_path_syntax(_req(body, "storePath")),
+            revision=_opt(body, "revision", str, "a string", ""),
+            traceparent=_traceparent(body),
+        )
     if op == "status":
         return StatusRequest(operation_id=_opt(body, "operationId", str, "a string") or None)
     return PingRequest()

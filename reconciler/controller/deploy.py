@@ -33,7 +33,7 @@ from reconciler.core.activation import (
     plan_activation,
 )
 from reconciler.core.decide import AgentRecord, HelperView
-from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.history import HistoryEntry
 from reconciler.core.model import (
     Command,
@@ -247,6 +247,36 @@ class Deployer:
                 raise TransientError(f"the helper is busy: {exc}", reason="HelperBusy") from None
             raise PullnixError(
                 f"the helper refused the apply request: {exc}", reason="HelperRefused"
+            ) from None
+
+    def reboot(self, record: AgentRecord, system: SystemObservation, traceparent: str) -> str:
+        """Ask the helper to reboot into the committed generation; its operation id. Not
+        again after a reboot into that same system failed to bring it up."""
+        expected = record.last_applied_store_path or system.profile_system
+        if not expected:
+            raise TerminalError("no committed generation to reboot into", reason="RebootFailed")
+        try:
+            recent = self.helper.status().get("recent") or []
+            last = next((op for op in recent if op.get("kind") == "reboot"), None)
+            if last and last.get("storePath") == expected and last.get("state") == "Failed":
+                raise TerminalError(
+                    f"the last reboot did not bring up {expected}: {last.get('message')}; "
+                    "check the boot loader, then reboot by hand",
+                    reason="RebootFailed",
+                )
+            return self.helper.reboot(
+                expected, record.last_applied_revision or "", traceparent=traceparent
+            )
+        except HelperUnavailable as exc:
+            raise TransientError(
+                f"the helper does not answer: {exc}", reason="HelperUnavailable"
+            ) from None
+        except HelperError as exc:
+            if exc.code == "busy":
+                reason = "RebootInhibited" if "inhibit" in str(exc) else "HelperBusy"
+                raise TransientError(f"no reboot now: {exc}", reason=reason) from None
+            raise PullnixError(
+                f"the helper refused to reboot: {exc}", reason="HelperRefused"
             ) from None
 
 

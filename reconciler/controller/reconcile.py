@@ -309,6 +309,8 @@ class Reconciler:
             diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
             stored = stored.deploying(started.operation_id, target.tip.sha)
             return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
+        if isinstance(action, d.Reboot):
+            return stored, self.deployer.reboot(stored.record, system, traceparent), None
         if isinstance(action, d.RevertDrift):
             op_id = self.deployer.apply_existing(
                 spec, action.revision, action.store_path, traceparent

@@ -43,11 +43,13 @@ from reconciler.common.protocol import (
     ConfirmRequest,
     ErrorCode,
     ProtocolError,
+    RebootRequest,
     RollbackRequest,
 )
 from reconciler.common.records import CommittedGeneration, append_committed, read_committed
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
+from reconciler.helper import reboot as reboots
 from reconciler.helper import system, transient
 from reconciler.helper.journal import Journal, to_json
 from reconciler.helper.log import log
@@ -99,26 +101,26 @@ class Operator:
     def resume(self) -> None:
         """Finish whatever the journal says was in progress, on the worker thread."""
         self.journal.sweep()
+        reboots.settle(self.config, self.journal, self.clock())
         op = self.journal.load()
         if op is None:
             return
         log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
-        if transient.may_outlive(op):  # wait for its unit on the worker: the socket answers
-            with self._cond:
-                self._op = op
-            threading.Thread(target=self._resume, args=(op,), name="operation", daemon=True).start()
-            return
-        self._resume(op, start=True)
+        if not transient.may_outlive(op):
+            state = self._resume(op)
+            return self._start_worker(initial_state=state)
+        with self._cond:  # its unit is waited for on the worker; the socket answers meanwhile
+            self._op = op
+        threading.Thread(target=self._resume, args=(op, True), daemon=True).start()
 
-    def _resume(self, op: m.Operation, start: bool = False) -> None:
+    def _resume(self, op: m.Operation, drive: bool = False) -> m.State:
         event = transient.event_after_restart(op, self.journal.log_path(op.id))
         with self._cond:  # a confirmation may have come while the unit was waited for
-            self._op = m.advance(self._op or op, event, self.clock())
-            self.journal.write(self._op)
-        if start:
-            self._start_worker(initial_state=self._op.state)
-        else:
-            self._drive(self._op.state)
+            self._op = resumed = m.advance(self._op or op, event, self.clock())
+            self.journal.write(resumed)
+        if drive:
+            self._drive(resumed.state)
+        return resumed.state
 
     def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
         real = system.check_store_path(request.store_path, "bin/switch-to-configuration")
@@ -173,9 +175,18 @@ class Operator:
         )
         return self.apply(req, kind="rollback")
 
+    def reboot(self, request: RebootRequest) -> dict[str, Any]:
+        """Reboot the machine (see `reboot`), never while an operation runs."""
+        with self._cond:
+            self._refuse_if_busy()
+            now = self.clock()
+            return reboots.reboot(self.config, request, new_operation_id(now), now)
+
     def _refuse_if_busy(self) -> None:
         if self._op is not None:
             raise Busy(to_json(self._op))
+        if reboots.is_rebooting(self.config):
+            raise ProtocolError(ErrorCode.BUSY, "the machine is rebooting")
         if self._upgrading:
             raise ProtocolError(ErrorCode.BUSY, "the helper is upgrading itself")
 

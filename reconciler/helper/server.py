@@ -134,6 +134,8 @@ class Server:
             return op.confirm(request), None
         if isinstance(request, p.RollbackRequest):
             return op.rollback(request), None
+        if isinstance(request, p.RebootRequest):
+            return op.reboot(request), None
         if isinstance(request, p.UpgradeRequest):
             return op.upgrade(request.store_path), op.upgrade_if_idle
         assert isinstance(request, p.StatusRequest)

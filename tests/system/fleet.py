@@ -42,6 +42,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
     "agentUid": 399,  # services.pullnix.agentUid
     "switchDelay": 0,  # seconds switch-to-configuration waits before it acts
+    "kernel": "6.1",  # the generation's "kernel"; another one needs a reboot
     "helper": "",  # the helper's store path (services.pullnix.helperPackage); Fleet sets it
 }
 HEALTH_CHECKS = """\
@@ -62,7 +63,18 @@ HELD_CHECK = """\
 _AUTHOR = pygit2.Signature("pullnix system tier", "system@pullnix.invalid")
 
 
-def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
+def spec_yaml(
+    *,
+    held: bool = False,
+    confirm_timeout: str = "60s",
+    reboot_window: tuple[str, str] | None = None,
+) -> str:
+    reboot = (
+        f'  reboot: {{policy: ifNeeded, window: {{start: "{reboot_window[0]}", '
+        f'end: "{reboot_window[1]}"}}}}\n'
+        if reboot_window
+        else ""
+    )
     return (
         "apiVersion: pullnix.dev/v1alpha1\n"
         "kind: NixOSDeployment\n"
@@ -74,6 +86,7 @@ def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
         + HEALTH_CHECKS
         + (HELD_CHECK if held else "")
         + f"  rollback: {{automatic: true, confirmTimeout: {confirm_timeout}}}\n"
+        + reboot
     )
 
 
@@ -99,7 +112,13 @@ class Fleet:
         return f"git+file://{guest_shared}/git/fleet.git?ref={BRANCH}"
 
     def commit(
-        self, message: str, *, held: bool = False, confirm_timeout: str = "60s", **knobs: Any
+        self,
+        message: str,
+        *,
+        held: bool = False,
+        confirm_timeout: str = "60s",
+        reboot_window: tuple[str, str] | None = None,
+        **knobs: Any,
     ) -> str:
         """A commit on main with `knobs` changed (they accumulate); its SHA."""
         unknown = set(knobs) - set(DEFAULT_KNOBS)
@@ -108,7 +127,9 @@ class Fleet:
         self.knobs.update(knobs)
         files = {name: path.read_bytes() for name, path in SOURCES.items()}
         files["knobs.json"] = (json.dumps(self.knobs, indent=2, sort_keys=True) + "\n").encode()
-        files["pullnix.yaml"] = spec_yaml(held=held, confirm_timeout=confirm_timeout).encode()
+        files["pullnix.yaml"] = spec_yaml(
+            held=held, confirm_timeout=confirm_timeout, reboot_window=reboot_window
+        ).encode()
         return self._commit(files, message)
 
     def _commit(self, files: dict[str, bytes], message: str) -> str:

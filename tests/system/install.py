@@ -72,6 +72,8 @@ def install_pullnix(box: Container, wheel: Path) -> Installed:
     system = build_generation(box, fleet, revision)
     box.run([f"{system}/bin/switch-to-configuration", "switch"])
     set_profile(box, SYSTEM_PROFILE, system)
+    # what this boot booted, as NixOS's stage 2 records it (its kernel is generation 1's)
+    box.run(["ln", "-sfn", system, "/run/booted-system"])
     return Installed(helper=helper, fleet=fleet, revision=revision, system=system)
 
 

@@ -173,6 +173,9 @@ ENTRIES = {
     "rollback asked for": entry_from_operation(
         operation("Succeeded", kind="rollback", revision="", traceparent=TRACEPARENT, generation=6)
     ),
+    "reboot": entry_from_operation(
+        operation("Failed", kind="reboot", message="rebooted, but another system came up")
+    ),
 }
 
 

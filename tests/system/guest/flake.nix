@@ -21,6 +21,8 @@
 #                                   unit cannot reach the helper's socket: it starts but
 #                                   can never confirm
 #   sw/bin/*                        the container's /usr/bin, as NixOS's system path
+#   kernel                          -> linux-<kernel knob>, a store path of its own, so a
+#                                   generation with another "kernel" needs a reboot
 #   nixos-version                   the version knob
 #
 # Knobs come from knobs.json in the same commit (tests/system/fleet.py writes them).
@@ -73,6 +75,12 @@
               then { InaccessiblePaths = "/run/pullnix/helper.sock"; } else { });
       };
       tmpfiles = builtins.concatStringsSep "\n" units.tmpfiles + "\n";
+      kernel = derivation {
+        name = "linux-${knobs.kernel}";
+        system = knobs.system;
+        builder = "/bin/sh";
+        args = [ "-c" "echo ${knobs.kernel} > $out" ];
+      };
       toplevel = derivation {
         name = "nixos-system-${knobs.host}-${knobs.version}";
         system = knobs.system;
@@ -80,7 +88,7 @@
         PATH = "/usr/bin:/bin";
         version = knobs.version;
         switch = fill ./switch-to-configuration { switchDelay = toString knobs.switchDelay; };
-        inherit pullnix agentToml tmpfiles;
+        inherit pullnix agentToml tmpfiles kernel;
         helper = knobs.helper;
         users = "pullnix ${toString knobs.agentUid} pullnix\n";
         helperUnit = render units.helper;
@@ -92,6 +100,7 @@
           units="$out/etc/systemd/system"
           mkdir -p "$out/bin" "$out/sw/bin" "$units" "$out/etc/pullnix" "$out/etc/tmpfiles.d"
           printf '%s' "$version" > "$out/nixos-version"
+          ln -s "$kernel" "$out/kernel"
           printf '%s' "$switch" > "$out/bin/switch-to-configuration"
           printf '%s' "$pullnix" > "$out/sw/bin/pullnix"
           chmod +x "$out/bin/switch-to-configuration" "$out/sw/bin/pullnix"
