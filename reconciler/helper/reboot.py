@@ -114,7 +114,8 @@ def settle(config: MachineConfig, journal: Journal, now: float) -> None:
             return  # restarted while the machine goes down
         finished = _end(op, m.State.FAILED, now, "the machine did not reboot")
     else:
-        booted = system.resolve(config.system.booted_system)
+        link = config.system.booted_system
+        booted = os.path.realpath(link) if os.path.lexists(link) else None
         if booted == expected:
             finished = _end(op, m.State.SUCCEEDED, now, f"rebooted into {expected}")
         else:
