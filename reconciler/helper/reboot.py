@@ -27,12 +27,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.answers import operation_from_json as from_json
+from reconciler.common.answers import operation_to_json as to_json
 from reconciler.common.atomic import write_json_atomic
 from reconciler.common.config import MachineConfig
 from reconciler.common.protocol import ApplyRequest, ErrorCode, ProtocolError, RebootRequest
 from reconciler.helper import machine as m
 from reconciler.helper import system, transient
-from reconciler.helper.journal import FILE_MODE, Journal, from_json, to_json
+from reconciler.helper.journal import FILE_MODE, Journal
 from reconciler.helper.log import log
 
 RECORD = "reboot.json"

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.common import protocol as p
+from reconciler.common.answers import status_to_wire
 from reconciler.common.sockets import peer_credentials
 from reconciler.helper.log import log
 
@@ -139,7 +140,7 @@ class Server:
         if isinstance(request, p.UpgradeRequest):
             return op.upgrade(request.store_path), op.upgrade_if_idle
         assert isinstance(request, p.StatusRequest)
-        answer = op.status(request.operation_id)
+        answer = status_to_wire(op.status(request.operation_id))
         if self.config_report is not None:
             answer["config"] = self.config_report()
         return answer, None

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.common.answers import operation_to_json as to_json
 from reconciler.common.atomic import write_json_atomic
 from reconciler.common.config import HelperConfig, MachineConfig, SystemConfig
 from reconciler.common.protocol import ApplyRequest
 from reconciler.helper import machine as m
 from reconciler.helper import reboot
-from reconciler.helper.journal import Journal, to_json
+from reconciler.helper.journal import Journal
 
 EXPECTED = "/nix/store/" + "e" * 32 + "-nixos-system-2"
 OTHER = "/nix/store/" + "o" * 32 + "-nixos-system-1"
