@@ -14,8 +14,15 @@ others still run):
 - idle     agent and helper RSS and CPU per hour over an idle period (bench_agent)
 - history  1k / 10k / 100k commits and 5k tags: first and incremental fetch (bench_source)
 - fleet    N agents polling one smart-HTTP server vs a `git fetch` fleet (bench_fleet)
+- waves    N >= 50 real `pullnix agent` processes (each with its helper) polling one
+           smart-HTTP server vs N `git fetch` loops, their RSS, and a rollout through
+           3 waves with 1 s soaks, Prometheus scraping every agent (bench_waves)
 - nix      the agent's overhead around `nix build` (bench_nix)
 - helper   helper RSS, start time, overhead around the fixture's switch (bench_helper)
+- prebuilt one deploy's peak memory, wall time and bytes fetched: a prebuilt system from a
+           signed nginx cache vs evaluating and building on the machine (bench_prebuilt)
+- hostile  the helper under a 20 MB one-line flood, 300 idle connections and a full
+           state dir, and a ten-minute crash soak (bench_hostile; quick: one minute)
 
 The table (markdown) goes to stdout, progress to stderr. Ratios are
 pullnix / reference; the target column says what each row is held to. Everything
@@ -41,7 +48,18 @@ from typing import Any
 
 from reconciler.demo.fakenixos import OFFLINE_NIX_CONFIG
 
-SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper")
+SECTIONS = (
+    "noop",
+    "push",
+    "idle",
+    "history",
+    "fleet",
+    "waves",
+    "nix",
+    "helper",
+    "prebuilt",
+    "hostile",
+)
 Row = dict[str, Any]
 
 
@@ -60,6 +78,9 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs per median (default 15; quick 5)")
     parser.add_argument("--pushes", type=int, help="pushes per trigger (default 5; quick 2)")
     parser.add_argument(
+        "--deploys", type=int, help="deploys per case, prebuilt section (default 3; quick 1)"
+    )
+    parser.add_argument(
         "--idle-seconds", type=float, help="idle period for the footprint (default 600; quick 30)"
     )
     parser.add_argument("--fleet-agents", type=int, help="fleet size (default 200; quick 20)")
@@ -76,6 +97,12 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--fleet-jitter", type=float, default=1.0, help="fleet poll jitter, +- seconds (default 1)"
     )
     parser.add_argument(
+        "--waves-agents", type=int, help="real agents in the waves section (default 50)"
+    )
+    parser.add_argument(
+        "--waves-seconds", type=float, help="waves no-op window (default 60; quick 20)"
+    )
+    parser.add_argument(
         "--big",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -89,10 +116,13 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     for name, full, small in (
         ("runs", 15, 5),
         ("pushes", 5, 2),
+        ("deploys", 3, 1),
         ("idle_seconds", 600.0, 30.0),
         ("fleet_agents", 200, 20),
         ("fleet_seconds", 120.0, 20.0),
         ("big", True, False),
+        ("waves_agents", 50, 50),
+        ("waves_seconds", 60.0, 20.0),
     ):
         if getattr(options, name) is None:
             setattr(options, name, small if quick else full)
@@ -106,7 +136,16 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[], list[Row]]]:
     # imported here so `--help` and a bad option answer at once
-    from bench import bench_agent, bench_fleet, bench_helper, bench_nix, bench_source
+    from bench import (
+        bench_agent,
+        bench_fleet,
+        bench_helper,
+        bench_hostile,
+        bench_nix,
+        bench_prebuilt,
+        bench_source,
+        bench_waves,
+    )
 
     return {
         "noop": lambda: [
@@ -119,8 +158,11 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         "fleet": lambda: bench_fleet.rows(
             o.fleet_agents, o.fleet_seconds, o.fleet_interval, o.fleet_jitter
         ),
+        "waves": lambda: bench_waves.rows(o.waves_agents, o.waves_seconds),
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
+        "prebuilt": lambda: bench_prebuilt.rows(o.deploys),
+        "hostile": lambda: bench_hostile.rows(60.0 if o.quick else 600.0),
     }
 
 
@@ -132,8 +174,11 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "idle": 300 + o.idle_seconds,
         "history": 2400 if o.big else 900,
         "fleet": 600 + 2 * (o.fleet_seconds + o.fleet_interval) + 6 * o.fleet_agents,
+        "waves": 1800 + 2 * o.waves_seconds + 20 * o.waves_agents,
         "nix": 300 + 2 * o.runs * 60,
         "helper": 120 + o.runs * 10,
+        "prebuilt": 300 + o.deploys * 300,
+        "hostile": 600 + (60 if o.quick else 600),
     }[name]
 
 
@@ -238,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         settings = (
-            f"runs {options.runs}, pushes {options.pushes}, idle {options.idle_seconds:g} "
+            f"runs {options.runs}, pushes {options.pushes}, deploys {options.deploys}, "
+            f"idle {options.idle_seconds:g} "
             f"s, fleet {options.fleet_agents} agents x {options.fleet_seconds:g} s every "
             f"{options.fleet_interval:g}+-{options.fleet_jitter:g} s, 100k history "
             f"{'yes' if options.big else 'no'}"

@@ -10,6 +10,11 @@
     urls = [ ];
     branch = "main";
     specPath = "pullnix.yaml";
+    maxAge = null;
+  };
+  binaryCache = {
+    substituters = [ ];
+    trustedPublicKeys = [ ];
   };
   auth = {
     sshKeyFile = null;
@@ -31,6 +36,10 @@
   metrics = {
     listen = null;
     openFirewall = false;
+  };
+  fleet = {
+    prometheusUrl = null;
+    queryTimeout = "5s";
   };
   logFormat = "logfmt";
   keepGenerations = 10;

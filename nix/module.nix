@@ -119,6 +119,39 @@ in
         default = defaults.repository.specPath;
         description = "The desired-state file (`kind: NixOSDeployment`) in the repository.";
       };
+      maxAge = mkOption {
+        type = types.nullOr (types.strMatching "([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+");
+        default = defaults.repository.maxAge;
+        example = "7d";
+        description = ''
+          When the commit the machine follows is older than this, the status says
+          SourceStale (a freeze attack, or a CI that stopped re-signing its
+          heartbeat commit); null: off.
+        '';
+      };
+    };
+
+    binaryCache = {
+      substituters = mkOption {
+        type = types.listOf types.str;
+        default = defaults.binaryCache.substituters;
+        example = [ "https://cache.example.org" ];
+        description = ''
+          Binary caches a prebuilt system (`configuration.prebuilt` in pullnix.yaml,
+          published by `pullnix publish`) is fetched from. Also added to
+          nix.settings.substituters, so the nix-daemon accepts them from the agent.
+        '';
+      };
+      trustedPublicKeys = mkOption {
+        type = types.listOf types.str;
+        default = defaults.binaryCache.trustedPublicKeys;
+        example = [ "cache.example.org-1:AAAA..." ];
+        description = ''
+          The keys whose signatures make a fetched path acceptable (a trust root of
+          the machine, never read from the repository). Also added to
+          nix.settings.trusted-public-keys.
+        '';
+      };
     };
 
     auth = {
@@ -209,6 +242,23 @@ in
       };
     };
 
+    fleet.prometheusUrl = mkOption {
+      type = types.nullOr (types.strMatching "https?://.+");
+      default = defaults.fleet.prometheusUrl;
+      example = "http://prometheus.example.org:9090";
+      description = ''
+        The Prometheus that scrapes the fleet's agents; the agent asks it whether the
+        earlier waves of `spec.rollout.waves` are healthy before it deploys. null: a host
+        in a wave after the first waits (fail closed) until it is set.
+      '';
+    };
+
+    fleet.queryTimeout = mkOption {
+      type = types.str;
+      default = defaults.fleet.queryTimeout;
+      description = "How long one question to Prometheus may take, such as \"5s\".";
+    };
+
     logFormat = mkOption {
       type = types.enum [ "logfmt" "json" ];
       default = defaults.logFormat;
@@ -294,6 +344,10 @@ in
     system.systemBuilderCommands = import ./revision.nix config.system.configurationRevision;
 
     environment.etc."pullnix/agent.toml".source = configFile;
+    # The daemon fetches for the unprivileged agent only from caches it was told to
+    # trust, checked against keys it was told to trust.
+    nix.settings.substituters = cfg.binaryCache.substituters;
+    nix.settings.trusted-public-keys = cfg.binaryCache.trustedPublicKeys;
     # The helper this generation wants; see helperPackage.
     environment.etc."pullnix/helper".source = cfg.helperPackage;
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.common.durations import parse_duration
+from reconciler.common.durations import MAX_DURATION, parse_duration
 
 DEFAULT_PATH = Path("/etc/pullnix/agent.toml")
 
@@ -38,6 +38,7 @@ class SourceConfig:
     allowed_signers_file: Path | None = None
     gpg_keyring: Path | None = None
     allow_downgrade: bool = False
+    max_age: float = 0.0  # the followed commit older than this is reported SourceStale; 0 = off
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,20 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class NixConfig:
+    """Where prebuilt systems come from and whose signatures count (trust roots stay here)."""
+
+    substituters: tuple[str, ...] = ()
+    trusted_public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    prometheus_url: str = ""  # where the wave gate asks about the fleet; "" = no waves here
+    query_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     host: str
     state_dir: Path = Path("/var/lib/pullnix")
@@ -85,6 +100,8 @@ class MachineConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    nix: NixConfig = field(default_factory=NixConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -94,6 +111,8 @@ _SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "triggers": TriggersConfig,
     "telemetry": TelemetryConfig,
+    "nix": NixConfig,
+    "fleet": FleetConfig,
 }
 _TOP_SCALARS = {"host": str, "state_dir": Path}
 _LOG_FORMATS = ("logfmt", "json")
@@ -138,6 +157,21 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
         )
     if config.system.keep_generations < 1:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")
+    if config.source.max_age < 0:
+        raise ConfigError(f"{origin}: source.max_age: must not be negative")
+    for key in config.nix.trusted_public_keys:
+        name, colon, value = key.partition(":")
+        if not name or not colon or not value:
+            raise ConfigError(
+                f"{origin}: nix.trusted_public_keys: {key!r} is not a Nix public key; write "
+                "NAME:BASE64 as `nix-store --generate-binary-cache-key` prints it"
+            )
+    url = config.fleet.prometheus_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{origin}: fleet.prometheus_url: {url!r} is not an http:// or https:// URL "
+            "(such as http://prometheus.example.org:9090)"
+        )
     for uid in config.helper.agent_uids:
         if uid < 0:
             raise ConfigError(f"{origin}: helper.agent_uids: {uid} is not a uid")
@@ -162,6 +196,9 @@ def _section(origin: str, name: str, table: Mapping[str, Any], cls: type) -> Any
         values[key] = _convert(origin, f"{name}.{key}", raw, _TYPES[str(hints[key])])
     return cls(**values)
 
+
+#: Durations that may be longer than a week: a deploy branch's heartbeat may be monthly.
+_LONGEST = {"source.max_age": 366 * 86400.0}
 
 _TYPES: dict[str, Any] = {
     "str": str,
@@ -203,7 +240,7 @@ def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:
         if not isinstance(raw, str):
             raise wrong('a duration such as "5m"')
         try:
-            return parse_duration(raw)
+            return parse_duration(raw, days=True, maximum=_LONGEST.get(key, MAX_DURATION))
         except ValueError as exc:
             raise ConfigError(f"{origin}: {key}: {exc}") from None
     if kind == "strings":

@@ -27,11 +27,15 @@ from reconciler.common.clock import utc_stamp
 from reconciler.common.config import MachineConfig
 from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
+from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
+from reconciler.controller.waves import WaveGate
 from reconciler.core import decide as d
+from reconciler.core import waves
 from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import CommitFailure, PullnixError, TerminalError, TransientError
+from reconciler.core.freshness import Freshness, apply_freshness, freshness
 from reconciler.core.helper_terms import apply_request_view
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
 from reconciler.core.model import NixOSDeployment
@@ -46,7 +50,15 @@ from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span
 log = logging.getLogger("pullnix.reconcile")
 
 #: Actions after which the pass has nothing left to wait for.
-SETTLED = (d.Converged, d.Blocked, d.Suspended, d.ReportDrift, d.Reboot)
+SETTLED = (
+    d.Converged,
+    d.Blocked,
+    d.Suspended,
+    d.ReportDrift,
+    d.Reboot,
+    waves.WaitForWave,
+    waves.RolloutHalted,
+)
 
 
 @dataclass(frozen=True)
@@ -84,13 +96,19 @@ class Reconciler:
             machine, self.source, self.helper, on_build_line=on_build_line or _log_build_line
         )
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
+        self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
         """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
         with reconcile_span(
             {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:
-            return self._run_pass(pass_trace)
+            try:
+                return self._run_pass(pass_trace)
+            except Exception as exc:  # not a PullnixError: reported all the same (issue 15)
+                outcome = report_internal_error(self.store, self.machine.host, exc)
+                pass_trace.fail(f"{outcome.reason}: {outcome.message}")
+                return PassResult(None, outcome, 1, pass_trace.trace_id, error=True)
 
     def _run_pass(self, pass_trace: PassTrace) -> PassResult:
         traceparent = pass_trace.traceparent
@@ -165,6 +183,7 @@ class Reconciler:
                     }
                 )
             action = d.decide(deployment.spec, observed, stored.record)
+            action = self.waves.hold(deployment, action)  # a deploy waits for its wave
             if isinstance(action, d.Converged):
                 stored = stored.converged(target.target.sha, tip.sha)
             pass_trace.set(
@@ -200,7 +219,9 @@ class Reconciler:
             attempted,
             helper_config_error(helper_status, status_doc),
         )
-        code = 1 if error else exit_code(conditions_of(self.store.load_status()))
+        written = self.store.load_status()
+        code = 1 if error else exit_code(conditions_of(written))
+        self.waves.report(written, stored.record.failed, action)
         _report(pass_trace, outcome, stored, system, reboot)
         return PassResult(action, outcome, code, pass_trace.trace_id, op_id, error)
 
@@ -243,6 +264,19 @@ class Reconciler:
         deployment = for_host(load_spec_text(text, origin=origin), self.machine.host)
         self._spec = (key, deployment)
         return deployment
+
+    def _freshness(self, tip: str | None) -> Freshness | None:
+        """How old the followed commit is (the last tip fetched, also while the remote is
+        unreachable); None before any fetch."""
+        try:
+            committed_at = self.source.committed_at(tip) if tip else None
+        except TerminalError:  # not in the mirror (a lost state dir)
+            committed_at = None
+        if tip is None or committed_at is None:
+            return None
+        fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
+        metrics.record_source_freshness(committed_at, fresh.stale)
+        return fresh
 
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""
@@ -346,6 +380,13 @@ class Reconciler:
     ) -> None:
         now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
+        tip = (
+            fetch.tip_sha
+            if fetch
+            else (previous.get("status", {}).get("source") or {}).get("revision")
+        )
+        if fresh := self._freshness(tip):  # SourceStale: reported, never acted on
+            conditions = apply_freshness(conditions, fresh, now, stored.generation)
         history = history_of(previous)
         for entry in new_entries:
             history = append_history(history, entry)

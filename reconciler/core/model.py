@@ -43,23 +43,41 @@ class Metadata:
 
 
 @dataclass(frozen=True)
+class Prebuilt:
+    """A system built elsewhere (CI): its store path is read from a SystemLock file in the
+    repository and fetched from the machine's binary caches, never evaluated here."""
+
+    lock_file: str = "pullnix.lock.json"
+
+
+@dataclass(frozen=True)
 class Configuration:
-    """What to build: a flake attribute or a classic configuration.nix path (exactly one)."""
+    """What to deploy: a flake attribute, a classic configuration.nix path, or a prebuilt
+    system named by a lock file (exactly one)."""
 
     flake: str | None = None
     classic: str | None = None
+    prebuilt: Prebuilt | None = None
 
     def __post_init__(self) -> None:
-        _exactly_one("configuration", {"flake": self.flake, "classic": self.classic})
+        _exactly_one(
+            "configuration",
+            {"flake": self.flake, "classic": self.classic, "prebuilt": self.prebuilt},
+        )
 
     @property
-    def kind(self) -> Literal["flake", "classic"]:
+    def kind(self) -> Literal["flake", "classic", "prebuilt"]:
+        if self.prebuilt is not None:
+            return "prebuilt"
         return "flake" if self.flake is not None else "classic"
 
     def for_host(self, host: str) -> str:
-        """The attribute path or file path with "{host}" replaced by `host`."""
+        """The attribute path or file path with "{host}" replaced by `host` (for a prebuilt
+        system: the lock file's path)."""
         template = self.flake if self.flake is not None else self.classic
-        assert template is not None  # __post_init__ guarantees one is set
+        if template is None:
+            assert self.prebuilt is not None  # __post_init__ guarantees one is set
+            template = self.prebuilt.lock_file
         return template.replace("{host}", host)
 
 
@@ -202,6 +220,30 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class WaveAfter:
+    """What the previous wave must show first: `min_healthy` ("90%") of it Ready for `soak`."""
+
+    soak: float = 0.0
+    min_healthy: str = "100%"
+
+    @property
+    def min_healthy_fraction(self) -> float:
+        return int(self.min_healthy.rstrip("%")) / 100
+
+
+@dataclass(frozen=True)
+class Wave:
+    name: str
+    hosts: tuple[str, ...]
+    after: WaveAfter = WaveAfter()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    waves: tuple[Wave, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostOverride:
     """The overrides for hosts whose name matches `glob` (fnmatch), as written in the file.
 
@@ -232,6 +274,7 @@ class DeploymentSpec:
     interval: float = 300.0
     suspend: bool = False
     hooks: Hooks = Hooks()
+    rollout: Rollout = Rollout()
     hosts: tuple[HostOverride, ...] = ()
 
 

@@ -42,6 +42,7 @@ MINIMAL: dict[str, Any] = {
         "allowed_signers_file": "",
         "gpg_keyring": "",
         "allow_downgrade": False,
+        "max_age": "0s",
     },
     "system": {
         "profile": "/nix/var/nix/profiles/system",
@@ -63,6 +64,8 @@ MINIMAL: dict[str, Any] = {
         "webhook_secret_file": "",
     },
     "telemetry": {"metrics_listen": "", "log_format": "logfmt"},
+    "nix": {"substituters": [], "trusted_public_keys": []},
+    "fleet": {"prometheus_url": "", "query_timeout": "5s"},
 }
 
 
@@ -113,6 +116,11 @@ def test_full_options_reach_their_keys() -> None:
             "urls": ["ssh://git@git.example.org/fleet.git", "https://mirror.example.org/fleet.git"],
             "branch": "production",
             "specPath": "deploy/pullnix.yaml",
+            "maxAge": "7d",
+        },
+        binaryCache={
+            "substituters": ["https://cache.example.org"],
+            "trustedPublicKeys": ["cache.example.org-1:AAAA"],
         },
         auth={
             "sshKeyFile": "/run/secrets/pullnix-deploy-key",
@@ -128,6 +136,7 @@ def test_full_options_reach_their_keys() -> None:
         jitter="250ms",
         webhook={"listen": "127.0.0.1:9170", "secretFile": "/run/secrets/pullnix-webhook"},
         metrics={"listen": "127.0.0.1:9171"},
+        fleet={"prometheusUrl": "http://prometheus.example.org:9090", "queryTimeout": "3s"},
         logFormat="json",
         keepGenerations=3,
         agentUid=1234,
@@ -151,6 +160,11 @@ def test_full_options_reach_their_keys() -> None:
                 "allowed_signers_file": "/etc/pullnix/allowed_signers",
                 "gpg_keyring": "/etc/pullnix/keyring.gpg",
                 "allow_downgrade": True,
+                "max_age": "7d",
+            },
+            "nix": {
+                "substituters": ["https://cache.example.org"],
+                "trusted_public_keys": ["cache.example.org-1:AAAA"],
             },
             "system": {"keep_generations": 3},
             "helper": {"agent_uids": [0, 1234]},
@@ -161,15 +175,22 @@ def test_full_options_reach_their_keys() -> None:
                 "webhook_secret_file": "/run/secrets/pullnix-webhook",
             },
             "telemetry": {"metrics_listen": "127.0.0.1:9171", "log_format": "json"},
+            "fleet": {
+                "prometheus_url": "http://prometheus.example.org:9090",
+                "query_timeout": "3s",
+            },
         },
     )
     parsed = tomllib.loads(render(options))
     assert parsed == expected
     config = parse_machine_config(parsed)
+    assert config.fleet.prometheus_url == "http://prometheus.example.org:9090"
     assert config.source.token_file == Path("/run/secrets/pullnix-token")
     assert config.triggers.interval == 90.0
     assert config.triggers.jitter == 0.25
     assert config.telemetry.log_format == "json"
+    assert config.source.max_age == 7 * 86400
+    assert config.nix.trusted_public_keys == ("cache.example.org-1:AAAA",)
 
 
 def test_extra_settings_override_and_add_keys_of_agent_toml() -> None:
