@@ -43,6 +43,7 @@ def operation_spans(op: Mapping[str, Any]) -> list[TimedSpan]:
         "pullnix.operation.id": str(op.get("id", "")),
         "pullnix.operation.kind": str(op.get("kind", "apply")),
         "nix.store_path": op.get("storePath") or None,
+        "pullnix.revision": op.get("revision") or None,
         "vcs.ref.head.revision": op.get("revision") or None,
     }
     finished = to_ns(op.get("finishedAt"))
@@ -119,9 +120,11 @@ def _group_span(
         error = str(op.get("message") or f"the operation ended {state}")
     elif failed_step is not None:
         error = _error_of(failed_step)
-    attrs = {**base, "pullnix.outcome": state}
+    attrs = {**base, "pullnix.outcome": state, "pullnix.result": state}
     if group == "commit":
         attrs["nixos.generation"] = op.get("generation")
+    else:
+        attrs["pullnix.rollback.reason"] = _why(op, entered) or None
     return TimedSpan(f"helper.{group}", start, end, attrs, error, tuple(events))
 
 
@@ -136,6 +139,14 @@ def _state_window(op: Mapping[str, Any], state: str) -> tuple[int | None, int | 
         elif transition.get("state") != state:
             return start, at
     return start, None
+
+
+def _why(op: Mapping[str, Any], state: str) -> str:
+    """The message of the operation's first entry into `state`, else its final message."""
+    for transition in op.get("transitions") or ():
+        if transition.get("state") == state and transition.get("message"):
+            return str(transition["message"])
+    return str(op.get("message") or "")
 
 
 def _error_of(phase: Mapping[str, Any]) -> str | None:
