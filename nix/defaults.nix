@@ -28,6 +28,7 @@
   };
   metrics.listen = null;
   logFormat = "logfmt";
+  traceUrl = null;
   keepGenerations = 10;
   agentUid = 399;
   otlp = {

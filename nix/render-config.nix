@@ -40,7 +40,7 @@ let
     helper = [ "socket" "state_dir" "profile" "agent_uids" ];
     agent = [ "socket" ];
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
-    telemetry = [ "metrics_listen" "log_format" ];
+    telemetry = [ "metrics_listen" "log_format" "trace_url" ];
   };
   sections = filter (k: order ? ${k}) order."";
 
@@ -86,6 +86,7 @@ let
     telemetry = {
       metrics_listen = orEmpty cfg.metrics.listen;
       log_format = cfg.logFormat;
+      trace_url = orEmpty cfg.traceUrl;
     };
   };
 

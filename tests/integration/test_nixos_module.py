@@ -62,7 +62,7 @@ MINIMAL: dict[str, Any] = {
         "webhook_listen": "",
         "webhook_secret_file": "",
     },
-    "telemetry": {"metrics_listen": "", "log_format": "logfmt"},
+    "telemetry": {"metrics_listen": "", "log_format": "logfmt", "trace_url": ""},
 }
 
 
@@ -129,6 +129,7 @@ def test_full_options_reach_their_keys() -> None:
         webhook={"listen": "127.0.0.1:9170", "secretFile": "/run/secrets/pullnix-webhook"},
         metrics={"listen": "127.0.0.1:9171"},
         logFormat="json",
+        traceUrl="http://jaeger:16686/trace/{traceId}",
         keepGenerations=3,
         agentUid=1234,
         otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf", "serviceName": "edge"},
@@ -160,7 +161,11 @@ def test_full_options_reach_their_keys() -> None:
                 "webhook_listen": "127.0.0.1:9170",
                 "webhook_secret_file": "/run/secrets/pullnix-webhook",
             },
-            "telemetry": {"metrics_listen": "127.0.0.1:9171", "log_format": "json"},
+            "telemetry": {
+                "metrics_listen": "127.0.0.1:9171",
+                "log_format": "json",
+                "trace_url": "http://jaeger:16686/trace/{traceId}",
+            },
         },
     )
     parsed = tomllib.loads(render(options))
@@ -170,6 +175,7 @@ def test_full_options_reach_their_keys() -> None:
     assert config.triggers.interval == 90.0
     assert config.triggers.jitter == 0.25
     assert config.telemetry.log_format == "json"
+    assert config.telemetry.trace_url == "http://jaeger:16686/trace/{traceId}"
 
 
 def test_extra_settings_override_and_add_keys_of_agent_toml() -> None:
