@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Install Jaeger v2 (the all-in-one `jaeger` binary) for the trace tests and the demo,
-# built by the machine's Go from the Go module proxy:
-#   go install github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION
+# built by the machine's Go from the module github.com/jaegertracing/jaeger@$JAEGER_VERSION
+# on the Go module proxy (`go mod download`, then `go build ./cmd/jaeger` in its source:
+# `go install ...@version` refuses a module whose go.mod has replace directives).
 #
 # The build takes many minutes, so the binary is cached outside the checkout, where every
 # checkout and CI run on this machine finds it:
 #   ${PULLNIX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pullnix}/jaeger-<version>-<os>-<arch>/jaeger
 # As with the system tier's Debian root, the directory is named after what it holds, is built
 # beside its final name (.building) under a lock and renamed into place only once the binary
-# runs, so an interrupted build is never trusted; a Jaeger that `go install` already put in
-# $(go env GOPATH)/bin at the same version is copied instead of built again.
+# runs, so an interrupted build is never trusted.
 #
 # Prints the binary's path on stdout; progress goes to stderr.
 #   --path   only print where the binary is (exit 1 if it is not installed yet)
@@ -61,22 +61,27 @@ building="$cache/.$key.building"
 mkdir -p "$building"
 log="$cache/$key.log"
 
-gopath_bin="$("$go_bin" env GOPATH)/bin/jaeger"
-if [ -x "$gopath_bin" ] && "$go_bin" version -m "$gopath_bin" 2>/dev/null \
-        | grep -E "^[[:space:]]+mod[[:space:]]+$MODULE[[:space:]]+$JAEGER_VERSION([[:space:]]|$)" >/dev/null; then
-    say "copying the Jaeger $JAEGER_VERSION that go install left in $gopath_bin"
-    cp "$gopath_bin" "$building/jaeger"
-else
-    say "building Jaeger $JAEGER_VERSION with $("$go_bin" version) (many minutes; log: $log)"
-    started=$(date +%s)
-    if ! GOBIN="$building" "$go_bin" install "$MODULE/cmd/jaeger@$JAEGER_VERSION" >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        rm -rf "$building"
-        say "the build failed; the whole log is $log"
-        exit 1
-    fi
-    say "built in $(( $(date +%s) - started ))s"
+say "building Jaeger $JAEGER_VERSION with $("$go_bin" version) (many minutes; log: $log)"
+started=$(date +%s)
+# `go install $MODULE/cmd/jaeger@$JAEGER_VERSION` refuses: Jaeger's go.mod has a replace
+# directive. So its source comes from the module proxy (checked against go.sum's checksum
+# database like any module) and is built as the main module, with its own go.mod.
+if ! (
+    cd "$building"
+    dir=$("$go_bin" mod download -json "$MODULE@$JAEGER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -n "$dir" ] || { echo "go mod download named no directory"; exit 1; }
+    cp -R "$dir" src
+    chmod -R u+w src
+    cd src
+    "$go_bin" build -o "$building/jaeger" ./cmd/jaeger
+) >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    rm -rf "$building"
+    say "the build failed; the whole log is $log"
+    exit 1
 fi
+rm -rf "$building/src"
+say "built in $(( $(date +%s) - started ))s"
 if ! "$building/jaeger" --help >/dev/null 2>&1; then
     rm -rf "$building"
     say "the Jaeger binary does not run"

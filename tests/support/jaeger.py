@@ -45,7 +45,12 @@ LISTENERS = ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health", "me
 
 
 def jaeger_binary() -> Path:
-    """The cached Jaeger binary, installed first if need be; skips if it cannot be here."""
+    """The cached Jaeger binary, installed first if need be; skips if it cannot be here.
+    PULLNIX_JAEGER_BINARY names another one to use (a release build, say)."""
+    chosen = os.environ.get("PULLNIX_JAEGER_BINARY")
+    if chosen:
+        assert os.access(chosen, os.X_OK), f"PULLNIX_JAEGER_BINARY={chosen}: not a program"
+        return Path(chosen)
     done = subprocess.run(
         ["bash", str(INSTALL)], capture_output=True, text=True, timeout=5400, check=False
     )
