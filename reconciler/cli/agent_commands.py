@@ -27,6 +27,7 @@ from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.config import ConfigError, MachineConfig, require_urls
+from reconciler.common.operation import State
 from reconciler.common.tracelinks import trace_link
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
@@ -300,15 +301,15 @@ def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
         if not wait:
             click.echo(f"rollback started: operation {op_id}")
             return
-        found = helper.wait(op_id, timeout=timeout)
+        found = helper.wait_for(op_id, timeout=timeout)
     except (HelperError, HelperUnavailable, TimeoutError) as exc:
         click.echo(f"pullnix: rollback: {exc}", err=True)
         sys.exit(1)
     click.echo(
-        f"rollback {found['state']}: operation {op_id}"
-        + (f": {found['message']}" if found.get("message") else "")
+        f"rollback {found.state}: operation {op_id}"
+        + (f": {found.message}" if found.message else "")
     )
-    sys.exit(0 if found["state"] == "Succeeded" else 1)
+    sys.exit(0 if found.state == State.SUCCEEDED else 1)
 
 
 @click.command()

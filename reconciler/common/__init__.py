@@ -1,9 +1,13 @@
 """The base both processes stand on: standard library only.
 
 Owns what the agent and the root helper must agree on: the machine config
-(`config.py`), durations, atomic writes, URL redaction, the committed-generation
-records, the helper's wire protocol (`protocol.py`, its values in
-`operation.py`) and the client side of its socket (`client.py`).
+(`config.py`), durations, the status timestamp (`clock.py`), atomic writes,
+URL redaction, the committed-generation records, socket binding, and one
+typed protocol: the framing, version and error envelope both sockets speak
+(`wire.py`), the helper's requests (`protocol.py`), health checks
+(`checks.py`), the operation values (`operation.py`) and the answers in their
+JSON form (`answers.py`), and the client side of the helper's socket
+(`client.py`).
 
 Must not: import anything outside the standard library, nor anything else of
 pullnix. The helper imports only this package, so a dependency can never break

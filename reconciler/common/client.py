@@ -1,8 +1,14 @@
-"""A small client for the helper's socket, for the agent (and tests).
+"""The client of the helper's socket, for the agent (and tests).
 
 Owns the client side of `protocol.py`: one connection per request, one line
-out, one line in, and `wait()` polling `status` until an operation is over.
-Standard library only, like the rest of the island.
+out, one line in, and `wait_for()` polling `status` until an operation is
+over. Requests go out as `protocol` values written by `request_to_wire`, the
+function whose output the helper's `parse_request` reads, and the status
+comes back as a `HelperStatus` read by `answers.status_from_wire`, the
+inverse of what the helper writes. The keyword methods (`apply`, `status`,
+`wait`, ...) build the same values and return the answer's JSON, for scripts
+and tests that look at the wire. Standard library only, like the rest of the
+base.
 
 Must not: retry operations on its own (an `apply` that may have been accepted
 is never sent twice); only the caller knows whether that is safe.
@@ -14,12 +20,29 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.common.protocol import MAX_MESSAGE, PROTOCOL_VERSION
-
-TERMINAL_STATES = frozenset({"Succeeded", "RolledBack", "Failed"})
+from reconciler.common.answers import (
+    HelperStatus,
+    operation_to_json,
+    status_from_wire,
+)
+from reconciler.common.checks import parse_check
+from reconciler.common.operation import TERMINAL, Operation
+from reconciler.common.protocol import (
+    ApplyRequest,
+    ConfirmRequest,
+    PingRequest,
+    Request,
+    RollbackRequest,
+    StatusRequest,
+    UpgradeRequest,
+    request_to_wire,
+)
+from reconciler.common.wire import MAX_MESSAGE, PROTOCOL_VERSION, encode
 
 
 class HelperError(Exception):
@@ -53,14 +76,53 @@ class HelperClient:
         self.socket_path = str(socket_path)
         self.timeout = timeout
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+    # -- typed: what the agent uses ------------------------------------------------------
+
+    def send(self, request: Request) -> dict[str, Any]:
         """Send one request; the answer when ok, else HelperError."""
+        answer = self.raw(encode(request_to_wire(request)))
+        if not answer.get("ok"):
+            raise HelperError(str(answer.get("error")), str(answer.get("message")), answer)
+        return answer
+
+    def submit(self, request: ApplyRequest) -> str:
+        """Start an operation; its id. `source_revision` is sent only to a helper that says
+        it takes it (an older helper refuses fields it does not know)."""
+        if request.source_revision and "sourceRevision" not in self.features():
+            request = replace(request, source_revision="")
+        return str(self.send(request)["operationId"])
+
+    def helper_status(self, operation_id: str | None = None) -> HelperStatus:
+        """The helper's status; with `operation_id`, `found` is that operation."""
+        return status_from_wire(self.send(StatusRequest(operation_id)))
+
+    def wait_for(self, operation_id: str, timeout: float = 600.0, poll: float = 0.05) -> Operation:
+        """Poll until the operation is over (riding out helper restarts); its record."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self.helper_status(operation_id)
+                found, current = status.found, status.operation
+                archived = current is None or current.id != operation_id
+                if found is not None and found.state in TERMINAL and archived:
+                    return found
+            except HelperUnavailable:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"operation {operation_id} not over after {timeout:g}s")
+            time.sleep(poll)
+
+    # -- the wire's JSON, for scripts and tests ----------------------------------------------
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send a request written by hand (malformed ones too); the answer when ok, else
+        HelperError."""
         answer = self.raw({"v": PROTOCOL_VERSION, "op": op, **fields})
         if not answer.get("ok"):
             raise HelperError(str(answer.get("error")), str(answer.get("message")), answer)
         return answer
 
-    def raw(self, message: dict[str, Any] | bytes) -> dict[str, Any]:
+    def raw(self, message: Mapping[str, Any] | bytes) -> dict[str, Any]:
         """Send a message as is (bytes are sent verbatim) and return the decoded answer."""
         data = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
         try:
@@ -75,7 +137,7 @@ class HelperClient:
         return value
 
     def ping(self) -> dict[str, Any]:
-        return self.request("ping")
+        return self.send(PingRequest())
 
     def features(self) -> frozenset[str]:
         """What optional request fields the helper answering now takes (asked each time:
@@ -83,9 +145,7 @@ class HelperClient:
         return frozenset(self.ping().get("features") or ())
 
     def status(self, operation_id: str | None = None) -> dict[str, Any]:
-        if operation_id is None:
-            return self.request("status")
-        return self.request("status", operationId=operation_id)
+        return self.send(StatusRequest(operation_id))
 
     def apply(
         self,
@@ -94,63 +154,42 @@ class HelperClient:
         revision: str = "",
         action: str = "switch",
         trial: bool = True,
-        health_checks: list[dict[str, Any]] | None = None,
+        health_checks: Sequence[Mapping[str, Any]] = (),
         confirm_timeout: float = 120.0,
         require_confirm: bool = False,
         traceparent: str = "",
-        activation_timeout: float | None = None,
+        activation_timeout: float = 900.0,
         source_revision: str = "",
     ) -> str:
-        """Start an operation; its id. `source_revision` is sent only to a helper that
-        says it takes it (an older helper refuses fields it does not know)."""
-        fields: dict[str, Any] = {
-            "storePath": store_path,
-            "revision": revision,
-            "action": action,
-            "trial": trial,
-            "healthChecks": health_checks or [],
-            "confirmTimeout": confirm_timeout,
-            "requireConfirm": require_confirm,
-            "traceparent": traceparent,
-        }
-        if activation_timeout is not None:
-            fields["activationTimeout"] = activation_timeout
-        if source_revision and "sourceRevision" in self.features():
-            fields["sourceRevision"] = source_revision
-        return str(self.request("apply", **fields)["operationId"])
+        """`submit` with the request's fields as keywords, health checks in their wire form."""
+        request = ApplyRequest(
+            store_path=store_path,
+            revision=revision,
+            action=action,
+            trial=trial,
+            health_checks=tuple(parse_check(dict(c), i) for i, c in enumerate(health_checks)),
+            confirm_timeout=confirm_timeout,
+            require_confirm=require_confirm,
+            traceparent=traceparent,
+            activation_timeout=activation_timeout,
+            source_revision=source_revision,
+        )
+        return self.submit(request)
 
     def confirm(
         self, *, revision: str | None = None, operation_id: str | None = None
     ) -> dict[str, Any]:
-        fields = {
-            k: v
-            for k, v in (("revision", revision), ("operationId", operation_id))
-            if v is not None
-        }
-        return self.request("confirm", **fields)
+        return self.send(ConfirmRequest(revision=revision, operation_id=operation_id))
 
     def rollback(self, traceparent: str = "") -> str:
-        fields = {"traceparent": traceparent} if traceparent else {}
-        return str(self.request("rollback", **fields)["operationId"])
+        return str(self.send(RollbackRequest(traceparent))["operationId"])
 
     def upgrade(self, store_path: str) -> dict[str, Any]:
-        return self.request("upgrade", storePath=store_path)
+        return self.send(UpgradeRequest(store_path))
 
     def wait(self, operation_id: str, timeout: float = 600.0, poll: float = 0.05) -> dict[str, Any]:
-        """Poll until the operation is over (riding out helper restarts); its record."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                answer = self.status(operation_id)
-                found, current = answer["found"], answer["operation"]
-                archived = current is None or current["id"] != operation_id
-                if found["state"] in TERMINAL_STATES and archived:
-                    return dict(found)
-            except HelperUnavailable:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"operation {operation_id} not over after {timeout:g}s")
-            time.sleep(poll)
+        """`wait_for`, the operation in its JSON form."""
+        return operation_to_json(self.wait_for(operation_id, timeout, poll))
 
     def wait_until_up(self, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -21,14 +21,15 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler import telemetry
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.clock import utc_stamp
 from reconciler.common.config import ConfigError, MachineConfig
+from reconciler.common.operation import State
 from reconciler.controller.localapi import ApiError, LocalApi
 from reconciler.controller.loop import PassLoop, PassReport, config_loader
 from reconciler.controller.store import StateStore
@@ -66,7 +67,7 @@ class Agent:
         self.config_path = config_path
         self.machine = machine
         self.options = options
-        self.started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.started_at = utc_stamp()
         self.stop_event = threading.Event()
         self.wake = Wakeup()
         self.watcher: FileWatcher | None = None
@@ -218,7 +219,7 @@ class Agent:
             return {"operationId": op_id, "queued": True}
         deadline = time.monotonic() + timeout
         try:
-            found = helper.wait(op_id, timeout=timeout)
+            found = helper.wait_for(op_id, timeout=timeout)
         except TimeoutError as exc:
             raise ApiError("timeout", str(exc)) from None
         # The pass after the operation folds it into the record (the revision left behind
@@ -226,9 +227,9 @@ class Agent:
         self._follow(self.loop.request_pass("helper"), max(1.0, deadline - time.monotonic()))
         return {
             "operationId": op_id,
-            "result": found["state"],
-            "message": found.get("message") or "",
-            "exitCode": 0 if found["state"] == "Succeeded" else 1,
+            "result": str(found.state),
+            "message": found.message,
+            "exitCode": 0 if found.state == State.SUCCEEDED else 1,
         }
 
     def _follow(self, target: int, timeout: float) -> dict[str, Any]:

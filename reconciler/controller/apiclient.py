@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.common.client import exchange_line
-from reconciler.controller.localapi import PROTOCOL_VERSION
+from reconciler.common.wire import encode
 
 
 class AgentUnavailable(Exception):
@@ -40,7 +40,7 @@ class AgentClient:
         """Send one request; its answer when ok, else AgentRefused. A request that waits
         needs a `socket_timeout` longer than its own `timeout` field."""
         limit = socket_timeout or self.timeout
-        data = json.dumps({"v": PROTOCOL_VERSION, "op": op, **fields}).encode() + b"\n"
+        data = encode({"op": op, **fields})
         try:
             line = exchange_line(self.socket_path, data, limit)
         except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.config import MachineConfig
+from reconciler.common.protocol import ApplyRequest
 from reconciler.controller.gates import run_gates
 from reconciler.core.activation import (
     ActivationPlan,
@@ -32,17 +33,11 @@ from reconciler.core.activation import (
     installed_for_next_boot,
     plan_activation,
 )
-from reconciler.core.decide import AgentRecord, HelperView
+from reconciler.core.decide import AgentRecord
 from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.helper_terms import check_spec
 from reconciler.core.history import HistoryEntry
-from reconciler.core.model import (
-    Command,
-    DeploymentSpec,
-    HealthCheck,
-    HttpCheck,
-    SystemdCheck,
-    TcpCheck,
-)
+from reconciler.core.model import DeploymentSpec
 from reconciler.nix.build import (
     BuildSettings,
     BuiltSystem,
@@ -57,6 +52,13 @@ from reconciler.source import AcceptedRevision, GitSource
 from reconciler.telemetry.tracing import step
 
 log = logging.getLogger("pullnix.deploy")
+
+
+class HelperRefused(TransientError):
+    """The helper said no to an apply (not busy): retried after a backoff, as the helper
+    may be upgraded or its state change; the message says why."""
+
+    reason = "HelperRefused"
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,16 @@ class Deployer:
 
     def waiting_for_reboot(
         self,
-        helper_status: Mapping[str, Any],
+        helper_status: HelperStatus,
         record: AgentRecord,
         system: SystemObservation,
         requested: str,
     ) -> ActivationPlan | None:
         """How the last applied system was activated, if it was installed with `boot` and
         waits for a reboot (not drift); None otherwise."""
-        recent = helper_status.get("recent") or []
         applied = record.last_applied_store_path
         if not installed_for_next_boot(
-            recent[0] if recent else None,
+            helper_status.last,
             applied=applied,
             profile=system.profile_system,
             running=system.current_system,
@@ -156,21 +157,21 @@ class Deployer:
         )
 
     def explain_boots(
-        self, entries: Sequence[HistoryEntry], helper_status: Mapping[str, Any], requested: str
+        self, entries: Sequence[HistoryEntry], helper_status: HelperStatus, requested: str
     ) -> list[HistoryEntry]:
         """Entries of operations that installed a system with `boot` because the switch
         inhibitors differ, their message saying so."""
-        ops = {op.get("id"): op for op in helper_status.get("recent") or []}
+        ops = {op.id: op for op in helper_status.recent}
         out = []
         for entry in entries:
-            op = ops.get(entry.operation_id) or {}
-            request = op.get("request") or {}
+            op = ops.get(entry.operation_id)
             if (
-                entry.result == "Succeeded"
-                and request.get("action") == "boot"
-                and not request.get("trial", True)
+                op is not None
+                and entry.result == "Succeeded"
+                and op.request.action == "boot"
+                and not op.request.trial
             ):
-                running = (op.get("previous") or {}).get("currentSystem")
+                running = op.previous.current_system
                 plan = plan_activation(
                     requested, read_inhibitors(running), read_inhibitors(entry.store_path)
                 )
@@ -226,18 +227,19 @@ class Deployer:
         health checks only for a system that runs before the next reboot)."""
         trial, require_confirm = plan.helper_request(spec.strategy.trial, spec.rollback.automatic)
         checks = spec.health_checks if plan.live else ()
+        request = ApplyRequest(
+            store_path=store_path,
+            revision=revision,
+            action=plan.action,
+            trial=trial,
+            health_checks=tuple(check_spec(c) for c in checks),
+            confirm_timeout=spec.rollback.confirm_timeout,
+            require_confirm=require_confirm,
+            traceparent=traceparent,
+            source_revision=source_revision,
+        )
         try:
-            return self.helper.apply(
-                store_path,
-                revision=revision,
-                action=plan.action,
-                trial=trial,
-                health_checks=[check_to_wire(c) for c in checks],
-                confirm_timeout=spec.rollback.confirm_timeout,
-                require_confirm=require_confirm,
-                traceparent=traceparent,
-                source_revision=source_revision,
-            )
+            return self.helper.submit(request)
         except HelperUnavailable as exc:
             raise TransientError(
                 f"the helper does not answer: {exc}", reason="HelperUnavailable"
@@ -245,46 +247,4 @@ class Deployer:
         except HelperError as exc:
             if exc.code == "busy":
                 raise TransientError(f"the helper is busy: {exc}", reason="HelperBusy") from None
-            raise PullnixError(
-                f"the helper refused the apply request: {exc}", reason="HelperRefused"
-            ) from None
-
-
-def check_to_wire(check: HealthCheck) -> dict[str, Any]:
-    """A spec health check in the helper's wire form (durations in seconds)."""
-    wire: dict[str, Any] = {
-        "name": check.name,
-        "timeout": check.timeout,
-        "retries": check.retries,
-        "interval": check.interval,
-    }
-    kind = check.kind
-    match kind:
-        case HttpCheck():
-            http: dict[str, Any] = {"url": kind.url, "expectStatus": kind.expect_status}
-            if kind.body_regex is not None:
-                http["bodyRegex"] = kind.body_regex
-            wire["http"] = http
-        case TcpCheck():
-            wire["tcp"] = {"host": kind.host, "port": kind.port}
-        case SystemdCheck():
-            wire["systemd"] = {"units": list(kind.units)}
-        case Command():
-            wire["command"] = {"argv": list(kind.argv)}
-        case _:
-            wire["gitRemote"] = {}
-    return wire
-
-
-def apply_request_view(op: Mapping[str, Any]) -> HelperView:
-    """What `decide` needs to know of the helper's operation in progress."""
-    request = op.get("request") or {}
-    return HelperView(
-        busy=True,
-        operation_id=op.get("id"),
-        state=op.get("state"),
-        store_path=op.get("storePath"),
-        revision=op.get("revision") or None,
-        awaiting_confirm=(op.get("state") == "Verifying" and bool(request.get("requireConfirm"))),
-        confirmed=op.get("confirmedAt") is not None,
-    )
+            raise HelperRefused(f"the helper refused the apply request: {exc}") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.core.errors import TerminalError, TransientError
+from reconciler.core.errors import CommitFailure, TransientError
 from reconciler.core.model import Command, Gate, VulnixGate
 from reconciler.core.vulns import (
     ScanFailure,
@@ -61,8 +61,9 @@ class VulnixSettings:
         return cls(mirror=env.get(MIRROR_ENV) or None, cache_dir=cache_dir)
 
 
-class GateRefused(TerminalError):
+class GateRefused(CommitFailure):
     reason = "GateRefused"
+    failure = "GateRefused"
 
 
 def run_gates(

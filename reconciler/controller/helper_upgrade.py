@@ -65,11 +65,11 @@ class HelperUpgrade:
         assert wanted is not None
         client = HelperClient(machine.helper.socket, timeout=5)
         try:
-            status = client.status()
-        except (HelperUnavailable, HelperError, ValueError) as exc:
+            status = client.helper_status()
+        except (HelperUnavailable, HelperError, KeyError, TypeError, ValueError) as exc:
             log.debug("helper upgrade to %s deferred: %s", wanted, exc)
             return None
-        if status.get("busy") or status.get("operation"):
+        if status.busy:
             log.debug("helper upgrade to %s deferred: an operation is in progress", wanted)
             return None
         # Remembered before sending: an answer lost on the way still counts as asked.

@@ -3,9 +3,10 @@
 Owns the socket at `[agent] socket` (parent created, mode 0660, a stale
 socket replaced, a live one refused: another agent answers there), the peer
 check (SO_PEERCRED: root, the agent's own uid and `[helper] agent_uids`; anyone
-else gets `forbidden` and is logged), the framing (one JSON object per line,
-at most `MAX_MESSAGE` bytes, `"v": 1` both ways, like the helper's protocol)
-and the checking of requests before they reach the `Control`:
+else gets `forbidden` and is logged) and the checking of requests before they
+reach the `Control`. The framing, the version and the error envelope are the
+helper's (`reconciler.common.wire`): one JSON object per line, at most
+`MAX_MESSAGE` bytes, `"v": 1` both ways. The requests:
 
 - `{"v":1,"op":"ping"}` -> `{"ok":true,"pid"}`
 - `{"v":1,"op":"status"}` -> `{"ok":true,"status":<status.json>,"agent":{...}}`
@@ -15,9 +16,10 @@ and the checking of requests before they reach the `Control`:
 - `{"v":1,"op":"suspend"|"resume"|"retry"}` -> `{"ok":true,"message"}`
 - `{"v":1,"op":"rollback","wait":bool,"timeout"?}` -> `{"ok":true,"operationId",...}`
 
-A failure is `{"v":1,"ok":false,"error":<code>,"message"}`. Codes: bad-json,
-too-large, bad-version, unknown-op, bad-field, forbidden, timeout, stopping,
-refused (the helper or the agent said no, the message says why).
+A failure is `{"v":1,"ok":false,"error":<code>,"message"}`. Codes (`wire.ErrorCode`):
+bad-json, too-large, bad-version, unknown-op, bad-field, forbidden, timeout,
+stopping, refused (the helper or the agent said no, the message says why),
+internal.
 
 Must not: act by itself; every request goes to the `Control` it is given.
 """
@@ -25,7 +27,6 @@ Must not: act by itself; every request goes to the `Control` it is given.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -34,11 +35,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.common.sockets import bind, peer_credentials
+from reconciler.common.wire import (
+    MAX_MESSAGE,
+    ErrorCode,
+    ProtocolError,
+    check_version,
+    decode_line,
+    encode,
+    error,
+)
 
 log = logging.getLogger("pullnix.api")
 
-PROTOCOL_VERSION = 1
-MAX_MESSAGE = 64 * 1024
 IDLE_TIMEOUT = 600.0
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {},
@@ -51,13 +59,11 @@ _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ProtocolError):
     """A request the API refuses; `code` goes on the wire."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(ErrorCode(code), message)
 
 
 class Control(Protocol):
@@ -72,15 +78,9 @@ class Control(Protocol):
 
 
 def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
-    """One request line to (op, fields); ApiError saying what is wrong."""
-    try:
-        message = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError("bad-json", "not a JSON object on one line") from None
-    if not isinstance(message, dict):
-        raise ApiError("bad-json", "not a JSON object")
-    if message.get("v") != PROTOCOL_VERSION:
-        raise ApiError("bad-version", f"this agent speaks protocol v{PROTOCOL_VERSION}")
+    """One request line to (op, fields); ProtocolError saying what is wrong."""
+    message = decode_line(line)
+    check_version(message, "agent")
     op = message.get("op")
     if op not in _FIELDS:
         raise ApiError("unknown-op", f"unknown op {op!r} (known: {', '.join(_FIELDS)})")
@@ -137,7 +137,9 @@ class LocalApi:
                     conn.settimeout(1.0)
                     with contextlib.suppress(OSError):
                         reader.readline(MAX_MESSAGE + 1)  # let its request land, then refuse
-                    _send(conn, _error("forbidden", f"uid {uid} may not use the agent's API"))
+                    _send(
+                        conn, error(ErrorCode.FORBIDDEN, f"uid {uid} may not use the agent's API")
+                    )
                     return
                 while True:
                     try:
@@ -147,7 +149,7 @@ class LocalApi:
                     if not line:
                         return
                     if len(line) > MAX_MESSAGE:
-                        _send(conn, _error("too-large", f"message over {MAX_MESSAGE} bytes"))
+                        _send(conn, error(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE} bytes"))
                         return
                     if not _send(conn, self.handle(line)):
                         return
@@ -156,12 +158,12 @@ class LocalApi:
         try:
             op, fields = parse_request(line)
             answer = self._dispatch(op, fields)
-        except ApiError as exc:
-            return _error(exc.code, exc.message)
+        except ProtocolError as exc:
+            return error(exc.code, exc.message)
         except Exception as exc:
             log.exception("API request failed")
-            return _error("internal", f"internal error: {exc!r}")
-        return {"v": PROTOCOL_VERSION, "ok": True, **answer}
+            return error(ErrorCode.INTERNAL, f"internal error: {exc!r}")
+        return {"ok": True, **answer}
 
     def _dispatch(self, op: str, fields: dict[str, Any]) -> dict[str, Any]:
         c = self.control
@@ -183,13 +185,9 @@ class LocalApi:
                 return c.rollback(wait, timeout)
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"v": PROTOCOL_VERSION, "ok": False, "error": code, "message": message}
-
-
 def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:
     try:
-        conn.sendall(json.dumps(answer).encode() + b"\n")
+        conn.sendall(encode(answer))
         return True
     except OSError:
         return False

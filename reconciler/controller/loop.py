@@ -32,11 +32,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
+from reconciler.common.clock import utc_stamp
 from reconciler.common.config import (
     ConfigError,
     MachineConfig,
@@ -232,7 +232,7 @@ class PassLoop:
         self._last_start = started = time.monotonic()
         if reasons & schedule.OUTSIDE_TRIGGERS:
             self._last_outside_start = started
-        started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started_at = utc_stamp()
         log.info("pass %d starts (%s)", number, ", ".join(sorted(reasons)))
         result = self._run_pass()
         seconds = time.monotonic() - started
@@ -315,16 +315,13 @@ class PassLoop:
     def _helper_fingerprint(self) -> Any:
         """What about the helper's operation would make a pass worth running."""
         try:
-            status = HelperClient(self.machine.helper.socket, timeout=5).status()
-        except (HelperUnavailable, HelperError, ValueError):
+            status = HelperClient(self.machine.helper.socket, timeout=5).helper_status()
+        except (HelperUnavailable, HelperError, KeyError, TypeError, ValueError):
             return "unavailable"
-        op = status.get("operation") or {}
-        return (
-            bool(status.get("busy")),
-            op.get("id"),
-            op.get("state"),
-            op.get("confirmedAt") is not None,
-        )
+        op = status.operation
+        if op is None:
+            return (False, None, None, False)
+        return (True, op.id, str(op.state), op.confirmed_at is not None)
 
     def _follow_due(self, baseline: Any) -> bool:
         """While following: has the operation moved (or has an interval passed regardless)?"""

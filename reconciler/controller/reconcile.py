@@ -17,20 +17,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.api import for_host, load_spec_text
 from reconciler.api.convert import deployment_to_data
+from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperUnavailable
+from reconciler.common.clock import utc_stamp
 from reconciler.common.config import MachineConfig
 from reconciler.common.records import revision_of
-from reconciler.controller.deploy import Deployer, apply_request_view
+from reconciler.controller.deploy import Deployer
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
 from reconciler.core import decide as d
 from reconciler.core.activation import ActivationPlan
-from reconciler.core.errors import PullnixError, TerminalError, TransientError
+from reconciler.core.errors import CommitFailure, PullnixError, TerminalError, TransientError
+from reconciler.core.helper_terms import apply_request_view
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.outcome import outcome_of
@@ -182,7 +184,7 @@ class Reconciler:
             outcome = Outcome("Stalled", exc.reason, exc.message, healthy)
             stored = self._remember_failure(stored, exc)
             log.warning("stalled: %s: %s", exc.reason, exc.message)
-        except PullnixError as exc:  # transient, or of neither kind: retried after a backoff
+        except TransientError as exc:  # retried after a backoff
             outcome = Outcome("Failing", exc.reason, exc.message, healthy)
             error = True
             log.warning("pass failed: %s: %s", exc.reason, exc.message)
@@ -196,9 +198,9 @@ class Reconciler:
 
     # -- steps ---------------------------------------------------------------
 
-    def _helper_status(self) -> dict[str, Any]:
+    def _helper_status(self) -> HelperStatus:
         try:
-            return self.helper.status()
+            return self.helper.helper_status()
         except HelperUnavailable as exc:
             raise TransientError(
                 f"the helper does not answer on {self.machine.helper.socket}: {exc}; is "
@@ -240,7 +242,7 @@ class Reconciler:
         return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}").spec.revision
 
     def _ingest(
-        self, stored: StoredRecord, helper_status: dict[str, Any], pass_trace: PassTrace
+        self, stored: StoredRecord, helper_status: HelperStatus, pass_trace: PassTrace
     ) -> tuple[StoredRecord, list[HistoryEntry]]:
         """Fold the helper's finished operations this agent has not seen yet into the record.
 
@@ -248,18 +250,18 @@ class Reconciler:
         (rebuilt from the helper's journal) and counts in the metrics."""
         new_entries: list[HistoryEntry] = []
         seen = set(stored.seen_operations)
-        for op in reversed(helper_status.get("recent") or []):  # oldest first
-            if op["id"] in seen:
+        for op in reversed(helper_status.recent):  # oldest first
+            if op.id in seen:
                 continue
-            entry = entry_from_operation(op, stored.closure_diffs.get(op["id"]))
+            entry = entry_from_operation(op, stored.closure_diffs.get(op.id))
             stored = replace(
                 stored,
                 record=ingest(stored.record, entry),
-                seen_operations=(*stored.seen_operations, op["id"]),
-            ).finished(entry, (op.get("request") or {}).get("sourceRevision"))
+                seen_operations=(*stored.seen_operations, op.id),
+            ).finished(entry, op.request.source_revision or None)
             new_entries.append(entry)
             emit_operation(op)
-            pass_trace.link(op.get("traceparent"))
+            pass_trace.link(op.request.traceparent or None)
             pass_trace.set({"pullnix.result": entry.result})
             metrics.record_operation(entry.result, entry.kind, entry.health_checks)
             log.info(
@@ -268,10 +270,10 @@ class Reconciler:
                 entry.result,
                 entry.revision[:12],
             )
-        if new_entries or not helper_status.get("busy"):
+        if new_entries or not helper_status.busy:
             # Builds the helper is done with, or that nothing is applying (an abandoned pass).
-            busy_path = (helper_status.get("operation") or {}).get("storePath")
-            self.deployer.release_roots(keep=busy_path)
+            current = helper_status.operation
+            self.deployer.release_roots(keep=current.request.store_path if current else None)
         return stored, new_entries
 
     def _run_hooks(self, deployment: NixOSDeployment, entries: list[HistoryEntry]) -> None:
@@ -311,16 +313,9 @@ class Reconciler:
 
     def _remember_failure(self, stored: StoredRecord, exc: TerminalError) -> StoredRecord:
         """A build or gate failure is tied to its commit, so decide() does not rebuild it."""
-        revision = getattr(exc, "revision", None)
-        if revision and exc.reason in (
-            "BuildFailed",
-            "GateRefused",
-            "EvaluationError",
-            "FlakeAttributeMissing",
-            "NotASystem",
-        ):
-            reason = "GateRefused" if exc.reason == "GateRefused" else "BuildFailed"
-            failed = {**stored.record.failed, revision: d.Failure(reason, exc.message)}  # type: ignore[arg-type]
+        revision = exc.revision
+        if isinstance(exc, CommitFailure) and revision:
+            failed = {**stored.record.failed, revision: d.Failure(exc.failure, exc.message)}
             retry = stored.record.retry_revision
             record = replace(
                 stored.record, failed=failed, retry_revision=None if retry == revision else retry
@@ -339,7 +334,7 @@ class Reconciler:
         new_entries: list[HistoryEntry],
         attempted: str | None,
     ) -> None:
-        now = _now()
+        now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
         history = history_of(previous)
         for entry in new_entries:
@@ -413,11 +408,10 @@ def _report(
     )
 
 
-def _helper_view(status: dict[str, Any]) -> d.HelperView:
-    op = status.get("operation")
-    if not status.get("busy") or not op:
+def _helper_view(status: HelperStatus) -> d.HelperView:
+    if status.operation is None:
         return d.HelperView()
-    return apply_request_view(op)
+    return apply_request_view(status.operation)
 
 
 def _verdict(entries: list[HistoryEntry]) -> bool | None:
@@ -432,10 +426,6 @@ def _bump_generation(stored: StoredRecord, deployment: NixOSDeployment) -> Store
     if digest == stored.spec_digest:
         return stored
     return replace(stored, spec_digest=digest, generation=stored.generation + 1)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _log_build_line(line: str) -> None:

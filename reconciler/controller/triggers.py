@@ -3,8 +3,11 @@
 Owns two things:
 
 - `Wakeup`, the one place triggers meet the loop. A trigger is a reason
-  ("webhook", "source", "config", "helper", "now", ...) added to a set; the
-  loop takes the whole set at once. It is a flag, not a queue: a hundred
+  added to a set: "source", "config" and "helper" from the file watchers,
+  "webhook", "now" (`reconcile --now`), "api" (a suspend, resume or retry),
+  "start" and "stop"; the loop's `wait` takes the whole set at once (the
+  loop itself names a pass it starts by its timer "interval", "retry" or
+  "helper"). It is a flag, not a queue: a hundred
   triggers during a pass are one more pass, never a hundred.
 - `FileWatcher`, which turns file changes into triggers with watchfiles
   (inotify): a `file://` remote's `refs/` and `packed-refs` ("source"), the
@@ -28,15 +31,14 @@ from urllib.parse import unquote, urlsplit
 
 import watchfiles
 
+from reconciler.common.answers import JOURNAL_FILE
 from reconciler.common.config import MachineConfig
 
 log = logging.getLogger("pullnix.triggers")
 
-JOURNAL_FILE = "journal.json"  # the helper's operation in progress (reconciler.helper.journal)
-
 
 class Wakeup:
-    """Reasons to run a pass, coalesced: `fire` adds one, `take` empties the set."""
+    """Reasons to run a pass, coalesced: `fire` adds one, `wait` takes them all."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -56,10 +58,6 @@ class Wakeup:
             taken = frozenset(self._reasons)
             self._reasons.clear()
             return taken
-
-    def pending(self) -> frozenset[str]:
-        with self._cond:
-            return frozenset(self._reasons)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-ACTIONS = ("switch", "boot", "test")
+from reconciler.common.operation import Operation, State
+from reconciler.common.protocol import ACTIONS
+
 BOOT_COMPONENTS = ("kernel", "initrd", "kernel-modules")
 
 
@@ -93,7 +94,7 @@ def boot_components_changed(
 
 
 def installed_for_next_boot(
-    last_operation: Mapping[str, Any] | None,
+    last_operation: Operation | None,
     *,
     applied: str | None,
     profile: str | None,
@@ -101,23 +102,22 @@ def installed_for_next_boot(
 ) -> bool:
     """Whether the last applied system waits for a reboot rather than having drifted away.
 
-    True when the helper's newest finished operation (its JSON form) applied
-    `applied` with `boot` and no trial (nothing activated live), the profile
-    still points at it, and the machine still runs what it ran before that
-    operation: nothing was changed by hand since.
+    True when the helper's newest finished operation applied `applied` with
+    `boot` and no trial (nothing activated live), the profile still points at
+    it, and the machine still runs what it ran before that operation: nothing
+    was changed by hand since.
     """
-    if not last_operation or applied is None or running is None or running == applied:
+    if last_operation is None or applied is None or running is None or running == applied:
         return False
-    request = last_operation.get("request") or {}
-    previous = last_operation.get("previous") or {}
+    request = last_operation.request
     return (
-        last_operation.get("kind") == "apply"
-        and last_operation.get("state") == "Succeeded"
-        and request.get("action") == "boot"
-        and not request.get("trial", True)
-        and last_operation.get("storePath") == applied
+        last_operation.kind == "apply"
+        and last_operation.state == State.SUCCEEDED
+        and request.action == "boot"
+        and not request.trial
+        and request.store_path == applied
         and profile == applied
-        and previous.get("currentSystem") == running
+        and last_operation.previous.current_system == running
     )
 
 

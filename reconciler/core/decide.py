@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from reconciler.core.errors import FailureReason
 from reconciler.core.model import DeploymentSpec
 
-FailureReason = Literal["BuildFailed", "GateRefused", "RolledBack", "ActivationFailed"]
 #: Failures that a new try of the same commit cannot fix: only a new commit or `pullnix retry`.
 _STALLING = frozenset({"BuildFailed", "GateRefused"})
 

@@ -1,7 +1,7 @@
 """History: what the helper's finished operations mean for the agent's record.
 
-Owns the fold of a finished helper operation (its JSON form, as `status`
-answers it) into the agent's record and into one history entry: a success
+Owns the fold of a finished helper operation (an `Operation`, as the
+helper's `status` answers it) into the agent's record and into one history entry: a success
 moves `lastAppliedRevision`, a rollback or a failure marks the revision so it
 is not retried, and each becomes an entry with its health checks, closure
 diff and trace id. Pure: the shell reads the helper and writes the files.
@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from reconciler.common.operation import Operation
 from reconciler.core.decide import AgentRecord, Failure
+from reconciler.core.errors import FailureReason
 
 RESULTS = ("Succeeded", "RolledBack", "Failed")
 MAX_HISTORY = 50
@@ -79,24 +81,30 @@ def trace_id_of(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-def entry_from_operation(op: Mapping[str, Any], closure_diff: str | None = None) -> HistoryEntry:
+def entry_from_operation(op: Operation, closure_diff: str | None = None) -> HistoryEntry:
     """The history entry of a finished helper operation."""
     return HistoryEntry(
-        operation_id=str(op["id"]),
-        kind=str(op.get("kind", "apply")),
-        revision=str(op.get("revision") or ""),
-        store_path=str(op.get("storePath") or ""),
-        generation=op.get("generation"),
-        result=str(op["state"]),
-        started_at=str(op.get("createdAt") or ""),
-        finished_at=str(op.get("finishedAt") or ""),
+        operation_id=op.id,
+        kind=op.kind,
+        revision=op.request.revision,
+        store_path=op.request.store_path,
+        generation=op.generation,
+        result=str(op.state),
+        started_at=op.created_at,
+        finished_at=op.finished_at or "",
         health_checks=tuple(
-            {k: c.get(k) for k in ("name", "kind", "ok", "message", "attempts")}
-            for c in op.get("checks") or ()
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "ok": c.ok,
+                "message": c.message,
+                "attempts": c.attempts,
+            }
+            for c in op.checks
         ),
         closure_diff=closure_diff,
-        trace_id=trace_id_of(op.get("traceparent")),
-        message=str(op.get("message") or ""),
+        trace_id=trace_id_of(op.request.traceparent),
+        message=op.message,
     )
 
 
@@ -134,8 +142,8 @@ def ingest(record: AgentRecord, entry: HistoryEntry) -> AgentRecord:
             retry_revision=retry,
         )
     if entry.revision:
-        reason = "RolledBack" if entry.result == "RolledBack" else "ActivationFailed"
-        failed[entry.revision] = Failure(reason, entry.message)  # type: ignore[arg-type]
+        reason: FailureReason = "RolledBack" if entry.result == "RolledBack" else "ActivationFailed"
+        failed[entry.revision] = Failure(reason, entry.message)
     return replace(record, failed=MappingProxyType(failed), retry_revision=retry)
 
 

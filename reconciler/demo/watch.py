@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler.common.client import HelperError, HelperUnavailable
+from reconciler.common.operation import CheckResult, Operation, Transition
 from reconciler.demo.progress import Progress
 from reconciler.demo.stage import DemoFailed, Stage, check_alive
 
@@ -25,14 +26,14 @@ def follow(
     """Print what the agent and the helper report until `done(status)` and the agent is idle;
     the newest history entry then (or {})."""
     seen_steps: dict[str, int] = {}
-    known_ops = {op["id"] for op in helper_ops(stage)}
+    known_ops = {op.id for op in helper_ops(stage)}
     deadline = time.monotonic() + ACT_TIMEOUT
     while time.monotonic() < deadline:
         check_alive(stage)
         answer = stage.agent.request("status")
         agent, status = answer["agent"], answer["status"].get("status", {})
         for op in reversed(helper_ops(stage)):
-            if op["id"] not in known_ops:
+            if op.id not in known_ops:
                 _report_operation(op, seen_steps, progress)
         for report in reversed(agent.get("recentPasses") or []):
             if report["number"] not in stage.passes_shown:
@@ -63,32 +64,32 @@ def _report_pass(report: dict[str, Any], progress: Progress) -> None:
     )
 
 
-def _report_operation(op: dict[str, Any], seen: dict[str, int], progress: Progress) -> None:
+def _report_operation(op: Operation, seen: dict[str, int], progress: Progress) -> None:
     """New steps of a helper operation: its state transitions and each check's result."""
-    steps = [("state", t) for t in op.get("transitions", [])]
-    steps += [("check", c) for c in op.get("checks", []) if c.get("finishedAt")]
-    steps.sort(key=lambda s: str(s[1].get("at") or s[1].get("finishedAt") or ""))
-    for kind, step in steps[seen.get(op["id"], 0) :]:
-        if kind == "state":
-            state = step["state"]
+    steps: list[tuple[str, Transition | CheckResult]] = [("state", t) for t in op.transitions]
+    steps += [("check", c) for c in op.checks if c.finished_at]
+    steps.sort(key=lambda s: s[1].at if isinstance(s[1], Transition) else s[1].finished_at)
+    for _kind, step in steps[seen.get(op.id, 0) :]:
+        if isinstance(step, Transition):
+            state = str(step.state)
             mood = {"Succeeded": "ok", "RolledBack": "bad", "Failed": "bad"}.get(state, "")
-            detail = f": {step['message']}" if step.get("message") else ""
-            progress.event("helper", f"{op['kind']} {op['id'][-6:]}: {state}{detail}", mood)
+            detail = f": {step.message}" if step.message else ""
+            progress.event("helper", f"{op.kind} {op.id[-6:]}: {state}{detail}", mood)
         else:
-            verdict = "passed" if step.get("ok") else f"failed: {step.get('message', '')}"
+            verdict = "passed" if step.ok else f"failed: {step.message}"
             progress.event(
                 "helper",
-                f"health check {step['name']} ({step['kind']}) {verdict}",
-                "ok" if step.get("ok") else "bad",
+                f"health check {step.name} ({step.kind}) {verdict}",
+                "ok" if step.ok else "bad",
             )
-    seen[op["id"]] = len(steps)
+    seen[op.id] = len(steps)
 
 
-def helper_ops(stage: Stage) -> list[dict[str, Any]]:
+def helper_ops(stage: Stage) -> list[Operation]:
     """The helper's operation in progress and its recent ones, newest first."""
     try:
-        answer = stage.helper.status()
+        status = stage.helper.helper_status()
     except (HelperUnavailable, HelperError):
         return []
-    ops = [answer["operation"]] if answer.get("operation") else []
-    return ops + [op for op in answer.get("recent", []) if op not in ops]
+    ops = [status.operation] if status.operation is not None else []
+    return ops + [op for op in status.recent if op not in ops]

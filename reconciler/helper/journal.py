@@ -5,10 +5,9 @@ crash: `journal.json` (the operation in progress, rewritten atomically before
 each step is acted on; `{"v": 1, "operation": null}` when idle) and
 `operations/<id>.json` (a finished operation, the newest `KEEP` kept, so the
 agent can read an outcome after its own restart), both mode 0640: the agent,
-in the state dir's group, watches and reads them but cannot write. Also the
-JSON form of an operation, which is what `status` answers with and what the
-agent rebuilds trace spans from (`phases[]`: name, startedAt, finishedAt, ok,
-message; `checks[]`: name, kind, ok, message, attempts, startedAt, finishedAt).
+in the state dir's group, watches and reads them but cannot write. The
+files' names and the JSON form of an operation are the base's
+(`reconciler.common.answers`): the agent reads them too.
 
 Must not: decide anything (that is `machine.py`) or run anything.
 """
@@ -20,21 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler.common.atomic import write_json_atomic
-from reconciler.common.operation import (
-    CheckResult,
-    Operation,
-    Phase,
-    Previous,
-    State,
-    Touched,
-    Transition,
+from reconciler.common.answers import (
+    JOURNAL_FILE,
+    LOGS_DIR,
+    OPERATIONS_DIR,
+    operation_from_json,
+    operation_to_json,
 )
-from reconciler.common.protocol import apply_from_wire, apply_to_wire
+from reconciler.common.atomic import write_json_atomic
+from reconciler.common.operation import Operation
+from reconciler.common.wire import ProtocolError
 
-JOURNAL_FILE = "journal.json"
-OPERATIONS_DIR = "operations"
-LOGS_DIR = "ops"
 KEEP = 50
 FORMAT = 1
 #: Readable by the state dir's group (the agent's, under the NixOS module); root writes.
@@ -43,99 +38,6 @@ FILE_MODE = 0o640
 
 class JournalError(Exception):
     """The journal exists but cannot be read; the helper refuses to guess."""
-
-
-def to_json(op: Operation) -> dict[str, Any]:
-    return {
-        "id": op.id,
-        "kind": op.kind,
-        "state": str(op.state),
-        "request": apply_to_wire(op.request),
-        "storePath": op.request.store_path,
-        "revision": op.request.revision,
-        "traceparent": op.request.traceparent,
-        "previous": {
-            "currentSystem": op.previous.current_system,
-            "profilePath": op.previous.profile_path,
-            "profileGeneration": op.previous.profile_generation,
-        },
-        "touched": {
-            "running": op.touched.running,
-            "boot": op.touched.boot,
-            "profile": op.touched.profile,
-        },
-        "done": list(op.done),
-        "checks": [
-            {
-                "name": c.name,
-                "kind": c.kind,
-                "ok": c.ok,
-                "message": c.message,
-                "attempts": c.attempts,
-                "startedAt": c.started_at,
-                "finishedAt": c.finished_at,
-            }
-            for c in op.checks
-        ],
-        "confirmedAt": op.confirmed_at,
-        "confirmDeadline": op.confirm_deadline,
-        "generation": op.generation,
-        "transitions": [
-            {"state": str(t.state), "at": t.at, "message": t.message} for t in op.transitions
-        ],
-        "phases": [
-            {
-                "name": p.name,
-                "startedAt": p.started_at,
-                "finishedAt": p.finished_at,
-                "ok": p.ok,
-                "message": p.message,
-            }
-            for p in op.phases
-        ],
-        "message": op.message,
-        "createdAt": op.created_at,
-        "finishedAt": op.finished_at,
-        "log": f"{LOGS_DIR}/{op.id}.log",
-    }
-
-
-def from_json(d: dict[str, Any]) -> Operation:
-    prev, touched = d["previous"], d["touched"]
-    return Operation(
-        id=d["id"],
-        kind=d["kind"],
-        request=apply_from_wire(d["request"]),
-        state=State(d["state"]),
-        created_at=d["createdAt"],
-        previous=Previous(prev["currentSystem"], prev["profilePath"], prev["profileGeneration"]),
-        touched=Touched(bool(touched["running"]), bool(touched["boot"]), bool(touched["profile"])),
-        done=tuple(d["done"]),
-        checks=tuple(
-            CheckResult(
-                c["name"],
-                c["kind"],
-                c["ok"],
-                c["message"],
-                c["attempts"],
-                c["startedAt"],
-                c["finishedAt"],
-            )
-            for c in d["checks"]
-        ),
-        confirmed_at=d["confirmedAt"],
-        confirm_deadline=d["confirmDeadline"],
-        generation=d["generation"],
-        transitions=tuple(
-            Transition(State(t["state"]), t["at"], t["message"]) for t in d["transitions"]
-        ),
-        phases=tuple(
-            Phase(p["name"], p["startedAt"], p["finishedAt"], p["ok"], p["message"])
-            for p in d["phases"]
-        ),
-        message=d["message"],
-        finished_at=d["finishedAt"],
-    )
 
 
 class Journal:
@@ -156,20 +58,20 @@ class Journal:
             if doc.get("v") != FORMAT:
                 raise JournalError(f"{self.path}: journal format {doc.get('v')!r} unknown")
             raw = doc["operation"]
-            return None if raw is None else from_json(raw)
+            return None if raw is None else operation_from_json(raw)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise JournalError(f"{self.path}: malformed journal: {exc!r}") from None
 
     def write(self, op: Operation | None) -> None:
         write_json_atomic(
             self.path,
-            {"v": FORMAT, "operation": None if op is None else to_json(op)},
+            {"v": FORMAT, "operation": None if op is None else operation_to_json(op)},
             mode=FILE_MODE,
         )
 
     def finish(self, op: Operation, between: Callable[[], None] = lambda: None) -> None:
         """Archive a finished operation, then clear the journal (both idempotent)."""
-        write_json_atomic(self.archive / f"{op.id}.json", to_json(op), mode=FILE_MODE)
+        write_json_atomic(self.archive / f"{op.id}.json", operation_to_json(op), mode=FILE_MODE)
         between()
         self.write(None)
         self._prune()
@@ -197,6 +99,15 @@ class Journal:
             except (OSError, ValueError):
                 continue
         return out
+
+    def finished(self, limit: int = 10) -> tuple[Operation, ...]:
+        """`recent()` as values; a file that does not read as an operation is left out."""
+        return tuple(op for doc in self.recent(limit) if (op := _operation(doc)) is not None)
+
+    def lookup(self, op_id: str) -> Operation | None:
+        """`find()` as a value."""
+        doc = self.find(op_id)
+        return None if doc is None else _operation(doc)
 
     def find(self, op_id: str) -> dict[str, Any] | None:
         if "/" in op_id or op_id.startswith("."):
@@ -226,3 +137,10 @@ class Journal:
         for path in self._archived()[:-KEEP]:
             path.unlink(missing_ok=True)
             self.log_path(path.stem).unlink(missing_ok=True)
+
+
+def _operation(doc: dict[str, Any]) -> Operation | None:
+    try:
+        return operation_from_json(doc)
+    except (KeyError, TypeError, ValueError, ProtocolError):
+        return None

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from reconciler.common.answers import HelperStatus, operation_to_json
 from reconciler.common.config import MachineConfig
 from reconciler.common.protocol import (
     ApplyRequest,
@@ -49,7 +50,7 @@ from reconciler.common.records import CommittedGeneration, append_committed, rea
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
 from reconciler.helper import system
-from reconciler.helper.journal import Journal, to_json
+from reconciler.helper.journal import Journal
 from reconciler.helper.log import log
 from reconciler.helper.retention import plan_retention
 
@@ -160,7 +161,7 @@ class Operator:
 
     def _refuse_if_busy(self) -> None:
         if self._op is not None:
-            raise Busy(to_json(self._op))
+            raise Busy(operation_to_json(self._op))
         if self._upgrading:
             raise ProtocolError(ErrorCode.BUSY, "the helper is upgrading itself")
 
@@ -307,37 +308,30 @@ class Operator:
                     self.journal.write(self._op)
                 self._cond.notify_all()
                 return {"ok": True, "operationId": op.id, "state": str(self._op.state)}
-        for done in self.journal.recent():
-            if matches(done["id"], done["revision"]):
+        for done in self.journal.finished():
+            if matches(done.id, done.request.revision):
                 return {
                     "ok": True,
-                    "operationId": done["id"],
-                    "state": done["state"],
+                    "operationId": done.id,
+                    "state": str(done.state),
                     "message": "that operation is already over",
                 }
         wanted = request.operation_id or f"revision {request.revision}"
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation for {wanted}")
 
-    def status(self, operation_id: str | None = None) -> dict[str, Any]:
+    def status(self, operation_id: str | None = None) -> HelperStatus:
         with self._cond:
-            current = None if self._op is None else to_json(self._op)
-        answer: dict[str, Any] = {
-            "ok": True,
-            "busy": current is not None,
-            "operation": current,
-            "recent": self.journal.recent(),
-            "upgradePending": self.upgrade_pending,
-        }
+            current = self._op
+        found = None
         if operation_id is not None:
             found = (
                 current
-                if current and current["id"] == operation_id
-                else self.journal.find(operation_id)
+                if current is not None and current.id == operation_id
+                else self.journal.lookup(operation_id)
             )
             if found is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
-            answer["found"] = found
-        return answer
+        return HelperStatus(current, self.journal.finished(), self.upgrade_pending, found)
 
     # -- self-upgrade -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from reconciler.common import protocol as p
+from reconciler.common.answers import status_to_wire
 from reconciler.common.sockets import peer_credentials
 from reconciler.helper.log import log
 
@@ -130,7 +131,7 @@ class Server:
         if isinstance(request, p.UpgradeRequest):
             return op.upgrade(request.store_path), op.upgrade_if_idle
         assert isinstance(request, p.StatusRequest)
-        return op.status(request.operation_id), None
+        return status_to_wire(op.status(request.operation_id)), None
 
     @staticmethod
     def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:

@@ -1,9 +1,10 @@
 """What can go wrong when pullnix asks Nix for something, as typed errors with condition reasons.
 
 Owns the Nix driver's error types and the one classifier that reads Nix's
-error output and says which one it was. Terminal errors (a missing
-attribute, an evaluation error, a failed build, a result that is not a
-system) wait for a new commit; transient ones (a busy store, a timeout, a
+error output and says which one it was. Terminal errors wait for a new
+commit; those of the commit itself (a missing attribute, an evaluation
+error, a failed build, a result that is not a system) are CommitFailures,
+remembered as BuildFailed for that commit; transient ones (a busy store, a timeout, a
 commit the mirror does not hold yet) back off and retry. Must not: run
 anything; the classifier is a pure function over the lines Nix printed.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from reconciler.core.errors import TerminalError, TransientError
+from reconciler.core.errors import CommitFailure, TerminalError, TransientError
 
 MAX_MESSAGE_LINES = 50
 
@@ -22,7 +23,7 @@ class NixMissing(TerminalError):
     reason = "NixMissing"
 
 
-class FlakeAttributeMissing(TerminalError):
+class FlakeAttributeMissing(CommitFailure):
     reason = "FlakeAttributeMissing"
 
 
@@ -34,11 +35,11 @@ class NixpkgsMissing(TerminalError):
     reason = "NixpkgsMissing"
 
 
-class EvaluationError(TerminalError):
+class EvaluationError(CommitFailure):
     reason = "EvaluationError"
 
 
-class BuildFailed(TerminalError):
+class BuildFailed(CommitFailure):
     """The build ran and failed; `log_tail` holds Nix's last lines (also in the message)."""
 
     reason = "BuildFailed"
@@ -48,7 +49,7 @@ class BuildFailed(TerminalError):
         self.log_tail = tuple(log_tail)
 
 
-class NotASystem(TerminalError):
+class NotASystem(CommitFailure):
     reason = "NotASystem"
 
 

@@ -114,10 +114,6 @@ def shutdown_tracing(timeout: float = 5.0) -> None:
         )
 
 
-def tracing_enabled() -> bool:
-    return _provider is not None
-
-
 @dataclass(frozen=True)
 class PassTrace:
     """The root span of one pass, and the W3C traceparent that names it."""

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from reconciler.common.answers import operation_from_json as from_json
+from reconciler.common.answers import operation_to_json as to_json
 from reconciler.common.protocol import ApplyRequest, CheckSpec
 from reconciler.helper import machine as m
-from reconciler.helper.journal import Journal, from_json, to_json
+from reconciler.helper.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-2"

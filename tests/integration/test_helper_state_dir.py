@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.common.answers import JOURNAL_FILE, OPERATIONS_DIR
 from reconciler.common.records import RECORDS_FILE
-from reconciler.helper.journal import JOURNAL_FILE, OPERATIONS_DIR
 from tests.support.helperproc import (
     FakeMachine,
     build_machine,

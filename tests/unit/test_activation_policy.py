@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.common.operation import Operation, Previous, State
+from reconciler.common.protocol import ApplyRequest
 from reconciler.core.activation import (
     boot_components_changed,
     installed_for_next_boot,
@@ -115,7 +117,8 @@ def test_a_boot_asks_the_helper_for_no_trial_and_no_confirmation(
 OLD, NEW, OTHER = ("/nix/store/" + c * 32 + "-nixos-system" for c in "abc")
 
 
-def boot_op(**changes: Any) -> dict[str, Any]:
+def boot_op(**changes: Any) -> Operation:
+    """The helper's newest finished operation, described by its JSON form's fields."""
     op: dict[str, Any] = {
         "kind": "apply",
         "state": "Succeeded",
@@ -128,7 +131,19 @@ def boot_op(**changes: Any) -> dict[str, Any]:
             op["request"] = {**op["request"], key: value}
         else:
             op[key] = value
-    return op
+    request = op["request"]
+    return Operation(
+        id="op-1",
+        kind=op["kind"],
+        request=ApplyRequest(
+            store_path=op["storePath"],
+            action=request["action"],
+            trial=request.get("trial", True),
+        ),
+        previous=Previous(op["previous"]["currentSystem"], None, None),
+        state=State(op["state"]),
+        created_at="2026-11-25T18:31:39.566851Z",
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +166,7 @@ def boot_op(**changes: Any) -> dict[str, Any]:
 )
 def test_a_system_installed_for_the_next_boot_is_not_drift(
     why: str,
-    op: dict[str, Any] | None,
+    op: Operation | None,
     applied: str | None,
     profile: str | None,
     running: str | None,

@@ -24,7 +24,6 @@ from reconciler.common.operation import CheckResult, Operation, Previous, State,
 from reconciler.common.protocol import CHECK_KINDS, ApplyRequest
 from reconciler.core.conditions import Condition
 from reconciler.core.history import RESULTS, HistoryEntry, entry_from_operation
-from reconciler.helper import journal
 from tests.support.schemawalk import agree, optional_inner, walk
 
 ROOT = Path(__file__).parent.parent.parent
@@ -121,24 +120,22 @@ def test_the_status_the_controller_writes_has_exactly_the_schemas_fields() -> No
     assert source == set(status["properties"]["source"]["properties"])
 
 
-def operation(state: str, kind: str = "apply", **fields: Any) -> dict[str, Any]:
-    """A finished helper operation as the helper's status answers it (its journal form)."""
+def operation(state: str, kind: str = "apply", **fields: Any) -> Operation:
+    """A finished helper operation as the helper's status answers it."""
     request = ApplyRequest(
         store_path="/nix/store/" + "a" * 32 + "-nixos-system",
         revision=fields.pop("revision", "c" * 40),
         traceparent=fields.pop("traceparent", ""),
     )
-    return journal.to_json(
-        Operation(
-            id="op-1",
-            kind=kind,
-            request=request,
-            previous=Previous(None, None, None),
-            state=State(state),
-            created_at=iso(1.8e9),
-            finished_at=iso(1.8e9 + 5),
-            **fields,
-        )
+    return Operation(
+        id="op-1",
+        kind=kind,
+        request=request,
+        previous=Previous(None, None, None),
+        state=State(state),
+        created_at=iso(1.8e9),
+        finished_at=iso(1.8e9 + 5),
+        **fields,
     )
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from reconciler import __version__
 from reconciler.common.config import ConfigError, parse_machine_config
+from reconciler.common.operation import CheckResult, Operation, Phase, Previous, State, Transition
+from reconciler.common.protocol import ApplyRequest
 from reconciler.common.tracelinks import jaeger_template, jaeger_ui_of, trace_link
 from reconciler.telemetry.helper_spans import operation_spans
 from reconciler.telemetry.tracing import resource_attributes
@@ -118,39 +120,38 @@ def test_the_resource_follows_the_semantic_conventions(
     assert resource_attributes(detected, host) == added
 
 
-def _operation(state: str, message: str) -> dict[str, Any]:
+def _operation(state: str, message: str) -> Operation:
     t = "2026-01-01T00:00:0{}+00:00".format
-    return {
-        "id": "op1",
-        "kind": "apply",
-        "state": state,
-        "revision": "a" * 40,
-        "storePath": "/nix/store/x-nixos-system",
-        "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01",
-        "message": message,
-        "finishedAt": t(6),
-        "transitions": [
-            {"state": "Activating", "at": t(1), "message": ""},
-            {"state": "Verifying", "at": t(2), "message": ""},
-            {
-                "state": "RollingBack" if state == "RolledBack" else "Committing",
-                "at": t(3),
-                "message": "health check app failed: exit 1" if state == "RolledBack" else "",
-            },
-            {"state": state, "at": t(5), "message": message},
-        ],
-        "phases": [
-            {"name": "activate", "startedAt": t(1), "finishedAt": t(2), "ok": True},
-            {
-                "name": "check:app",
-                "startedAt": t(2),
-                "finishedAt": t(3),
-                "ok": state != "RolledBack",
-                "message": "exit 1",
-            },
-        ],
-        "checks": [{"name": "app", "kind": "command", "attempts": 1, "ok": state != "RolledBack"}],
-    }
+    rolled_back = state == "RolledBack"
+    return Operation(
+        id="op1",
+        kind="apply",
+        request=ApplyRequest(
+            store_path="/nix/store/x-nixos-system",
+            revision="a" * 40,
+            traceparent=f"00-{TRACE}-00f067aa0ba902b7-01",
+        ),
+        previous=Previous("/nix/store/y-nixos-system", None, None),
+        state=State(state),
+        created_at=t(0),
+        message=message,
+        finished_at=t(6),
+        transitions=(
+            Transition(State.ACTIVATING, t(1)),
+            Transition(State.VERIFYING, t(2)),
+            Transition(
+                State.ROLLING_BACK if rolled_back else State.COMMITTING,
+                t(3),
+                "health check app failed: exit 1" if rolled_back else "",
+            ),
+            Transition(State(state), t(5), message),
+        ),
+        phases=(
+            Phase("activate", t(1), t(2), True),
+            Phase("check:app", t(2), t(3), not rolled_back, "exit 1"),
+        ),
+        checks=(CheckResult("app", "command", not rolled_back, "exit 1", 1, t(2), t(3)),),
+    )
 
 
 def test_a_rollback_span_carries_its_reason_and_result_and_fails() -> None:

@@ -1,0 +1,171 @@
+"""What the helper answers with: operations in their JSON form, and the status answer.
+
+Owns the JSON form of an `Operation` (what `journal.json` and
+`operations/<id>.json` hold, what `status` answers with, and what the agent
+rebuilds history and trace spans from: `phases[]`: name, startedAt,
+finishedAt, ok, message; `checks[]`: name, kind, ok, message, attempts,
+startedAt, finishedAt), the names of the helper's journal files (the agent
+watches them), and `HelperStatus`, the typed `status` answer. The helper
+writes these with the `*_to_json`/`*_to_wire` functions and the agent reads
+them with the `*_from_*` ones, so both sides agree by construction. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.common.operation import (
+    CheckResult,
+    Operation,
+    Phase,
+    Previous,
+    State,
+    Touched,
+    Transition,
+)
+from reconciler.common.protocol import apply_from_wire, apply_to_wire
+
+#: Under the helper's state dir: the operation in progress, the finished ones, their logs.
+JOURNAL_FILE = "journal.json"
+OPERATIONS_DIR = "operations"
+LOGS_DIR = "ops"
+
+
+def operation_to_json(op: Operation) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "state": str(op.state),
+        "request": apply_to_wire(op.request),
+        "storePath": op.request.store_path,
+        "revision": op.request.revision,
+        "traceparent": op.request.traceparent,
+        "previous": {
+            "currentSystem": op.previous.current_system,
+            "profilePath": op.previous.profile_path,
+            "profileGeneration": op.previous.profile_generation,
+        },
+        "touched": {
+            "running": op.touched.running,
+            "boot": op.touched.boot,
+            "profile": op.touched.profile,
+        },
+        "done": list(op.done),
+        "checks": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "ok": c.ok,
+                "message": c.message,
+                "attempts": c.attempts,
+                "startedAt": c.started_at,
+                "finishedAt": c.finished_at,
+            }
+            for c in op.checks
+        ],
+        "confirmedAt": op.confirmed_at,
+        "confirmDeadline": op.confirm_deadline,
+        "generation": op.generation,
+        "transitions": [
+            {"state": str(t.state), "at": t.at, "message": t.message} for t in op.transitions
+        ],
+        "phases": [
+            {
+                "name": p.name,
+                "startedAt": p.started_at,
+                "finishedAt": p.finished_at,
+                "ok": p.ok,
+                "message": p.message,
+            }
+            for p in op.phases
+        ],
+        "message": op.message,
+        "createdAt": op.created_at,
+        "finishedAt": op.finished_at,
+        "log": f"{LOGS_DIR}/{op.id}.log",
+    }
+
+
+def operation_from_json(d: Mapping[str, Any]) -> Operation:
+    prev, touched = d["previous"], d["touched"]
+    return Operation(
+        id=d["id"],
+        kind=d["kind"],
+        request=apply_from_wire(d["request"]),
+        state=State(d["state"]),
+        created_at=d["createdAt"],
+        previous=Previous(prev["currentSystem"], prev["profilePath"], prev["profileGeneration"]),
+        touched=Touched(bool(touched["running"]), bool(touched["boot"]), bool(touched["profile"])),
+        done=tuple(d["done"]),
+        checks=tuple(
+            CheckResult(
+                c["name"],
+                c["kind"],
+                c["ok"],
+                c["message"],
+                c["attempts"],
+                c["startedAt"],
+                c["finishedAt"],
+            )
+            for c in d["checks"]
+        ),
+        confirmed_at=d["confirmedAt"],
+        confirm_deadline=d["confirmDeadline"],
+        generation=d["generation"],
+        transitions=tuple(
+            Transition(State(t["state"]), t["at"], t["message"]) for t in d["transitions"]
+        ),
+        phases=tuple(
+            Phase(p["name"], p["startedAt"], p["finishedAt"], p["ok"], p["message"])
+            for p in d["phases"]
+        ),
+        message=d["message"],
+        finished_at=d["finishedAt"],
+    )
+
+
+@dataclass(frozen=True)
+class HelperStatus:
+    """The helper's `status` answer: the operation in progress, the finished ones (newest
+    first), a queued self-upgrade, and the operation asked for by id."""
+
+    operation: Operation | None = None
+    recent: tuple[Operation, ...] = ()
+    upgrade_pending: str | None = None
+    found: Operation | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.operation is not None
+
+    @property
+    def last(self) -> Operation | None:
+        """The newest finished operation."""
+        return self.recent[0] if self.recent else None
+
+
+def status_to_wire(status: HelperStatus) -> dict[str, Any]:
+    """The status answer's fields (`wire.encode` frames them)."""
+    answer: dict[str, Any] = {
+        "ok": True,
+        "busy": status.busy,
+        "operation": None if status.operation is None else operation_to_json(status.operation),
+        "recent": [operation_to_json(op) for op in status.recent],
+        "upgradePending": status.upgrade_pending,
+    }
+    if status.found is not None:
+        answer["found"] = operation_to_json(status.found)
+    return answer
+
+
+def status_from_wire(answer: Mapping[str, Any]) -> HelperStatus:
+    """Read a status answer back (KeyError, TypeError or ValueError if it is not one)."""
+    current, found = answer.get("operation"), answer.get("found")
+    return HelperStatus(
+        operation=None if current is None else operation_from_json(current),
+        recent=tuple(operation_from_json(op) for op in answer.get("recent") or ()),
+        upgrade_pending=answer.get("upgradePending"),
+        found=None if found is None else operation_from_json(found),
+    )
