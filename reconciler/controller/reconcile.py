@@ -32,6 +32,7 @@ from reconciler.controller.store import StateStore, StoredRecord, conditions_of,
 from reconciler.core import decide as d
 from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import CommitFailure, PullnixError, TerminalError, TransientError
+from reconciler.core.freshness import Freshness, apply_freshness, freshness
 from reconciler.core.helper_terms import apply_request_view
 from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
 from reconciler.core.model import NixOSDeployment
@@ -236,6 +237,19 @@ class Reconciler:
         self._spec = (key, deployment)
         return deployment
 
+    def _freshness(self, tip: str | None) -> Freshness | None:
+        """How old the followed commit is (the last tip fetched, also while the remote is
+        unreachable); None before any fetch."""
+        try:
+            committed_at = self.source.committed_at(tip) if tip else None
+        except TerminalError:  # not in the mirror (a lost state dir)
+            committed_at = None
+        if tip is None or committed_at is None:
+            return None
+        fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
+        metrics.record_source_freshness(committed_at, fresh.stale)
+        return fresh
+
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""
         path = self.machine.source.spec_path
@@ -336,6 +350,13 @@ class Reconciler:
     ) -> None:
         now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
+        tip = (
+            fetch.tip_sha
+            if fetch
+            else (previous.get("status", {}).get("source") or {}).get("revision")
+        )
+        if fresh := self._freshness(tip):  # SourceStale: reported, never acted on
+            conditions = apply_freshness(conditions, fresh, now, stored.generation)
         history = history_of(previous)
         for entry in new_entries:
             history = append_history(history, entry)
