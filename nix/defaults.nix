@@ -32,6 +32,10 @@
     secretFile = null;
   };
   metrics.listen = null;
+  fleet = {
+    prometheusUrl = null;
+    queryTimeout = "5s";
+  };
   logFormat = "logfmt";
   traceUrl = null;
   keepGenerations = 10;

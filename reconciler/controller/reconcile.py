@@ -29,7 +29,9 @@ from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
+from reconciler.controller.waves import WaveGate
 from reconciler.core import decide as d
+from reconciler.core import waves
 from reconciler.core.activation import ActivationPlan
 from reconciler.core.errors import CommitFailure, PullnixError, TerminalError, TransientError
 from reconciler.core.freshness import Freshness, apply_freshness, freshness
@@ -47,7 +49,15 @@ from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span
 log = logging.getLogger("pullnix.reconcile")
 
 #: Actions after which the pass has nothing left to wait for.
-SETTLED = (d.Converged, d.Blocked, d.Suspended, d.ReportDrift, d.Reboot)
+SETTLED = (
+    d.Converged,
+    d.Blocked,
+    d.Suspended,
+    d.ReportDrift,
+    d.Reboot,
+    waves.WaitForWave,
+    waves.RolloutHalted,
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,7 @@ class Reconciler:
             machine, self.source, self.helper, on_build_line=on_build_line or _log_build_line
         )
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
+        self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
         """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
@@ -165,6 +176,7 @@ class Reconciler:
                     }
                 )
             action = d.decide(deployment.spec, observed, stored.record)
+            action = self.waves.hold(deployment, action)  # a deploy waits for its wave
             if isinstance(action, d.Converged):
                 stored = stored.converged(target.target.sha, tip.sha)
             pass_trace.set(
@@ -193,7 +205,9 @@ class Reconciler:
         self._write_status(
             status_doc, stored, deployment, fetch, system, outcome, new_entries, attempted
         )
-        code = 1 if error else exit_code(conditions_of(self.store.load_status()))
+        written = self.store.load_status()
+        code = 1 if error else exit_code(conditions_of(written))
+        self.waves.report(written, stored.record.failed, action)
         _report(pass_trace, outcome, stored, system, reboot)
         return PassResult(action, outcome, code, pass_trace.trace_id, op_id, error)
 
