@@ -19,6 +19,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -27,14 +28,16 @@ from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.config import ConfigError, MachineConfig, require_urls
+from reconciler.common.durations import parse_duration
 from reconciler.common.operation import State
 from reconciler.common.tracelinks import trace_link
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore, conditions_of, history_of
-from reconciler.core.schedule import BackoffPolicy
+from reconciler.core.schedule import BackoffPolicy, effective_interval
 from reconciler.core.status import exit_code
+from reconciler.core.vouch import doubt
 
 #: Between passes of `reconcile --once` while the helper works.
 FOLLOW_INTERVAL = 0.25
@@ -146,6 +149,7 @@ def status(ctx: CliContext, as_json: bool) -> None:
     if not doc:
         click.echo(f"pullnix: no status yet in {machine.state_dir}; has a pass run?", err=True)
         sys.exit(3)
+    problem = _doubt(machine, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -170,7 +174,32 @@ def status(ctx: CliContext, as_json: bool) -> None:
                 for c in conditions_of(doc)
             ]
         )
+    if problem is not None:
+        click.echo(f"pullnix: this status cannot be vouched for: {problem}", err=True)
+        sys.exit(3)
     sys.exit(exit_code(conditions_of(doc)))
+
+
+def _doubt(machine: MachineConfig, doc: dict[str, Any]) -> str | None:
+    """Why status.json may be out of date (core.vouch), asking the running agent, if any,
+    how its last pass went (status.json is not written when the disk is full)."""
+    try:
+        answer = AgentClient(machine.agent.socket, timeout=5).request("status")
+        last_pass = (answer.get("agent") or {}).get("lastPass")
+    except (AgentUnavailable, AgentRefused):
+        last_pass = None
+    raw = (doc.get("spec") or {}).get("interval")
+    try:
+        spec_interval = parse_duration(raw) if isinstance(raw, str) else None
+    except ValueError:
+        spec_interval = None
+    return doubt(
+        (doc.get("status") or {}).get("lastPassAt"),
+        datetime.now(UTC),
+        effective_interval(machine.triggers.interval, spec_interval),
+        machine.triggers.jitter,
+        last_pass,
+    )
 
 
 @click.command()

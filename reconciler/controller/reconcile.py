@@ -27,6 +27,7 @@ from reconciler.common.clock import utc_stamp
 from reconciler.common.config import MachineConfig
 from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
+from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
 from reconciler.controller.waves import WaveGate
@@ -102,7 +103,12 @@ class Reconciler:
         with reconcile_span(
             {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:
-            return self._run_pass(pass_trace)
+            try:
+                return self._run_pass(pass_trace)
+            except Exception as exc:  # not a PullnixError: reported all the same (issue 15)
+                outcome = report_internal_error(self.store, self.machine.host, exc)
+                pass_trace.fail(f"{outcome.reason}: {outcome.message}")
+                return PassResult(None, outcome, 1, pass_trace.trace_id, error=True)
 
     def _run_pass(self, pass_trace: PassTrace) -> PassResult:
         traceparent = pass_trace.traceparent
