@@ -82,7 +82,7 @@ class Reconciler:
     def __init__(
         self, machine: MachineConfig, *, on_build_line: Callable[[str], None] | None = None
     ) -> None:
-        init_tracing()  # idempotent; a no-op unless OTEL_* asks for an exporter
+        init_tracing(machine.host)  # idempotent; a no-op unless OTEL_* asks for an exporter
         self.machine = machine
         self.store = StateStore(machine.state_dir)
         self.source = GitSource(
@@ -101,7 +101,7 @@ class Reconciler:
     def run_pass(self) -> PassResult:
         """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
         with reconcile_span(
-            {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
+            {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:
             try:
                 return self._run_pass(pass_trace)
@@ -189,6 +189,7 @@ class Reconciler:
             pass_trace.set(
                 {
                     "pullnix.action": type(action).__name__,
+                    "pullnix.revision": target.target.sha,
                     "vcs.ref.head.revision": target.target.sha,
                 }
             )
@@ -304,6 +305,7 @@ class Reconciler:
             new_entries.append(entry)
             emit_operation(op)
             pass_trace.link(op.request.traceparent or None)
+            pass_trace.set({"pullnix.result": entry.result})
             metrics.record_operation(entry.result, entry.kind, entry.health_checks)
             log.info(
                 "operation %s ended %s for %s",
