@@ -124,6 +124,7 @@ class Reconciler:
         attempted: str | None = None
         reboot: bool | None = None
         activation: ActivationPlan | None = None  # a switch turned into a boot, or waiting for one
+        helper_status: HelperStatus | None = None
         error = False
         try:
             helper_status = self._helper_status()
@@ -209,7 +210,15 @@ class Reconciler:
             log.warning("pass failed: %s: %s", exc.reason, exc.message)
         self.store.save_record(stored)
         self._write_status(
-            status_doc, stored, deployment, fetch, system, outcome, new_entries, attempted
+            status_doc,
+            stored,
+            deployment,
+            fetch,
+            system,
+            outcome,
+            new_entries,
+            attempted,
+            helper_config_error(helper_status, status_doc),
         )
         written = self.store.load_status()
         code = 1 if error else exit_code(conditions_of(written))
@@ -338,6 +347,8 @@ class Reconciler:
             diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
             stored = stored.deploying(started.operation_id, target.tip.sha)
             return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
+        if isinstance(action, d.Reboot):
+            return stored, self.deployer.reboot(stored.record, system, traceparent), None
         if isinstance(action, d.RevertDrift):
             op_id = self.deployer.apply_existing(
                 spec, action.revision, action.store_path, traceparent
@@ -367,6 +378,7 @@ class Reconciler:
         outcome: Outcome,
         new_entries: list[HistoryEntry],
         attempted: str | None,
+        helper_config: str | None,
     ) -> None:
         now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
@@ -401,6 +413,7 @@ class Reconciler:
                 else old_status.get("source")
             ),
             "suspended": stored.record.suspended,
+            "helperConfigError": helper_config,
             "lastPassAt": now,
             "history": [h.to_json() for h in history],
         }
@@ -420,6 +433,15 @@ class Reconciler:
             "status": status,
         }
         self.store.save_status(doc)
+
+
+def helper_config_error(helper_status: HelperStatus | None, previous: dict[str, Any]) -> str | None:
+    """status.helperConfigError: why the helper refused a changed agent.toml (it runs on the
+    old one), else None; as it was when the helper did not answer this pass."""
+    if helper_status is None:
+        return (previous.get("status") or {}).get("helperConfigError")
+    error = helper_status.config_error
+    return error if isinstance(error, str) else None
 
 
 def _report(
