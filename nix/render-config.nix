@@ -11,8 +11,8 @@
 # file (secret *files* are named by path; their contents never pass here).
 #
 # Takes the whole option set (module.nix passes `config.services.pullnix`);
-# every attribute read below must be present: defaults.nix has them all
-# except `host`.
+# every attribute read below must be present, `host` as the name (module.nix
+# resolves a null through wiring.nix).
 cfg:
 let
   inherit (builtins) attrNames concatStringsSep elem filter isAttrs;
@@ -41,7 +41,7 @@ let
     helper = [ "socket" "state_dir" "profile" "agent_uids" ];
     agent = [ "socket" ];
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
-    telemetry = [ "metrics_listen" "log_format" ];
+    telemetry = [ "metrics_listen" "log_format" "trace_url" ];
     nix = [ "substituters" "trusted_public_keys" ];
     fleet = [ "prometheus_url" "query_timeout" ];
   };
@@ -90,6 +90,7 @@ let
     telemetry = {
       metrics_listen = orEmpty cfg.metrics.listen;
       log_format = cfg.logFormat;
+      trace_url = orEmpty cfg.traceUrl;
     };
     nix = {
       substituters = cfg.binaryCache.substituters;
@@ -100,6 +101,24 @@ let
       query_timeout = cfg.fleet.queryTimeout;
     };
   };
+
+  # Keys the units depend on: the module sets them (StateDirectory, tmpfiles,
+  # ExecStart, the sandbox's writable paths), so extraSettings may not, or
+  # agent.toml and the units would disagree.
+  reserved = {
+    "" = { state_dir = "services.pullnix.stateDir"; };
+    helper = {
+      socket = "the module (${paths.helperSocket})";
+      state_dir = "the module (${paths.helperStateDir})";
+      profile = "the module (${paths.helperProfile})";
+    };
+    agent = { socket = "the module (${paths.agentSocket})"; };
+  };
+  refuseReserved = where: section: key:
+    if reserved ? ${section} && reserved.${section} ? ${key}
+    then throw ("services.pullnix.extraSettings${where}.${key}: the units depend on this key, "
+      + "so only ${reserved.${section}.${key}} sets it")
+    else true;
 
   unknown = where: key: known:
     throw ("services.pullnix.extraSettings${where}.${key}: agent.toml has no such key "
@@ -112,9 +131,9 @@ let
         if !(elem k order."") then unknown "" k order.""
         else if elem k sections then
           (if isAttrs extra.${k}
-           then map (s: if elem s order.${k} then true else unknown ".${k}" s order.${k}) (attrNames extra.${k})
+           then map (s: if elem s order.${k} then refuseReserved ".${k}" k s else unknown ".${k}" s order.${k}) (attrNames extra.${k})
            else throw "services.pullnix.extraSettings.${k}: must be an attribute set (the [${k}] table)")
-        else [ true ];
+        else [ (refuseReserved "" "" k) ];
     in
     builtins.deepSeq (map checkTop (attrNames extra)) extra;
 

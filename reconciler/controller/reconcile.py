@@ -82,7 +82,7 @@ class Reconciler:
     def __init__(
         self, machine: MachineConfig, *, on_build_line: Callable[[str], None] | None = None
     ) -> None:
-        init_tracing()  # idempotent; a no-op unless OTEL_* asks for an exporter
+        init_tracing(machine.host)  # idempotent; a no-op unless OTEL_* asks for an exporter
         self.machine = machine
         self.store = StateStore(machine.state_dir)
         self.source = GitSource(
@@ -102,7 +102,7 @@ class Reconciler:
         """One pass under its root span `pullnix.reconcile` (its spans: docs/design.md,
         "Metrics and traces")."""
         with reconcile_span(
-            {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
+            {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:
             try:
                 return self._run_pass(pass_trace)
@@ -125,6 +125,7 @@ class Reconciler:
         attempted: str | None = None
         reboot: bool | None = None
         activation: ActivationPlan | None = None  # a switch turned into a boot, or waiting for one
+        helper_status: HelperStatus | None = None
         error = False
         try:
             helper_status = self._helper_status()
@@ -189,6 +190,7 @@ class Reconciler:
             pass_trace.set(
                 {
                     "pullnix.action": type(action).__name__,
+                    "pullnix.revision": target.target.sha,
                     "vcs.ref.head.revision": target.target.sha,
                 }
             )
@@ -209,7 +211,15 @@ class Reconciler:
             log.warning("pass failed: %s: %s", exc.reason, exc.message)
         self.store.save_record(stored)
         self._write_status(
-            status_doc, stored, deployment, fetch, system, outcome, new_entries, attempted
+            status_doc,
+            stored,
+            deployment,
+            fetch,
+            system,
+            outcome,
+            new_entries,
+            attempted,
+            helper_config_error(helper_status, status_doc),
         )
         written = self.store.load_status()
         code = 1 if error else exit_code(conditions_of(written))
@@ -296,6 +306,7 @@ class Reconciler:
             new_entries.append(entry)
             emit_operation(op)
             pass_trace.link(op.request.traceparent or None)
+            pass_trace.set({"pullnix.result": entry.result})
             metrics.record_operation(entry.result, entry.kind, entry.health_checks)
             log.info(
                 "operation %s ended %s for %s",
@@ -337,6 +348,8 @@ class Reconciler:
             diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
             stored = stored.deploying(started.operation_id, target.tip.sha)
             return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
+        if isinstance(action, d.Reboot):
+            return stored, self.deployer.reboot(stored.record, system, traceparent), None
         if isinstance(action, d.RevertDrift):
             op_id = self.deployer.apply_existing(
                 spec, action.revision, action.store_path, traceparent
@@ -366,6 +379,7 @@ class Reconciler:
         outcome: Outcome,
         new_entries: list[HistoryEntry],
         attempted: str | None,
+        helper_config: str | None,
     ) -> None:
         now = utc_stamp()
         conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
@@ -400,6 +414,7 @@ class Reconciler:
                 else old_status.get("source")
             ),
             "suspended": stored.record.suspended,
+            "helperConfigError": helper_config,
             "lastPassAt": now,
             "history": [h.to_json() for h in history],
         }
@@ -419,6 +434,15 @@ class Reconciler:
             "status": status,
         }
         self.store.save_status(doc)
+
+
+def helper_config_error(helper_status: HelperStatus | None, previous: dict[str, Any]) -> str | None:
+    """status.helperConfigError: why the helper refused a changed agent.toml (it runs on the
+    old one), else None; as it was when the helper did not answer this pass."""
+    if helper_status is None:
+        return (previous.get("status") or {}).get("helperConfigError")
+    error = helper_status.config_error
+    return error if isinstance(error, str) else None
 
 
 def _report(
