@@ -23,6 +23,8 @@ others still run):
            signed nginx cache vs evaluating and building on the machine (bench_prebuilt)
 - hostile  the helper under a 20 MB one-line flood, 300 idle connections and a full
            state dir, and a ten-minute crash soak (bench_hostile; quick: one minute)
+- slowloris the agent's threads, open files and webhook answers under 200 half-open
+           connections (bench_webhook)
 
 The table (markdown) goes to stdout, progress to stderr. Ratios are
 pullnix / reference; the target column says what each row is held to. Everything
@@ -59,6 +61,7 @@ SECTIONS = (
     "helper",
     "prebuilt",
     "hostile",
+    "slowloris",
 )
 Row = dict[str, Any]
 
@@ -145,6 +148,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         bench_prebuilt,
         bench_source,
         bench_waves,
+        bench_webhook,
     )
 
     return {
@@ -163,6 +167,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         "helper": lambda: bench_helper.rows(o.runs),
         "prebuilt": lambda: bench_prebuilt.rows(o.deploys),
         "hostile": lambda: bench_hostile.rows(60.0 if o.quick else 600.0),
+        "slowloris": lambda: bench_webhook.rows(root / "slowloris", o.runs),
     }
 
 
@@ -179,6 +184,7 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "helper": 120 + o.runs * 10,
         "prebuilt": 300 + o.deploys * 300,
         "hostile": 600 + (60 if o.quick else 600),
+        "slowloris": 300 + o.runs * 10,
     }[name]
 
 

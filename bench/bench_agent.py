@@ -311,7 +311,7 @@ def _children_cpu() -> float:
 
 def idle_rows(root: Path, seconds: float) -> list[Row]:
     _nix_env()
-    interval = 300.0  # DESIGN.md's default [triggers] interval = "5m", jitter = "30s"
+    interval = 300.0  # agent.toml's default [triggers] interval = "5m", jitter = "30s"
     with fake_machine(root / "idle") as machine:
         machine.configure(interval="5m", jitter="30s")
         agent = machine.start_agent()

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Install everything pullnix and its tests need on a fresh Debian 12 / Ubuntu machine, as root:
-# Debian's Nix (nix-bin), git, OpenSSH (server for the SSH transport tests), GnuPG,
-# debootstrap and systemd-container (the real-systemd tier), Prometheus (the fleet tests), then a venv in .venv with
-# pullnix installed editable with its test extras. Idempotent: skips what is present.
+# Debian's Nix (nix-bin) and its store, git, OpenSSH (server for the SSH transport tests),
+# GnuPG, debootstrap and systemd-container (the real-systemd tier), nginx (the prebuilt
+# tests' binary cache), Prometheus (the fleet tests), then a venv in .venv with pullnix
+# installed editable with its test extras.
+#
+# Cheap when everything is there (about a second: no apt-get, no pip, no network):
+# each step first looks whether its work is already done, and only the missing parts run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,11 +24,21 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Debian's nix-bin creates the store only when Nix first runs (as root: it has no daemon),
+# so on a machine where Nix never ran there is no /nix/store yet. Make it now, as that
+# first run would. A machine without the nixbld group builds as root (no build users).
+store=${NIX_STORE_DIR:-/nix/store}
+if [ ! -d "$store" ] && [ "$(id -u)" = 0 ]; then
+    echo "install.sh: no Nix store yet (Nix never ran here): nix-store --init"
+    NIX_CONFIG="${NIX_CONFIG:-}"$'\nbuild-users-group =' nix-store --init
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 if ! .venv/bin/python -c 'import reconciler, pygit2, pytest, importlinter' >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "install.sh: installing pullnix and its test tools into .venv (pip)"
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -c 'import reconciler, pygit2, pytest, importlinter'
     touch .venv/.installed

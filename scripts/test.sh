@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks (ruff, mypy --strict, the import-linter layer
 # contracts), then every pytest tier (unit, integration with real git and real Nix,
-# system with real systemd in systemd-nspawn). Installs what is missing first.
+# system with real systemd in systemd-nspawn). Installs what is missing first; when
+# nothing is, install.sh returns in about a second. Arguments go to pytest.
+# The quick loop while working: .venv/bin/pytest tests/unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -1,7 +1,7 @@
 """`pullnix publish`: CI builds every host's system, signs it, copies it, writes the lock.
 
 Owns the command the fleet repository's CI runs for `configuration.prebuilt`
-(DESIGN.md, "Prebuilt systems"): validate `pullnix.yaml` first, take one
+(docs/prebuilt.md): validate `pullnix.yaml` first, take one
 commit of the repository (HEAD unless `--revision`), enumerate the flake's
 `nixosConfigurations` (filtered by `--hosts GLOB`), and for each host build
 its toplevel at that commit, sign the closure with `--sign-key`, copy it to

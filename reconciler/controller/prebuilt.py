@@ -1,11 +1,11 @@
 """A prebuilt system for this host: the lock in the commit, its history, the fetch.
 
-Owns the agent's side of `configuration.prebuilt` (DESIGN.md, "Prebuilt
-systems"): read the SystemLock file from the commit being deployed (never a
-checkout), refuse a lock whose `sourceRevision` is not an ancestor of that
-commit (a lock copied from another history), take this host's store path,
-and have Nix fetch it from the machine's substituters, checked against the
-machine's trusted keys. What comes back is held and handed on exactly like a
+Owns the agent's side of `configuration.prebuilt` (docs/prebuilt.md): read
+the SystemLock file from the commit being deployed (never a checkout),
+refuse a lock whose `sourceRevision` is not an ancestor of that commit (a
+lock copied from another history), take this host's store path, and have Nix
+fetch it from the machine's substituters, checked against the machine's
+trusted keys. What comes back is held and handed on exactly like a
 build: gates, helper and health checks follow as for any system.
 
 Must not: evaluate or build anything on the machine, or trust anything the

@@ -1,6 +1,6 @@
 """One reconcile pass: source, spec, observe, decide, act, report.
 
-Owns the order of a pass (DESIGN.md, "One reconcile") and nothing else:
+Owns the order of a pass (docs/design.md, "One pass") and nothing else:
 each step is a call into a layer below, the decision is `core.decide`, the
 status is `core.status`. Errors are sorted by type, not by message: a
 TransientError leaves the object Failing and is retried after a backoff; a
@@ -99,7 +99,8 @@ class Reconciler:
         self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
-        """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
+        """One pass under its root span `pullnix.reconcile` (its spans: docs/design.md,
+        "Metrics and traces")."""
         with reconcile_span(
             {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as pass_trace:

@@ -1,11 +1,13 @@
 """The webhook receiver: forge push events over HTTP become a trigger.
 
 Owns the HTTP side of `[triggers] webhook_listen` ("HOST:PORT", "[::1]:PORT"):
-a threaded `http.server` that accepts POST on any path, refuses a body over
-`core.webhook_events.MAX_BODY` (413) or without a length (411) before reading
-it, reads the shared secret from `webhook_secret_file` once at start, and asks
-`core.webhook_events.judge` for the verdict: 401 (logged, nothing queued), 202
-ignored, or 202 queued (the trigger fires). Answers are small JSON documents.
+a bounded threaded `http.server` (`httpguard`: a cap on connections, a deadline
+from accept, refusals the sender can read) that accepts POST on any path,
+refuses a body over `core.webhook_events.MAX_BODY` (413) or without a length
+(411) before reading it, then lingers so a sender still sending reads the
+status; reads the shared secret from `webhook_secret_file` once at start, and
+asks `core.webhook_events.judge` for the verdict: 401 (logged, nothing queued),
+202 ignored, or 202 queued (the trigger fires). Answers are small JSON documents.
 
 Must not: fetch, run a pass, or believe the commit a request names (the pass
 fetches and verifies on its own); it only says "look now".
@@ -15,18 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from reconciler.common.config import ConfigError, MachineConfig
+from reconciler.controller.httpguard import BoundedHandler, BoundedHTTPServer
+from reconciler.core.connections import Phase
 from reconciler.core.webhook_events import MAX_BODY, Ignored, Push, judge
 
 log = logging.getLogger("pullnix.webhook")
-READ_TIMEOUT = 10.0
 
 
 def parse_listen(listen: str, origin: str = "triggers.webhook_listen") -> tuple[str, int]:
@@ -57,23 +58,26 @@ def read_secret(machine: MachineConfig) -> bytes:
     return secret
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class WebhookServer(BoundedHTTPServer):
+    """The receiver's HTTP server, bounded as `httpguard` says; `address` may name port 0."""
 
     def __init__(
         self, address: tuple[str, int], secret: bytes, branch: str, fire: Callable[[str], None]
     ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.secret = secret
         self.branch = branch
         self.fire = fire
         self.counts = {"queued": 0, "ignored": 0, "refused": 0}
+        self._count_lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        with self._count_lock:
+            self.counts[what] += 1
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class _Handler(BoundedHandler):
+    server: WebhookServer
     server_version = "pullnix-webhook"
     sys_version = ""
 
@@ -84,23 +88,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(405, {"error": "send push events with POST"})
 
     def do_POST(self) -> None:
-        self.connection.settimeout(READ_TIMEOUT)
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
-            self._answer(411, {"error": "a Content-Length is required"})
+            self.refuse(411, _json({"error": "a Content-Length is required"}))
             return
         if int(length) > MAX_BODY:
-            self.close_connection = True
-            self._answer(413, {"error": f"the body is over {MAX_BODY} bytes"})
+            self.refuse(413, _json({"error": f"the body is over {MAX_BODY} bytes"}))
             return
         try:
             body = self.rfile.read(int(length))
         except OSError:
             return
+        if len(body) < int(length):  # the client went away, or was cut off at its deadline
+            return
+        self.server.enter(self.request, Phase.WORKING)
         headers = {k: v for k, v in self.headers.items()}
         verdict = judge(headers, body, self.server.secret, self.server.branch)
         if isinstance(verdict, Push):
-            self.server.counts["queued"] += 1
+            self.server.count("queued")
             self.server.fire("webhook")
             log.info(
                 "%s push to %s (%s): pass queued",
@@ -110,21 +115,25 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._answer(verdict.status, {"status": "queued", "forge": verdict.forge})
         elif isinstance(verdict, Ignored):
-            self.server.counts["ignored"] += 1
+            self.server.count("ignored")
             log.info("%s event ignored: %s", verdict.forge, verdict.reason)
             self._answer(verdict.status, {"status": "ignored", "reason": verdict.reason})
         else:
-            self.server.counts["refused"] += 1
+            self.server.count("refused")
             log.warning("refused a webhook from %s: %s", self.client_address[0], verdict.reason)
             self._answer(verdict.status, {"error": verdict.reason})
 
     def _answer(self, status: int, doc: dict[str, Any]) -> None:
-        body = json.dumps(doc).encode() + b"\n"
+        body = _json(doc)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode() + b"\n"
 
 
 class WebhookReceiver:
@@ -134,7 +143,7 @@ class WebhookReceiver:
         self.address = parse_listen(machine.triggers.webhook_listen)
         secret = read_secret(machine)
         try:
-            self._server = _Server(self.address, secret, machine.source.branch, fire)
+            self._server = WebhookServer(self.address, secret, machine.source.branch, fire)
         except OSError as exc:
             raise ConfigError(
                 f"triggers.webhook_listen: cannot listen on "
@@ -153,7 +162,7 @@ class WebhookReceiver:
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(self._server.counts)
+        return {**self._server.counts, **self._server.guard_counts}
 
     def start(self) -> None:
         self._thread.start()

@@ -1,6 +1,6 @@
 """Freshness of the followed commit: the `SourceStale` condition against freeze attacks.
 
-Owns one rule (DESIGN.md, "Prebuilt systems"): when `[source] max_age` is set
+Owns one rule (docs/prebuilt.md, "Freshness"): when `[source] max_age` is set
 and the commit the machine follows was committed longer ago than that, the
 status carries `SourceStale=True` with the age; a fresh commit (CI re-signs a
 heartbeat commit on the deploy branch) removes it, as kstatus drops an

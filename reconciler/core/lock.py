@@ -1,6 +1,6 @@
 """The SystemLock file: which prebuilt system each host runs, as `pullnix publish` wrote it.
 
-Owns the lock's shape (DESIGN.md, "Prebuilt systems") both ways: `parse_lock`
+Owns the lock's shape (docs/prebuilt.md) both ways: `parse_lock`
 checks a lock read from a commit field by field and names the file and the
 field of anything wrong (reason InvalidSpec); `host_entry` picks this host's
 store path (reason NotInLock when the lock has none); `render_lock` writes

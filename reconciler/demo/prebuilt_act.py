@@ -1,6 +1,6 @@
 """Act 4 of `pullnix demo`: CI publishes a signed system; the machine fetches, evaluates nothing.
 
-Owns the demo's prebuilt story (DESIGN.md, "Prebuilt systems"): a signing
+Owns the demo's prebuilt story (docs/prebuilt.md): a signing
 key pair made by `nix-store --generate-binary-cache-key` (its public half in
 the machine's agent.toml, written at act 0), a binary cache in the sandbox
 (`file://`, which Nix checks exactly as it checks an HTTP cache), "CI"

@@ -69,7 +69,7 @@ def program(name: str) -> str | None:
 
 def start(stage: Stage, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     found = program(argv[0])
-    assert found is not None  # the story's preflight checked
+    assert found is not None  # the preflight (preflight.py) checked
     with stage.log(name).open("ab") as log:
         return subprocess.Popen(
             [found, *argv[1:]],

@@ -37,7 +37,7 @@ from typing import Any
 
 from reconciler.common.config import load_machine_config
 from reconciler.common.tracelinks import jaeger_template, jaeger_ui_of, trace_link
-from reconciler.demo import prebuilt_act
+from reconciler.demo import prebuilt_act, preflight
 from reconciler.demo.fakenixos import (
     OFFLINE_NIX_CONFIG,
     Sandbox,
@@ -90,7 +90,7 @@ spec:
 def run(workdir: Path | None, keep: bool, progress: Progress, jaeger_ui: str | None = None) -> int:
     """The whole demo; its exit status. `jaeger_ui`: the Jaeger UI the trace links point
     at (default: beside the OTLP endpoint, if one is set)."""
-    problem = _preflight()
+    problem = preflight.check(program, progress.say)
     if problem:
         progress.say(f"pullnix demo: {problem}")
         return 1
@@ -119,23 +119,6 @@ def run(workdir: Path | None, keep: bool, progress: Progress, jaeger_ui: str | N
             progress.say(f"\nThe sandbox is kept in {root} (logs, status, the fleet repository).")
         else:
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _preflight() -> str:
-    if shutil.which("nix") is None or shutil.which("nix-env") is None:
-        return (
-            "Nix is not installed: `apt-get install nix-bin` (scripts/install.sh does it); "
-            "the demo builds a small fake NixOS system with real Nix"
-        )
-    if not os.access("/nix/store", os.W_OK):
-        return (
-            "cannot write to /nix/store: run the demo as root (Debian's nix-bin has no "
-            "daemon, so only root can build)"
-        )
-    for name in ("pullnix", "pullnix-helper"):
-        if program(name) is None:
-            return f"cannot find the `{name}` program next to this one or on PATH"
-    return ""
 
 
 # -- act 0: the stage ------------------------------------------------------------------

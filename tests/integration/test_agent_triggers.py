@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.support.agentmachine import Machine, fake_machine, wait_for
 from tests.support.gitserve import GitDaemon, free_port
 from tests.support.nixfixture import commit_fleet, read_calls
 from tests.support.peer import as_nobody, open_to_everyone
+from tests.support.slowloris import closed_by_peer, half_open, open_files, threads
 
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
 SECRET = "hook-secret"
@@ -58,6 +60,11 @@ class Served:
         return sum("webhook" in reasons.split(", ") for reasons in starts)
 
 
+def verdicts(agent: dict[str, Any]) -> dict[str, int]:
+    """The webhook's verdict counts from the agent's status (beside its connection counts)."""
+    return {k: agent["webhook"][k] for k in ("queued", "ignored", "refused")}
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
@@ -87,7 +94,7 @@ def test_unsigned_or_wrongly_signed_pushes_get_401_and_queue_nothing(served: Ser
     assert forged[1] == {"error": "X-Hub-Signature-256 does not match"}
     assert "no signature" in str(unsigned[1]["error"])
     agent = machine.agent_status()
-    assert agent["webhook"] == {"queued": 0, "ignored": 0, "refused": 4}
+    assert verdicts(agent) == {"queued": 0, "ignored": 0, "refused": 4}
     assert not agent["running"]
     assert (machine.passes(), machine.current(), len(read_calls(machine.sandbox))) == before
     assert "refused a webhook from 127.0.0.1" in machine.agents[0].log_text()
@@ -116,7 +123,7 @@ def test_events_that_are_not_a_push_to_the_branch_are_ignored(served: Served) ->
         {"status": "ignored", "reason": "a push to refs/heads/feature, not refs/heads/main"},
     )
     assert ping == (202, {"status": "ignored", "reason": "ping event is not a push"})
-    assert machine.agent_status()["webhook"] == {"queued": 0, "ignored": 2, "refused": 0}
+    assert verdicts(machine.agent_status()) == {"queued": 0, "ignored": 2, "refused": 0}
     assert machine.passes() == before
 
 
@@ -139,6 +146,36 @@ def test_an_oversized_or_unsized_body_is_refused_before_it_is_read(served: Serve
     big = served.post(b"x" * (1024 * 1024 + 1), {"X-GitHub-Event": "push"})
     assert big[0] == 413
     assert served.machine.agent_status()["webhook"]["queued"] == 0
+
+
+def test_two_hundred_half_open_connections_leave_the_agent_bounded_and_deploying(
+    served: Served,
+) -> None:
+    # 200 connections that never finish their headers: the agent holds at most its cap
+    # of them (16) at a time, a signed push still gets in and deploys, the local API
+    # answers, and every one of the 200 is closed by the agent by its deadline (10 s).
+    machine = served.machine
+    pid = machine.agents[0].pid
+    idle = {"threads": threads(pid), "files": open_files(pid)}
+    peak = dict(idle)
+
+    def sample() -> None:
+        peak["threads"] = max(peak["threads"], threads(pid))
+        peak["files"] = max(peak["files"], open_files(pid))
+
+    with half_open(served.port, 200, sample) as socks:
+        assert peak["threads"] <= idle["threads"] + 16 + 2, (idle, peak)
+        assert peak["files"] <= idle["files"] + 16 + 2, (idle, peak)
+        sha = commit_fleet(machine.repo, version="2")
+        assert served.post(*served.push_event(sha))[0] == 202
+        wait_for(lambda: machine.current() == machine.built(sha), 120, "the push to deploy")
+        wait_for(lambda: all(closed_by_peer(s) for s in socks), 60, "the 200 to be closed")
+    machine.wait_idle()
+    assert served.webhook_passes() == 1
+    counts = machine.agent_status()["webhook"]
+    assert counts["queued"] == 1
+    # Each of the 200 was shed for a newcomer, turned away, or cut at its deadline.
+    assert counts["shed"] + counts["turnedAway"] + counts["timedOut"] == 200, counts
 
 
 def test_the_local_api_refuses_a_peer_that_is_not_root_nor_an_agent_uid(served: Served) -> None:

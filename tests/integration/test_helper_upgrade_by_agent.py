@@ -130,7 +130,11 @@ def test_nothing_is_asked_while_an_operation_is_in_progress(tmp_path: Path) -> N
         package = helper_package(tmp_path, "pullnix-helper-next", marker)
         link_wanted(machine, package)
         before = machine.helper.client.ping()
-        slow = [{"name": "slow", "timeout": 60, "retries": 0, "command": {"argv": ["sleep", "8"]}}]
+        # The check holds the operation open until the test lets it go (a file appears),
+        # however slowly this machine starts the agent and runs its first pass.
+        release = tmp_path / "release"
+        hold = f'while [ ! -e "{release}" ]; do sleep 0.05; done'
+        slow = [{"name": "slow", "timeout": 300, "command": {"argv": ["/bin/sh", "-c", hold]}}]
         op_id = machine.helper.client.apply(
             machine.current(), revision=machine.repo.sha, health_checks=slow
         )
@@ -143,6 +147,7 @@ def test_nothing_is_asked_while_an_operation_is_in_progress(tmp_path: Path) -> N
         assert machine.helper.client.ping()["startedAt"] == before["startedAt"]
         assert not machine.paths.helper_profile.exists()
         assert ASKED not in agent.log_text()
+        release.touch()
         result = machine.helper.client.wait(op_id, timeout=60)
         assert result["state"] == "Succeeded", result["message"]
         ping = wait_for_reexec(machine, before["startedAt"])  # once it is over, it upgrades
