@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -125,6 +126,17 @@ class GitDaemon:
     def stop(self) -> None:
         stop_process(self._proc)
         self._proc = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The daemon stopped (SIGSTOP) inside the block: connections wait in the kernel's
+        backlog and a fetch hangs, as against a stalled server, until it is continued."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._proc.send_signal(signal.SIGCONT)
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file else ""
