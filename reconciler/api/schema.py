@@ -143,7 +143,7 @@ def _strip_extensions(node: Any) -> Any:
 
 
 def _unique_list_map_keys(
-    validator: Any, keys: list[str], instance: Any, schema: Mapping[str, Any]
+    _validator: Any, keys: list[str], instance: Any, _schema: Mapping[str, Any]
 ) -> Iterator[jsonschema.ValidationError]:
     if not isinstance(instance, list):
         return

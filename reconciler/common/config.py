@@ -175,7 +175,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:
+def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:  # noqa: C901, PLR0912 - per type
     def wrong(expected: str) -> ConfigError:
         return ConfigError(f"{origin}: {key}: expected {expected}, got {_kind(raw)} {raw!r}")
 

@@ -16,7 +16,7 @@ from reconciler.core.activation import ActivationPlan
 from reconciler.core.status import Outcome
 
 
-def outcome_of(
+def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
     action: d.Action, healthy: bool | None, activation: ActivationPlan | None = None
 ) -> Outcome:
     """The status a pass reports for the action it took; `activation` is the plan of a deploy

@@ -80,7 +80,7 @@ def run_check(
     )
 
 
-def _http(spec: CheckSpec, source: SourceConfig) -> str:
+def _http(spec: CheckSpec, _source: SourceConfig) -> str:
     url, expect = spec.param("url"), spec.param("expectStatus", 200)
     argv = [sys.executable, "-I", "-S", "-c", _HTTP_GET, url, repr(spec.timeout), str(_BODY_LIMIT)]
     try:
@@ -114,7 +114,7 @@ def _http(spec: CheckSpec, source: SourceConfig) -> str:
     return f"GET {url}: status {status}"
 
 
-def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
+def _tcp(spec: CheckSpec, _source: SourceConfig) -> str:
     host, port = spec.param("host"), spec.param("port")
     try:
         with socket.create_connection((host, port), timeout=spec.timeout):
@@ -123,7 +123,7 @@ def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
         raise CheckFailed(f"connect {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _command(spec: CheckSpec, source: SourceConfig) -> str:
+def _command(spec: CheckSpec, _source: SourceConfig) -> str:
     argv = list(spec.param("argv"))
     try:
         proc = subprocess.run(
@@ -144,7 +144,7 @@ def _command(spec: CheckSpec, source: SourceConfig) -> str:
     return f"{shlex.join(argv)} exited 0"
 
 
-def _systemd(spec: CheckSpec, source: SourceConfig) -> str:
+def _systemd(spec: CheckSpec, _source: SourceConfig) -> str:
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         raise CheckFailed("systemctl not found: systemd checks need systemd on this machine")

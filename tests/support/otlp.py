@@ -188,7 +188,7 @@ class GrpcReceiver(_Collected):
         collected = self
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:
+            def Export(self, request: Any, _context: Any) -> Any:
                 collected.add(decode(request))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
