@@ -2,7 +2,7 @@
 retry, rollback.
 
 Owns their output (tables for people, `--json` for programs) and exit codes
-(DESIGN.md, "The command line"): `reconcile --once`, `reconcile --now --wait`
+(docs/design.md): `reconcile --once`, `reconcile --now --wait`
 and `status` exit 0 when converged and healthy, 3 when rolled back, stalled or
 degraded, 1 on error. suspend, resume, retry and rollback are
 `controller.commands`, run by the running agent through its local API when

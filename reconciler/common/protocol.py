@@ -104,7 +104,7 @@ _STORE_NAME = re.compile(r"^[0-9a-z]{32}-[A-Za-z0-9+\-._?=]+$")
 
 
 class Busy(ProtocolError):
-    """An operation is in progress; the answer carries it (`journal.to_json` form)."""
+    """An operation is in progress; the answer carries it (`answers.operation_to_json`)."""
 
     def __init__(self, operation: dict[str, Any]) -> None:
         super().__init__(

@@ -52,7 +52,7 @@ from reconciler.nix.facts import read_inhibitors
 from reconciler.nix.observe import SystemObservation, observe_system
 from reconciler.source import AcceptedRevision, FetchResult, GitSource
 from reconciler.telemetry import metrics
-from reconciler.telemetry.helper_spans import emit_operation
+from reconciler.telemetry.pass_report import report_operations, report_pass
 from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span, step
 
 log = logging.getLogger("pullnix.reconcile")
@@ -110,7 +110,7 @@ class Reconciler:
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
 
     def run_pass(self) -> PassResult:
-        """One pass under its root span `pullnix.reconcile` (DESIGN.md, "Observability")."""
+        """One pass, under its root span `pullnix.reconcile`."""
         with reconcile_span(
             {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as trace:
@@ -164,7 +164,7 @@ class Reconciler:
     ) -> PassResult:
         """Write what the pass concluded, once; the result, with what was written."""
         verdict = policy.conclude(decision, acted)
-        self._report_operations(inputs, trace)
+        report_operations(trace, inputs.finished, inputs.entries)
         now = utc_stamp()
         conditions = apply_outcome(
             conditions_of(inputs.previous), verdict.outcome, now, verdict.stored.generation
@@ -183,7 +183,16 @@ class Reconciler:
                 now=now,
             )
         )
-        _report_trace(trace, decision, verdict, inputs)
+        report_pass(
+            trace,
+            decision.action,
+            inputs.target.target.sha if inputs.target else None,
+            verdict.outcome,
+            verdict.stored.record,
+            inputs.system,
+            decision.reboot,
+            inputs.error or acted.error,
+        )
         code = 1 if verdict.error else exit_code(conditions)
         return PassResult(
             decision.action,
@@ -327,54 +336,6 @@ class Reconciler:
         )
 
     # -- reporting ---------------------------------------------------------------------
-
-    def _report_operations(self, inputs: PassInputs, trace: PassTrace) -> None:
-        """Each operation folded in becomes spans under the trace of the pass that started
-        it (rebuilt from the helper's journal), a link from this pass, and metrics."""
-        for op, entry in zip(inputs.finished, inputs.entries, strict=True):
-            emit_operation(op)
-            trace.link(op.request.traceparent or None)
-            metrics.record_operation(entry.result, entry.kind, entry.health_checks)
-            log.info(
-                "operation %s ended %s for %s",
-                entry.operation_id,
-                entry.result,
-                entry.revision[:12],
-            )
-
-
-def _report_trace(
-    trace: PassTrace, decision: policy.Decision, verdict: policy.Verdict, inputs: PassInputs
-) -> None:
-    """The pass's decision and verdict on its root span and in the metrics."""
-    system = inputs.system
-    if decision.action is not None and inputs.target is not None:
-        trace.set(
-            {
-                "pullnix.action": type(decision.action).__name__,
-                "vcs.ref.head.revision": inputs.target.target.sha,
-            }
-        )
-    outcome = verdict.outcome
-    trace.set(
-        {
-            "pullnix.outcome": outcome.reason,
-            "pullnix.phase": outcome.phase,
-            "nix.store_path": system.current_system if system else None,
-            "nixos.generation": system.current_generation if system else None,
-        }
-    )
-    if outcome.phase in ("Stalled", "Failing"):
-        trace.fail(f"{outcome.reason}: {outcome.message}")
-        log.warning("%s: %s: %s", outcome.phase.lower(), outcome.reason, outcome.message)
-    record = verdict.stored.record
-    metrics.record_state(
-        revision=record.last_applied_revision,
-        store_path=record.last_applied_store_path,
-        generation=system.current_generation if system else None,
-        reboot_required=decision.reboot,
-        suspended=record.suspended,
-    )
 
 
 def _bump_generation(stored: StoredRecord, deployment: NixOSDeployment) -> StoredRecord:
