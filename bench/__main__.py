@@ -16,6 +16,8 @@ others still run):
 - fleet    N agents polling one smart-HTTP server vs a `git fetch` fleet (bench_fleet)
 - nix      the agent's overhead around `nix build` (bench_nix)
 - helper   helper RSS, start time, overhead around the fixture's switch (bench_helper)
+- prebuilt one deploy's peak memory, wall time and bytes fetched: a prebuilt system from a
+           signed nginx cache vs evaluating and building on the machine (bench_prebuilt)
 
 The table (markdown) goes to stdout, progress to stderr. Ratios are
 pullnix / reference; the target column says what each row is held to. Everything
@@ -41,7 +43,7 @@ from typing import Any
 
 from reconciler.demo.fakenixos import OFFLINE_NIX_CONFIG
 
-SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper")
+SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper", "prebuilt")
 Row = dict[str, Any]
 
 
@@ -59,6 +61,9 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, help="runs per median (default 15; quick 5)")
     parser.add_argument("--pushes", type=int, help="pushes per trigger (default 5; quick 2)")
+    parser.add_argument(
+        "--deploys", type=int, help="deploys per case, prebuilt section (default 3; quick 1)"
+    )
     parser.add_argument(
         "--idle-seconds", type=float, help="idle period for the footprint (default 600; quick 30)"
     )
@@ -89,6 +94,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
     for name, full, small in (
         ("runs", 15, 5),
         ("pushes", 5, 2),
+        ("deploys", 3, 1),
         ("idle_seconds", 600.0, 30.0),
         ("fleet_agents", 200, 20),
         ("fleet_seconds", 120.0, 20.0),
@@ -106,7 +112,14 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
 
 def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[], list[Row]]]:
     # imported here so `--help` and a bad option answer at once
-    from bench import bench_agent, bench_fleet, bench_helper, bench_nix, bench_source
+    from bench import (
+        bench_agent,
+        bench_fleet,
+        bench_helper,
+        bench_nix,
+        bench_prebuilt,
+        bench_source,
+    )
 
     return {
         "noop": lambda: [
@@ -121,6 +134,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         ),
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
+        "prebuilt": lambda: bench_prebuilt.rows(o.deploys),
     }
 
 
@@ -134,6 +148,7 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "fleet": 600 + 2 * (o.fleet_seconds + o.fleet_interval) + 6 * o.fleet_agents,
         "nix": 300 + 2 * o.runs * 60,
         "helper": 120 + o.runs * 10,
+        "prebuilt": 300 + o.deploys * 300,
     }[name]
 
 
@@ -238,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         settings = (
-            f"runs {options.runs}, pushes {options.pushes}, idle {options.idle_seconds:g} "
+            f"runs {options.runs}, pushes {options.pushes}, deploys {options.deploys}, "
+            f"idle {options.idle_seconds:g} "
             f"s, fleet {options.fleet_agents} agents x {options.fleet_seconds:g} s every "
             f"{options.fleet_interval:g}+-{options.fleet_jitter:g} s, 100k history "
             f"{'yes' if options.big else 'no'}"

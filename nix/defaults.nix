@@ -9,6 +9,11 @@
     urls = [ ];
     branch = "main";
     specPath = "pullnix.yaml";
+    maxAge = null;
+  };
+  binaryCache = {
+    substituters = [ ];
+    trustedPublicKeys = [ ];
   };
   auth = {
     sshKeyFile = null;

@@ -111,6 +111,39 @@ in
         default = defaults.repository.specPath;
         description = "The desired-state file (`kind: NixOSDeployment`) in the repository.";
       };
+      maxAge = mkOption {
+        type = types.nullOr (types.strMatching "([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+");
+        default = defaults.repository.maxAge;
+        example = "7d";
+        description = ''
+          When the commit the machine follows is older than this, the status says
+          SourceStale (a freeze attack, or a CI that stopped re-signing its
+          heartbeat commit); null: off.
+        '';
+      };
+    };
+
+    binaryCache = {
+      substituters = mkOption {
+        type = types.listOf types.str;
+        default = defaults.binaryCache.substituters;
+        example = [ "https://cache.example.org" ];
+        description = ''
+          Binary caches a prebuilt system (`configuration.prebuilt` in pullnix.yaml,
+          published by `pullnix publish`) is fetched from. Also added to
+          nix.settings.substituters, so the nix-daemon accepts them from the agent.
+        '';
+      };
+      trustedPublicKeys = mkOption {
+        type = types.listOf types.str;
+        default = defaults.binaryCache.trustedPublicKeys;
+        example = [ "cache.example.org-1:AAAA..." ];
+        description = ''
+          The keys whose signatures make a fetched path acceptable (a trust root of
+          the machine, never read from the repository). Also added to
+          nix.settings.trusted-public-keys.
+        '';
+      };
     };
 
     auth = {
@@ -283,6 +316,10 @@ in
     system.systemBuilderCommands = import ./revision.nix config.system.configurationRevision;
 
     environment.etc."pullnix/agent.toml".source = configFile;
+    # The daemon fetches for the unprivileged agent only from caches it was told to
+    # trust, checked against keys it was told to trust.
+    nix.settings.substituters = cfg.binaryCache.substituters;
+    nix.settings.trusted-public-keys = cfg.binaryCache.trustedPublicKeys;
     # The helper this generation wants; see helperPackage.
     environment.etc."pullnix/helper".source = cfg.helperPackage;
 

@@ -24,7 +24,7 @@ let
   # reconciler/helper/config.py declares them). The test checks this list
   # against the loader's dataclasses.
   order = {
-    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" ];
+    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" "nix" ];
     source = [
       "urls"
       "branch"
@@ -35,12 +35,14 @@ let
       "allowed_signers_file"
       "gpg_keyring"
       "allow_downgrade"
+      "max_age"
     ];
     system = [ "profile" "current_system" "booted_system" "keep_generations" ];
     helper = [ "socket" "state_dir" "profile" "agent_uids" ];
     agent = [ "socket" ];
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
     telemetry = [ "metrics_listen" "log_format" ];
+    nix = [ "substituters" "trusted_public_keys" ];
   };
   sections = filter (k: order ? ${k}) order."";
 
@@ -63,6 +65,7 @@ let
       allowed_signers_file = orEmpty cfg.trust.allowedSignersFile;
       gpg_keyring = orEmpty cfg.trust.gpgKeyring;
       allow_downgrade = cfg.trust.allowDowngrade;
+      max_age = if cfg.repository.maxAge == null then "0s" else cfg.repository.maxAge;
     };
     system = {
       profile = paths.systemProfile;
@@ -86,6 +89,10 @@ let
     telemetry = {
       metrics_listen = orEmpty cfg.metrics.listen;
       log_format = cfg.logFormat;
+    };
+    nix = {
+      substituters = cfg.binaryCache.substituters;
+      trusted_public_keys = cfg.binaryCache.trustedPublicKeys;
     };
   };
 

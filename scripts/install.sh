@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in nix:nix-bin git:git sshd:openssh-server ssh-keygen:openssh-client gpg:gnupg \
             debootstrap:debootstrap systemd-nspawn:systemd-container python3:python3 \
-            curl:curl openssl:openssl /usr/bin/time:time; do
+            curl:curl openssl:openssl /usr/bin/time:time nginx:nginx; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -38,6 +38,7 @@ class SourceConfig:
     allowed_signers_file: Path | None = None
     gpg_keyring: Path | None = None
     allow_downgrade: bool = False
+    max_age: float = 0.0  # the followed commit older than this is reported SourceStale; 0 = off
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class NixConfig:
+    """Where prebuilt systems come from and whose signatures count (trust roots stay here)."""
+
+    substituters: tuple[str, ...] = ()
+    trusted_public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     host: str
     state_dir: Path = Path("/var/lib/pullnix")
@@ -85,6 +94,7 @@ class MachineConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    nix: NixConfig = field(default_factory=NixConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -94,6 +104,7 @@ _SECTIONS: dict[str, type] = {
     "agent": AgentConfig,
     "triggers": TriggersConfig,
     "telemetry": TelemetryConfig,
+    "nix": NixConfig,
 }
 _TOP_SCALARS = {"host": str, "state_dir": Path}
 _LOG_FORMATS = ("logfmt", "json")
@@ -131,6 +142,12 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
     if not values["host"]:
         raise ConfigError(f"{origin}: host: must not be empty")
     config = MachineConfig(**values)
+    _check(config, origin)
+    return config
+
+
+def _check(config: MachineConfig, origin: str) -> None:
+    """What the types alone do not say."""
     if config.telemetry.log_format not in _LOG_FORMATS:
         raise ConfigError(
             f"{origin}: telemetry.log_format: {config.telemetry.log_format!r} "
@@ -138,10 +155,18 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
         )
     if config.system.keep_generations < 1:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")
+    if config.source.max_age < 0:
+        raise ConfigError(f"{origin}: source.max_age: must not be negative")
+    for key in config.nix.trusted_public_keys:
+        name, colon, value = key.partition(":")
+        if not name or not colon or not value:
+            raise ConfigError(
+                f"{origin}: nix.trusted_public_keys: {key!r} is not a Nix public key; write "
+                "NAME:BASE64 as `nix-store --generate-binary-cache-key` prints it"
+            )
     for uid in config.helper.agent_uids:
         if uid < 0:
             raise ConfigError(f"{origin}: helper.agent_uids: {uid} is not a uid")
-    return config
 
 
 def require_urls(config: MachineConfig, origin: str = "agent.toml") -> None:
@@ -203,7 +228,7 @@ def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:  # noqa: C901, 
         if not isinstance(raw, str):
             raise wrong('a duration such as "5m"')
         try:
-            return parse_duration(raw)
+            return parse_duration(raw, days=True)
         except ValueError as exc:
             raise ConfigError(f"{origin}: {key}: {exc}") from None
     if kind == "strings":

@@ -11,17 +11,23 @@ import re
 #: The JSON Schema pattern for a duration; crds/ uses exactly this string.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(DURATION_PATTERN)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: agent.toml also takes days ("7d" for [source] max_age); the desired state's grammar does not.
+_WHOLE_WITH_DAYS = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str) -> float:
-    """Return the duration in seconds; raise ValueError saying what is accepted."""
-    if not isinstance(text, str) or not _WHOLE.match(text):
+def parse_duration(text: str, *, days: bool = False) -> float:
+    """Return the duration in seconds; raise ValueError saying what is accepted.
+
+    With `days`, "d" (86400 s) is a unit too, as in "7d" or "1d12h"."""
+    whole = _WHOLE_WITH_DAYS if days else _WHOLE
+    if not isinstance(text, str) or not whole.match(text):
+        units = "ms, s, m, h, d" if days else "ms, s, m, h"
         raise ValueError(
             f"{text!r} is not a duration: write a number with a unit, "
-            "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h)"
+            f"such as 30s, 5m, 1h or 1h30m (units: {units})"
         )
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
 

@@ -27,6 +27,7 @@ from reconciler.common.client import HelperClient, HelperError, HelperUnavailabl
 from reconciler.common.config import MachineConfig
 from reconciler.common.protocol import ApplyRequest
 from reconciler.controller.gates import run_gates
+from reconciler.controller.prebuilt import fetch_prebuilt
 from reconciler.core.activation import (
     ActivationPlan,
     boot_components_changed,
@@ -140,6 +141,15 @@ class Deployer:
     def _build(self, spec: DeploymentSpec, target: AcceptedRevision) -> BuiltSystem:
         sha, host = target.target.sha, self.machine.host
         config = spec.configuration
+        if config.prebuilt is not None:  # built by CI: fetched, never evaluated here
+            return fetch_prebuilt(
+                self.source,
+                self.machine,
+                config.prebuilt,
+                sha,
+                self.build_settings,
+                self.on_build_line,
+            )
         if config.flake is not None:
             return build_flake(
                 self.source.mirror_path,

@@ -339,6 +339,9 @@ class PassLoop:
     def _follow_due(self, baseline: Any) -> bool:
         """While following: has the operation moved (or has an interval passed regardless)?"""
         since = time.monotonic() - (self._last_start or 0.0)
+        last = self._last
+        if last is not None and last.result.again:  # decided on a failure: decide again now
+            return True
         return since >= self._timing().interval or self._helper_fingerprint() != baseline
 
 

@@ -43,7 +43,8 @@ from reconciler.controller.store import StateStore, conditions_of
 from reconciler.core import decide as d
 from reconciler.core import policy
 from reconciler.core.conditions import Condition
-from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
+from reconciler.core.freshness import Freshness, apply_freshness, freshness
 from reconciler.core.history import HistoryEntry
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.record import StoredRecord, fold
@@ -86,6 +87,7 @@ class PassResult:
     error: bool = False  # the pass could not finish (as opposed to a verdict)
     conditions: tuple[Condition, ...] = ()  # as written to status.json
     settled: bool = True  # nothing is under way (core.policy.settled)
+    again: bool = False  # the next pass is due at once (core.policy.decide_again)
 
 
 class Reconciler:
@@ -166,9 +168,10 @@ class Reconciler:
         verdict = policy.conclude(decision, acted)
         report_operations(trace, inputs.finished, inputs.entries)
         now = utc_stamp()
-        conditions = apply_outcome(
-            conditions_of(inputs.previous), verdict.outcome, now, verdict.stored.generation
-        )
+        generation = verdict.stored.generation
+        conditions = apply_outcome(conditions_of(inputs.previous), verdict.outcome, now, generation)
+        if fresh := self._freshness(_followed_tip(inputs)):  # SourceStale: reported, not acted on
+            conditions = apply_freshness(conditions, fresh, now, generation)
         self.store.save_record(verdict.stored)
         self.store.save_status(
             status_document(
@@ -202,7 +205,8 @@ class Reconciler:
             acted.operation_id,
             verdict.error,
             conditions,
-            policy.settled(decision.action, acted),
+            policy.settled(decision.action),
+            policy.decide_again(acted),
         )
 
     # -- gathering ---------------------------------------------------------------------
@@ -306,6 +310,19 @@ class Reconciler:
         self._spec = (key, deployment)
         return deployment
 
+    def _freshness(self, tip: str | None) -> Freshness | None:
+        """How old the followed commit is (the last tip fetched, also while the remote is
+        unreachable); None before any fetch."""
+        try:
+            committed_at = self.source.committed_at(tip) if tip else None
+        except TerminalError:  # not in the mirror (a lost state dir)
+            committed_at = None
+        if tip is None or committed_at is None:
+            return None
+        fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
+        metrics.record_source_freshness(committed_at, fresh.stale)
+        return fresh
+
     def _pin_of(self, sha: str) -> str:
         """The spec.revision the desired state in commit `sha` pins for this host."""
         path = self.machine.source.spec_path
@@ -336,6 +353,13 @@ class Reconciler:
         )
 
     # -- reporting ---------------------------------------------------------------------
+
+
+def _followed_tip(inputs: PassInputs) -> str | None:
+    """The branch tip this pass fetched, else the one the last pass did."""
+    if inputs.fetch is not None:
+        return inputs.fetch.tip_sha
+    return (inputs.previous.get("status", {}).get("source") or {}).get("revision")
 
 
 def _bump_generation(stored: StoredRecord, deployment: NixOSDeployment) -> StoredRecord:

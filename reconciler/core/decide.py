@@ -18,10 +18,11 @@ from types import MappingProxyType
 from typing import Literal
 
 from reconciler.core.errors import FailureReason
+from reconciler.core.lock import PREBUILT_REFUSALS
 from reconciler.core.model import DeploymentSpec
 
 #: Failures that a new try of the same commit cannot fix: only a new commit or `pullnix retry`.
-_STALLING = frozenset({"BuildFailed", "GateRefused"})
+_STALLING = frozenset({"BuildFailed", "GateRefused", *PREBUILT_REFUSALS})
 
 
 @dataclass(frozen=True)

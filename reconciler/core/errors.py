@@ -16,8 +16,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+#: Why a commit's prebuilt system was refused (see `core.lock`); each sticks to the commit.
+PrebuiltRefusal = Literal[
+    "InvalidSpec", "NotInLock", "LockFromAnotherHistory", "UntrustedSignature"
+]
+#: The reasons a CommitFailure is remembered by.
+CommitFailureReason = Literal["BuildFailed", "GateRefused"] | PrebuiltRefusal
 #: Why a commit is not tried again by itself (`AgentRecord.failed`).
-FailureReason = Literal["BuildFailed", "GateRefused", "RolledBack", "ActivationFailed"]
+FailureReason = Literal["RolledBack", "ActivationFailed"] | CommitFailureReason
 
 
 class PullnixError(Exception):
@@ -60,4 +66,4 @@ class CommitFailure(TerminalError):
     `pullnix retry`."""
 
     reason = "BuildFailed"
-    failure: ClassVar[Literal["BuildFailed", "GateRefused"]] = "BuildFailed"
+    failure: ClassVar[CommitFailureReason] = "BuildFailed"

@@ -43,23 +43,41 @@ class Metadata:
 
 
 @dataclass(frozen=True)
+class Prebuilt:
+    """A system built elsewhere (CI): its store path is read from a SystemLock file in the
+    repository and fetched from the machine's binary caches, never evaluated here."""
+
+    lock_file: str = "pullnix.lock.json"
+
+
+@dataclass(frozen=True)
 class Configuration:
-    """What to build: a flake attribute or a classic configuration.nix path (exactly one)."""
+    """What to deploy: a flake attribute, a classic configuration.nix path, or a prebuilt
+    system named by a lock file (exactly one)."""
 
     flake: str | None = None
     classic: str | None = None
+    prebuilt: Prebuilt | None = None
 
     def __post_init__(self) -> None:
-        _exactly_one("configuration", {"flake": self.flake, "classic": self.classic})
+        _exactly_one(
+            "configuration",
+            {"flake": self.flake, "classic": self.classic, "prebuilt": self.prebuilt},
+        )
 
     @property
-    def kind(self) -> Literal["flake", "classic"]:
+    def kind(self) -> Literal["flake", "classic", "prebuilt"]:
+        if self.prebuilt is not None:
+            return "prebuilt"
         return "flake" if self.flake is not None else "classic"
 
     def for_host(self, host: str) -> str:
-        """The attribute path or file path with "{host}" replaced by `host`."""
+        """The attribute path or file path with "{host}" replaced by `host` (for a prebuilt
+        system: the lock file's path)."""
         template = self.flake if self.flake is not None else self.classic
-        assert template is not None  # __post_init__ guarantees one is set
+        if template is None:
+            assert self.prebuilt is not None  # __post_init__ guarantees one is set
+            template = self.prebuilt.lock_file
         return template.replace("{host}", host)
 
 

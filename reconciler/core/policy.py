@@ -94,11 +94,15 @@ class Acted:
     error: PullnixError | None = None
 
 
-def settled(action: d.Action | None, acted: Acted | None = None) -> bool:
-    """Nothing is under way: a `--once` run may stop here. So after an action that starts
-    nothing, and after one that failed for good (a failed build: nothing was started)."""
-    failed_for_good = acted is not None and isinstance(acted.error, TerminalError)
-    return action is None or isinstance(action, SETTLED) or failed_for_good
+def settled(action: d.Action | None) -> bool:
+    """Nothing is under way: a `--once` run may stop here."""
+    return action is None or isinstance(action, SETTLED)
+
+
+def decide_again(acted: Acted) -> bool:
+    """The action failed for good before anything started (a failed build): the next pass,
+    at once, decides on the failure now remembered for the commit (Blocked, settled)."""
+    return isinstance(acted.error, TerminalError)
 
 
 def decide_pass(

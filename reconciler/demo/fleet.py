@@ -46,22 +46,38 @@ class DemoFleet:
     def flake_ref(self, sha: str) -> str:
         return f"git+file://{self.bare}?ref={BRANCH}&rev={sha}"
 
-    def commit(self, message: str, **knobs: Any) -> str:
-        """Commit the fleet with `knobs` changed (they accumulate); the new commit's SHA."""
+    def commit(
+        self,
+        message: str,
+        *,
+        branch: str = BRANCH,
+        merge: str | None = None,
+        extra: Mapping[str, bytes] | None = None,
+        **knobs: Any,
+    ) -> str:
+        """Commit the fleet with `knobs` changed (they accumulate) on `branch` (a new branch
+        starts from main), `merge` as a second parent, `extra` files added; its SHA."""
         self.knobs = with_knobs(self.knobs, **knobs)
         files = {
             FLAKE_FILE: FLAKE_SOURCE.read_bytes(),
             KNOBS_FILE: render_knobs(self.knobs).encode(),
             "pullnix.yaml": self.spec.encode(),
+            **(extra or {}),
         }
-        return self._commit(files, message)
+        return self._commit(files, message, branch, merge)
 
-    def _commit(self, files: Mapping[str, bytes], message: str) -> str:
+    def _commit(
+        self, files: Mapping[str, bytes], message: str, branch: str, merge: str | None
+    ) -> str:
         builder = self.repo.TreeBuilder()
         for name, data in sorted(files.items()):
             builder.insert(name, self.repo.create_blob(data), pygit2.GIT_FILEMODE_BLOB)
         tree = builder.write()
-        ref = f"refs/heads/{BRANCH}"
-        parents = [self.repo.references[ref].target] if ref in self.repo.references else []
-        oid = self.repo.create_commit(ref, _AUTHOR, _AUTHOR, message + "\n", tree, parents)
+        refs = self.repo.references
+        ref = f"refs/heads/{branch}"
+        base = ref if ref in refs else f"refs/heads/{BRANCH}"
+        parents = [refs[base].target] if base in refs else []
+        parents += [pygit2.Oid(hex=merge)] if merge else []
+        oid = self.repo.create_commit(None, _AUTHOR, _AUTHOR, message + "\n", tree, parents)
+        refs.create(ref, oid, force=True)
         return str(oid)

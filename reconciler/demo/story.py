@@ -12,7 +12,9 @@ Owns the demo's run, act by act:
 2. a change whose health check fails is pushed: the helper rolls the machine
    back by itself, and the agent will not retry that revision;
 3. `pullnix status` and `pullnix history` as a user would type them, and
-   where the traces went.
+   where the traces went;
+4. CI publishes a prebuilt system to a signed binary cache and the machine
+   deploys it without evaluating anything (`prebuilt_act.py`).
 
 Everything it prints comes from what the agent and the helper report over
 their sockets (the agent's local API and the helper's `status`; `watch.py`
@@ -33,6 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reconciler.demo import prebuilt_act
 from reconciler.demo.fakenixos import (
     OFFLINE_NIX_CONFIG,
     Sandbox,
@@ -153,7 +156,10 @@ def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     install_system(sandbox, first)
     progress.event("demo", f"installed and booted {first}")
     config = root / "agent.toml"
-    config.write_text(_agent_toml(root, sockets, sandbox, fleet))
+    public_key = prebuilt_act.make_key(root)
+    config.write_text(
+        _agent_toml(root, sockets, sandbox, fleet) + prebuilt_act.nix_section(root, public_key)
+    )
     stage = Stage(root, sandbox, fleet, config, sockets)
     stage.processes["helper"] = start(stage, "helper", ["pullnix-helper", "--config", str(config)])
     wait(progress, "the helper to listen", lambda: answers(stage.helper.ping))
@@ -207,7 +213,7 @@ jitter = "0s"
 """
 
 
-# -- acts 1 to 3 -------------------------------------------------------------------------
+# -- acts 1 to 4 -------------------------------------------------------------------------
 
 
 def _tell(stage: Stage, progress: Progress) -> None:
@@ -250,6 +256,7 @@ def _tell(stage: Stage, progress: Progress) -> None:
     progress.say("The post-deploy hook ran for each deploy:")
     progress.say(tail(stage.hooks_log, 10))
     _explain_traces(stage, progress)
+    prebuilt_act.act(stage, progress, HOST)
 
 
 def _explain_traces(stage: Stage, progress: Progress) -> None:

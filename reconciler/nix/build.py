@@ -116,7 +116,7 @@ def build_flake(
 ) -> BuiltSystem:
     """Build the host's toplevel from `mirror` at `sha`; return it held by a GC root."""
     installable = flake_installable(mirror, ref, sha, template, host)
-    root = _gc_root(settings, host, sha)
+    root = gc_root(settings, host, sha)
     argv = [
         "nix",
         *FEATURES,
@@ -141,7 +141,7 @@ def build_flake(
         raise NixCommandFailed(
             f"nix build printed no store path for {installable}: {run.stdout[:200]!r}"
         ) from None
-    return _checked(BuiltSystem(store_path, root, installable, sha, run.seconds))
+    return require_system(BuiltSystem(store_path, root, installable, sha, run.seconds))
 
 
 def build_classic(
@@ -165,7 +165,7 @@ def build_classic(
             f"{rel} does not exist at revision {revision or '?'}; "
             f"check spec.configuration.classic ({template!r})"
         )
-    root = _gc_root(settings, host, revision or "classic")
+    root = gc_root(settings, host, revision or "classic")
     argv = [
         "nix-build",
         "<nixpkgs/nixos>",
@@ -186,7 +186,9 @@ def build_classic(
     lines = [line for line in run.stdout.splitlines() if line.startswith("/")]
     if not lines:
         raise NixCommandFailed(f"nix-build printed no store path for {rel}")
-    return _checked(BuiltSystem(lines[-1], root, f"nixos-config={config}", revision, run.seconds))
+    return require_system(
+        BuiltSystem(lines[-1], root, f"nixos-config={config}", revision, run.seconds)
+    )
 
 
 def release(built: BuiltSystem) -> None:
@@ -208,12 +210,12 @@ def held_roots(settings: BuildSettings) -> dict[Path, str]:
     return roots
 
 
-def _gc_root(settings: BuildSettings, host: str, revision: str) -> Path:
+def gc_root(settings: BuildSettings, host: str, revision: str) -> Path:
     settings.gcroots_dir.mkdir(parents=True, exist_ok=True)
     return settings.gcroots_dir.resolve() / f"system-{host}-{revision}"
 
 
-def _checked(built: BuiltSystem) -> BuiltSystem:
+def require_system(built: BuiltSystem) -> BuiltSystem:
     switch = Path(built.store_path, "bin", "switch-to-configuration")
     if not os.access(switch, os.X_OK):
         release(built)

@@ -32,7 +32,7 @@ from reconciler.common.config import SourceConfig
 from reconciler.common.urls import redact_url
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.source_policy import is_full_sha, pin_lookups
-from reconciler.source.downgrade import check_downgrade, running_baseline
+from reconciler.source.downgrade import check_downgrade, descends, running_baseline
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
 from reconciler.source.transport import (
@@ -218,6 +218,14 @@ class GitSource:
             applied_source=applied_source,
             pinned=None if pin_of is None else lambda: self._pinned(tip, pin_of),
         )
+
+    def descends(self, sha: str, base: str) -> bool:
+        """Is `sha` equal to `base` or one of its descendants (in the mirror)?"""
+        return descends(self.repo(), str(self._commit(sha).id), base)
+
+    def committed_at(self, sha: str) -> int:
+        """When `sha` was committed (its committer time, seconds since the epoch)."""
+        return int(self._commit(sha).commit_time)
 
     def _pinned(self, tip: str, pin_of: Callable[[str], str]) -> str | None:
         """The commit `tip`'s pin names; None when it has none or it cannot be read."""

@@ -95,6 +95,16 @@ class _Metrics:
             ["reason"],
             registry=registry,
         )
+        self.source_commit_time = Gauge(
+            "pullnix_source_commit_timestamp_seconds",
+            "When the commit the machine follows was made (committer time), Unix time.",
+            registry=registry,
+        )
+        self.source_stale = Gauge(
+            "pullnix_source_stale",
+            "1 while the followed commit is older than [source] max_age (SourceStale).",
+            registry=registry,
+        )
 
 
 _metrics: _Metrics | None = None
@@ -188,6 +198,13 @@ def record_state(
     if reboot_required is not None:
         m.reboot.set(1 if reboot_required else 0)
     m.suspended.set(1 if suspended else 0)
+
+
+def record_source_freshness(committed_at: float, stale: bool) -> None:
+    """The followed commit's time and whether it is older than max_age."""
+    if (m := _metrics) is not None:
+        m.source_commit_time.set(committed_at)
+        m.source_stale.set(1 if stale else 0)
 
 
 def record_fetch_failure() -> None:

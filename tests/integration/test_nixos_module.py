@@ -42,6 +42,7 @@ MINIMAL: dict[str, Any] = {
         "allowed_signers_file": "",
         "gpg_keyring": "",
         "allow_downgrade": False,
+        "max_age": "0s",
     },
     "system": {
         "profile": "/nix/var/nix/profiles/system",
@@ -63,6 +64,7 @@ MINIMAL: dict[str, Any] = {
         "webhook_secret_file": "",
     },
     "telemetry": {"metrics_listen": "", "log_format": "logfmt"},
+    "nix": {"substituters": [], "trusted_public_keys": []},
 }
 
 
@@ -113,6 +115,11 @@ def test_full_options_reach_their_keys() -> None:
             "urls": ["ssh://git@git.example.org/fleet.git", "https://mirror.example.org/fleet.git"],
             "branch": "production",
             "specPath": "deploy/pullnix.yaml",
+            "maxAge": "7d",
+        },
+        binaryCache={
+            "substituters": ["https://cache.example.org"],
+            "trustedPublicKeys": ["cache.example.org-1:AAAA"],
         },
         auth={
             "sshKeyFile": "/run/secrets/pullnix-deploy-key",
@@ -151,6 +158,11 @@ def test_full_options_reach_their_keys() -> None:
                 "allowed_signers_file": "/etc/pullnix/allowed_signers",
                 "gpg_keyring": "/etc/pullnix/keyring.gpg",
                 "allow_downgrade": True,
+                "max_age": "7d",
+            },
+            "nix": {
+                "substituters": ["https://cache.example.org"],
+                "trusted_public_keys": ["cache.example.org-1:AAAA"],
             },
             "system": {"keep_generations": 3},
             "helper": {"agent_uids": [0, 1234]},
@@ -170,6 +182,8 @@ def test_full_options_reach_their_keys() -> None:
     assert config.triggers.interval == 90.0
     assert config.triggers.jitter == 0.25
     assert config.telemetry.log_format == "json"
+    assert config.source.max_age == 7 * 86400
+    assert config.nix.trusted_public_keys == ("cache.example.org-1:AAAA",)
 
 
 def test_extra_settings_override_and_add_keys_of_agent_toml() -> None:

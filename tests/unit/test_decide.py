@@ -473,14 +473,15 @@ def test_what_counts_as_settled(action: Action | None, settled: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "settled"),
+    ("error", "again"),
     [
-        (None, False),  # the deploy was handed to the helper: follow it
-        (BuildFailed("boom"), True),  # nothing was started: nothing to follow
+        (None, False),  # the deploy was handed to the helper: follow the helper
+        (BuildFailed("boom"), True),  # nothing was started: decide on the failure at once
         (NixStoreBusy("locked"), False),  # failed: retried after a backoff instead
     ],
 )
-def test_a_deploy_is_settled_only_when_it_failed_for_good(
-    error: PullnixError | None, settled: bool
+def test_a_deploy_that_failed_for_good_is_decided_again_at_once(
+    error: PullnixError | None, again: bool
 ) -> None:
-    assert policy.settled(Deploy(NEW), policy.Acted("op-9", error=error)) is settled
+    assert policy.settled(Deploy(NEW)) is False
+    assert policy.decide_again(policy.Acted("op-9", error=error)) is again

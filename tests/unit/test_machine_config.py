@@ -97,7 +97,7 @@ def test_every_key_is_read(tmp_path: Path):
 
 def test_an_unknown_top_level_key_is_named_with_the_known_ones(tmp_path: Path):
     assert fails(tmp_path, 'hots = "edge-01"\n') == (
-        "unknown key 'hots' (known: agent, helper, host, source, state_dir, system, "
+        "unknown key 'hots' (known: agent, helper, host, nix, source, state_dir, system, "
         "telemetry, triggers)"
     )
 
@@ -152,8 +152,38 @@ def test_a_value_of_the_wrong_type_names_the_key_and_what_it_wants(
 def test_a_bad_duration_says_what_a_duration_looks_like(tmp_path: Path, duration: str):
     assert fails(tmp_path, f'[triggers]\njitter = "{duration}"\n') == (
         f"triggers.jitter: {duration!r} is not a duration: write a number with a unit, "
-        "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h)"
+        "such as 30s, 5m, 1h or 1h30m (units: ms, s, m, h, d)"
     )
+
+
+def test_the_nix_section_and_max_age_in_days_are_read(tmp_path: Path):
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        'host = "edge-01"\n[source]\nmax_age = "7d"\n[nix]\n'
+        'substituters = ["http://127.0.0.1:8080"]\n'
+        'trusted_public_keys = ["cache-1:AAAA"]\n'
+    )
+    config = load_machine_config(path)
+    assert config.source.max_age == 7 * 86400
+    assert config.nix.substituters == ("http://127.0.0.1:8080",)
+    assert config.nix.trusted_public_keys == ("cache-1:AAAA",)
+    assert load_machine_config(write(tmp_path, 'host = "x"\n')).source.max_age == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[nix]\ntrusted_public_keys = ["AAAA"]\n',
+            "nix.trusted_public_keys: 'AAAA' is not a Nix public key; write NAME:BASE64 as "
+            "`nix-store --generate-binary-cache-key` prints it",
+        ),
+        ('[nix]\nsubstituters = "http://x"\n', "nix.substituters: expected a list"),
+        ('[source]\nmax_age = "a week"\n', "source.max_age: 'a week' is not a duration"),
+    ],
+)
+def test_a_bad_nix_section_or_max_age_names_the_key(tmp_path: Path, text: str, expected: str):
+    assert fails(tmp_path, text).startswith(expected)
 
 
 @pytest.mark.parametrize(

@@ -204,7 +204,7 @@ def test_the_merged_spec_must_be_valid_and_the_error_names_the_host():
         for_host(broken, "legacy-01")
     assert [str(i) for i in caught.value.issues] == [
         'm.yaml:10:24: spec.hosts["legacy-*"].configuration.flake: classic is already set, '
-        "and only one of flake, classic may be (in the spec merged for host 'legacy-01' "
+        "and only one of flake, classic, prebuilt may be (in the spec merged for host 'legacy-01' "
         "from hosts 'legacy-*')"
     ]
 

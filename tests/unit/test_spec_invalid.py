@@ -108,7 +108,22 @@ EXPECTED = [
         "flake-and-classic.yaml",
         [
             "8:5: spec.configuration.classic: flake is already set, and only one "
-            "of flake, classic may be",
+            "of flake, classic, prebuilt may be",
+        ],
+    ),
+    (
+        "flake-and-prebuilt.yaml",
+        [
+            "8:5: spec.configuration.prebuilt: flake is already set, and only one "
+            "of flake, classic, prebuilt may be",
+        ],
+    ),
+    (
+        "prebuilt-absolute-lock.yaml",
+        [
+            '8:17: spec.configuration.prebuilt.lockFile: "/etc/lock.json" is not a path '
+            "relative to the repository root (no leading '/', no spaces), such as "
+            '"hosts/{host}/configuration.nix"',
         ],
     ),
     (
@@ -175,7 +190,7 @@ EXPECTED = [
         "override-makes-it-invalid.yaml",
         [
             '10:32: spec.hosts["legacy-*"].configuration.classic: flake is '
-            "already set, and only one of flake, classic may be (in the spec "
+            "already set, and only one of flake, classic, prebuilt may be (in the spec "
             "merged for hosts matching 'legacy-*')",
         ],
     ),

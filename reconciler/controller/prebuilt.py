@@ -1,0 +1,53 @@
+"""A prebuilt system for this host: the lock in the commit, its history, the fetch.
+
+Owns the agent's side of `configuration.prebuilt` (DESIGN.md, "Prebuilt
+systems"): read the SystemLock file from the commit being deployed (never a
+checkout), refuse a lock whose `sourceRevision` is not an ancestor of that
+commit (a lock copied from another history), take this host's store path,
+and have Nix fetch it from the machine's substituters, checked against the
+machine's trusted keys. What comes back is held and handed on exactly like a
+build: gates, helper and health checks follow as for any system.
+
+Must not: evaluate or build anything on the machine, or trust anything the
+repository says about keys or caches (those are agent.toml's).
+"""
+
+from __future__ import annotations
+
+from reconciler.common.config import MachineConfig
+from reconciler.core.lock import LockFromAnotherHistory, host_entry, parse_lock
+from reconciler.core.model import Prebuilt
+from reconciler.nix.build import BuildSettings, BuiltSystem
+from reconciler.nix.process import LineCallback
+from reconciler.nix.realise import realise_system
+from reconciler.source import GitSource
+
+
+def fetch_prebuilt(
+    source: GitSource,
+    machine: MachineConfig,
+    prebuilt: Prebuilt,
+    sha: str,
+    settings: BuildSettings,
+    on_line: LineCallback | None = None,
+) -> BuiltSystem:
+    """This host's system from the lock in commit `sha`, fetched and held by a GC root."""
+    origin = f"{prebuilt.lock_file}@{sha[:12]}"
+    lock = parse_lock(source.read_file(sha, prebuilt.lock_file), origin)
+    if not source.descends(sha, lock.source_revision):
+        raise LockFromAnotherHistory(
+            f"{origin}: sourceRevision {lock.source_revision[:12]} is not an ancestor of "
+            f"{sha[:12]}, the commit carrying the lock: it was published from another "
+            "history and is refused. Merge the commit CI built into the deploy branch "
+            "before committing its lock"
+        )
+    entry = host_entry(lock, machine.host, origin)
+    return realise_system(
+        entry.store_path,
+        host=machine.host,
+        revision=sha,
+        substituters=machine.nix.substituters,
+        trusted_keys=machine.nix.trusted_public_keys,
+        settings=settings,
+        on_line=on_line,
+    )

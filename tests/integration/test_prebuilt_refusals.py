@@ -1,0 +1,123 @@
+"""Prebuilt systems the machine must refuse: each bad input gets a clear status, and nothing
+is activated (the running system, the switch calls and the store stay as they were)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.agentmachine import Machine, fake_machine
+from tests.support.binarycache import (
+    copy_to,
+    delete_path,
+    generate_key,
+    in_store,
+    served_cache,
+    sign,
+)
+from tests.support.nixfixture import commit_fleet, read_calls
+from tests.support.prebuilt import commit_deploy, configure_nix, lock_text, narinfo_name
+
+pytestmark = pytest.mark.nix
+
+SHAPED = "/nix/store/" + "0" * 32 + "-nixos-system-edge-01"
+
+
+def refused(machine: Machine, reason: str) -> dict[str, str]:
+    """Run a pass; assert it refused with `reason` and activated nothing; the Ready condition."""
+    calls, running = read_calls(machine.sandbox), machine.current()
+    result = machine.reconcile()
+    assert result.returncode == 3, result.stdout + result.stderr
+    ready = machine.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason), ready
+    assert machine.current() == running
+    assert read_calls(machine.sandbox) == calls
+    return ready
+
+
+def test_unsigned_and_wrongly_signed_systems_are_refused(tmp_path: Path):
+    trusted = generate_key(tmp_path / "keys", "ci.example.org-1")
+    stranger = generate_key(tmp_path / "keys", "someone-else-1")
+    with fake_machine(tmp_path) as machine, served_cache(tmp_path) as cache:
+        sha = commit_fleet(machine.repo, version="2")
+        system = machine.built(sha)  # built here, never signed
+        copy_to(cache.root / "unsigned", system)
+        sign(system, stranger)
+        copy_to(cache.root / "wrong", system)
+        assert "Sig:" not in (cache.root / "unsigned" / narinfo_name(system)).read_text()
+        assert "Sig: someone-else-1:" in (cache.root / "wrong" / narinfo_name(system)).read_text()
+        delete_path(system)
+
+        for sub in ("unsigned", "wrong"):  # a refused commit waits for a new one: one each
+            commit_deploy(machine, lock_text(sha, {"edge-01": {"storePath": system}}))
+            configure_nix(machine, [cache.url(sub)], [trusted.public])
+            ready = refused(machine, "UntrustedSignature")
+            assert (
+                f"{system} from {cache.url(sub)} is not signed by a key this machine trusts"
+                in (ready["message"])
+            )
+            assert "ci.example.org-1" in ready["message"]
+            assert machine.condition("Stalled")["reason"] == "UntrustedSignature"
+            assert not in_store(system)
+        narinfos = [p for p, _, _ in cache.requests() if p.endswith(narinfo_name(system))]
+        assert narinfos == [f"/unsigned/{narinfo_name(system)}", f"/wrong/{narinfo_name(system)}"]
+
+
+def test_malformed_locks_foreign_locks_and_missing_hosts_are_refused(tmp_path: Path):
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with fake_machine(tmp_path) as machine:
+        configure_nix(machine, ["http://127.0.0.1:9"], [key.public])
+        base = machine.repo.sha
+        cases = [
+            ("{not json", "InvalidSpec", "pullnix.lock.json@{sha}: is not valid JSON (line 1"),
+            (
+                lock_text(base, {"edge-01": {"storePath": "/etc/shadow"}}),
+                "InvalidSpec",
+                "pullnix.lock.json@{sha}: hosts[\"edge-01\"].storePath: '/etc/shadow' is not a "
+                "Nix store path",
+            ),
+            (
+                lock_text(base, {"edge-02": {"storePath": SHAPED}}),
+                "NotInLock",
+                "has no system for host 'edge-01' (hosts: edge-02)",
+            ),
+            (
+                lock_text("1" * 40, {"edge-01": {"storePath": SHAPED}}),
+                "LockFromAnotherHistory",
+                "sourceRevision 111111111111 is not an ancestor of {sha}",
+            ),
+        ]
+        for text, reason, fragment in cases:
+            sha = commit_deploy(machine, text)
+            ready = refused(machine, reason)
+            assert fragment.format(sha=sha[:12]) in ready["message"]
+            assert machine.condition("Stalled")["reason"] == reason
+
+
+def test_a_store_path_that_is_not_a_nixos_system_is_refused(tmp_path: Path):
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    expr = tmp_path / "not-a-system.nix"
+    expr.write_text(
+        f'derivation {{ name = "not-a-system"; system = builtins.currentSystem; '
+        f'builder = "/bin/sh"; args = ["-c" "echo {tmp_path} > $out"]; }}\n'
+    )
+    with fake_machine(tmp_path) as machine, served_cache(tmp_path) as cache:
+        path = subprocess.run(
+            ["nix-build", str(expr), "--no-out-link"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout.strip()
+        sign(path, key)
+        copy_to(cache.root / "fleet", path)
+        delete_path(path)
+        configure_nix(machine, [cache.url("fleet")], [key.public])
+        commit_deploy(machine, lock_text(machine.repo.sha, {"edge-01": {"storePath": path}}))
+        ready = refused(machine, "BuildFailed")  # as for a built result that is no system
+        assert (
+            f"{path} (built from the prebuilt lock entry of edge-01) is not a NixOS system"
+            in (ready["message"])
+        )

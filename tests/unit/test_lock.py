@@ -1,0 +1,105 @@
+"""The SystemLock file: every malformed lock is refused naming its file and field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from reconciler.core.lock import (
+    InvalidLock,
+    LockedHost,
+    NotInLock,
+    host_entry,
+    parse_lock,
+    render_lock,
+)
+
+SHA = "3f2a1c" + "0" * 34
+PATH = "/nix/store/" + "a" * 32 + "-nixos-system-edge-01-24.05"
+ORIGIN = "pullnix.lock.json@3f2a1c000000"
+
+
+def lock(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {
+        "apiVersion": "pullnix.dev/v1alpha1",
+        "kind": "SystemLock",
+        "sourceRevision": SHA,
+        "createdAt": "2026-12-01T12:00:00Z",
+        "hosts": {"edge-01": {"storePath": PATH, "closureSize": 1234}},
+    }
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+def test_a_lock_written_by_render_lock_reads_back():
+    text = render_lock(SHA, "2026-12-01T12:00:00Z", {"edge-01": LockedHost(PATH, 1234)})
+    parsed = parse_lock(text.encode(), ORIGIN)
+    assert parsed.source_revision == SHA
+    assert dict(parsed.hosts) == {"edge-01": LockedHost(PATH, 1234)}
+    assert host_entry(parsed, "edge-01", ORIGIN).store_path == PATH
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "what"),
+    [
+        (b"{not json", "", "is not valid JSON (line 1, column 2"),
+        (b"\xff\xfe", "", "is not UTF-8 text"),
+        (b"[]", "", "must be a JSON object, not a list"),
+        (lock(apiVersion="v2"), "apiVersion", "must be 'pullnix.dev/v1alpha1', not 'v2'"),
+        (lock(kind="NixOSDeployment"), "kind", "must be 'SystemLock'"),
+        (lock(sourceRevision="main"), "sourceRevision", "'main' is not a full commit id"),
+        (lock(createdAt=5), "createdAt", "must be an RFC 3339 time, not a number"),
+        (lock(hosts=[]), "hosts", "must be an object of host name -> entry, not a list"),
+        (lock(hosts={"edge-01": "x"}), 'hosts["edge-01"]', "must be an object with storePath"),
+        (
+            lock(hosts={"edge-01": {"storePath": "/etc/shadow"}}),
+            'hosts["edge-01"].storePath',
+            "'/etc/shadow' is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": "/nix/store/short-name"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH + "/../../etc"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {}}),
+            'hosts["edge-01"].storePath',
+            "None is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH, "closureSize": -1}}),
+            'hosts["edge-01"].closureSize',
+            "-1 is not a size in bytes",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH, "storepath": PATH}}),
+            'hosts["edge-01"].storepath',
+            "unknown field",
+        ),
+    ],
+)
+def test_a_malformed_lock_is_invalid_spec_naming_file_and_field(text: bytes, field: str, what: str):
+    with pytest.raises(InvalidLock) as caught:
+        parse_lock(text, ORIGIN)
+    assert caught.value.reason == "InvalidSpec"
+    prefix = f"{ORIGIN}: {field}: " if field else f"{ORIGIN}: "
+    message = caught.value.message
+    assert message.startswith(prefix), message
+    assert what in message.removeprefix(prefix), message
+    assert "pullnix publish" in caught.value.message
+
+
+def test_a_host_missing_from_the_lock_is_not_in_lock_and_names_the_hosts_it_has():
+    parsed = parse_lock(lock(), ORIGIN)
+    with pytest.raises(NotInLock) as caught:
+        host_entry(parsed, "edge-02", ORIGIN)
+    assert caught.value.reason == "NotInLock"
+    assert "has no system for host 'edge-02' (hosts: edge-01)" in caught.value.message
+    assert "pullnix publish --hosts edge-02" in caught.value.message
