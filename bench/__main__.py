@@ -14,6 +14,9 @@ others still run):
 - idle     agent and helper RSS and CPU per hour over an idle period (bench_agent)
 - history  1k / 10k / 100k commits and 5k tags: first and incremental fetch (bench_source)
 - fleet    N agents polling one smart-HTTP server vs a `git fetch` fleet (bench_fleet)
+- waves    N >= 50 real `pullnix agent` processes (each with its helper) polling one
+           smart-HTTP server vs N `git fetch` loops, their RSS, and a rollout through
+           3 waves with 1 s soaks, Prometheus scraping every agent (bench_waves)
 - nix      the agent's overhead around `nix build` (bench_nix)
 - helper   helper RSS, start time, overhead around the fixture's switch (bench_helper)
 - prebuilt one deploy's peak memory, wall time and bytes fetched: a prebuilt system from a
@@ -43,7 +46,7 @@ from typing import Any
 
 from reconciler.demo.fakenixos import OFFLINE_NIX_CONFIG
 
-SECTIONS = ("noop", "push", "idle", "history", "fleet", "nix", "helper", "prebuilt")
+SECTIONS = ("noop", "push", "idle", "history", "fleet", "waves", "nix", "helper", "prebuilt")
 Row = dict[str, Any]
 
 
@@ -81,6 +84,12 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--fleet-jitter", type=float, default=1.0, help="fleet poll jitter, +- seconds (default 1)"
     )
     parser.add_argument(
+        "--waves-agents", type=int, help="real agents in the waves section (default 50)"
+    )
+    parser.add_argument(
+        "--waves-seconds", type=float, help="waves no-op window (default 60; quick 20)"
+    )
+    parser.add_argument(
         "--big",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -99,6 +108,8 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         ("fleet_agents", 200, 20),
         ("fleet_seconds", 120.0, 20.0),
         ("big", True, False),
+        ("waves_agents", 50, 50),
+        ("waves_seconds", 60.0, 20.0),
     ):
         if getattr(options, name) is None:
             setattr(options, name, small if quick else full)
@@ -119,6 +130,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         bench_nix,
         bench_prebuilt,
         bench_source,
+        bench_waves,
     )
 
     return {
@@ -132,6 +144,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         "fleet": lambda: bench_fleet.rows(
             o.fleet_agents, o.fleet_seconds, o.fleet_interval, o.fleet_jitter
         ),
+        "waves": lambda: bench_waves.rows(o.waves_agents, o.waves_seconds),
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
         "prebuilt": lambda: bench_prebuilt.rows(o.deploys),
@@ -146,6 +159,7 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "idle": 300 + o.idle_seconds,
         "history": 2400 if o.big else 900,
         "fleet": 600 + 2 * (o.fleet_seconds + o.fleet_interval) + 6 * o.fleet_agents,
+        "waves": 1800 + 2 * o.waves_seconds + 20 * o.waves_agents,
         "nix": 300 + 2 * o.runs * 60,
         "helper": 120 + o.runs * 10,
         "prebuilt": 300 + o.deploys * 300,

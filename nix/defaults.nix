@@ -32,6 +32,10 @@
     secretFile = null;
   };
   metrics.listen = null;
+  fleet = {
+    prometheusUrl = null;
+    queryTimeout = "5s";
+  };
   logFormat = "logfmt";
   keepGenerations = 10;
   agentUid = 399;

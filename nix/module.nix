@@ -13,7 +13,7 @@ let
   defaults = import ./defaults.nix;
   paths = import ./paths.nix;
 
-  # The grammar of reconciler/helper/durations.py.
+  # The grammar of reconciler/common/durations.py.
   duration = types.strMatching "([0-9]+(\\.[0-9]+)?(ms|s|m|h))+";
   # A secret is named by an absolute path given as a string, so its content
   # is never copied into the world-readable Nix store.
@@ -220,6 +220,23 @@ in
       default = defaults.metrics.listen;
       example = "127.0.0.1:9171";
       description = "Address:port for Prometheus metrics; null: off.";
+    };
+
+    fleet.prometheusUrl = mkOption {
+      type = types.nullOr (types.strMatching "https?://.+");
+      default = defaults.fleet.prometheusUrl;
+      example = "http://prometheus.example.org:9090";
+      description = ''
+        The Prometheus that scrapes the fleet's agents; the agent asks it whether the
+        earlier waves of `spec.rollout.waves` are healthy before it deploys. null: a host
+        in a wave after the first waits (fail closed) until it is set.
+      '';
+    };
+
+    fleet.queryTimeout = mkOption {
+      type = types.str;
+      default = defaults.fleet.queryTimeout;
+      description = "How long one question to Prometheus may take, such as \"5s\".";
     };
 
     logFormat = mkOption {

@@ -2,7 +2,7 @@
 #
 # Pure Nix (builtins only, no nixpkgs), so the tests evaluate it with real Nix
 # on a machine without nixpkgs and load the result with the agent's own
-# loader (reconciler/helper/config.py).
+# loader (reconciler/common/config.py).
 #
 # Owns: which agent.toml key each option becomes, the order they are written
 # in, and checking `extraSettings` against the keys agent.toml has, so a typo
@@ -21,10 +21,10 @@ let
   paths = import ./paths.nix;
 
   # agent.toml's keys, in the order the file is written (and the order
-  # reconciler/helper/config.py declares them). The test checks this list
+  # reconciler/common/config.py declares them). The test checks this list
   # against the loader's dataclasses.
   order = {
-    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" "nix" ];
+    "" = [ "host" "state_dir" "source" "system" "helper" "agent" "triggers" "telemetry" "nix" "fleet" ];
     source = [
       "urls"
       "branch"
@@ -43,6 +43,7 @@ let
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
     telemetry = [ "metrics_listen" "log_format" ];
     nix = [ "substituters" "trusted_public_keys" ];
+    fleet = [ "prometheus_url" "query_timeout" ];
   };
   sections = filter (k: order ? ${k}) order."";
 
@@ -94,11 +95,15 @@ let
       substituters = cfg.binaryCache.substituters;
       trusted_public_keys = cfg.binaryCache.trustedPublicKeys;
     };
+    fleet = {
+      prometheus_url = orEmpty cfg.fleet.prometheusUrl;
+      query_timeout = cfg.fleet.queryTimeout;
+    };
   };
 
   unknown = where: key: known:
     throw ("services.pullnix.extraSettings${where}.${key}: agent.toml has no such key "
-      + "(known: ${concatStringsSep ", " known}); see reconciler/helper/config.py");
+      + "(known: ${concatStringsSep ", " known}); see reconciler/common/config.py");
 
   # extraSettings may only name keys agent.toml has; a section must stay a table.
   checked = extra:

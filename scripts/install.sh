@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything pullnix and its tests need on a fresh Debian 12 / Ubuntu machine, as root:
 # Debian's Nix (nix-bin), git, OpenSSH (server for the SSH transport tests), GnuPG,
-# debootstrap and systemd-container (the real-systemd tier), then a venv in .venv with
+# debootstrap and systemd-container (the real-systemd tier), Prometheus (the fleet tests), then a venv in .venv with
 # pullnix installed editable with its test extras. Idempotent: skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in nix:nix-bin git:git sshd:openssh-server ssh-keygen:openssh-client gpg:gnupg \
             debootstrap:debootstrap systemd-nspawn:systemd-container python3:python3 \
-            curl:curl openssl:openssl /usr/bin/time:time nginx:nginx; do
+            curl:curl openssl:openssl /usr/bin/time:time nginx:nginx prometheus:prometheus; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -35,6 +35,7 @@ PATTERN_HINTS: Mapping[str, str] = {
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
         "is not a valid name; use lower-case letters, digits, '-' and '.', such as \"fleet\""
     ),
+    r"^(100|[1-9]?[0-9])%$": 'is not a percentage from 0% to 100%, such as "90%"',
     r"^[A-Za-z0-9._/+-]*$": "is not a commit SHA or tag name (or empty)",
     r"^[^#\s]+$": "is not a flake attribute path; write one such as "
     "\"nixosConfigurations.{host}\", without '#' or spaces",

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from reconciler import __version__
-from reconciler.cli import agent_commands, demo_command, publish, spec_commands
+from reconciler.cli import agent_commands, demo_command, fleet_commands, publish, spec_commands
 from reconciler.cli.context import CliContext
 from reconciler.common.config import DEFAULT_PATH
 
@@ -41,8 +41,9 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 for command in [
     *spec_commands.COMMANDS,
     *agent_commands.COMMANDS,
-    *demo_command.COMMANDS,
     *publish.COMMANDS,
+    *fleet_commands.COMMANDS,
+    *demo_command.COMMANDS,
 ]:
     cli.add_command(command)
 

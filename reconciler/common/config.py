@@ -85,6 +85,12 @@ class NixConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    prometheus_url: str = ""  # where the wave gate asks about the fleet; "" = no waves here
+    query_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     host: str
     state_dir: Path = Path("/var/lib/pullnix")
@@ -95,6 +101,7 @@ class MachineConfig:
     triggers: TriggersConfig = field(default_factory=TriggersConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     nix: NixConfig = field(default_factory=NixConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 _SECTIONS: dict[str, type] = {
@@ -105,6 +112,7 @@ _SECTIONS: dict[str, type] = {
     "triggers": TriggersConfig,
     "telemetry": TelemetryConfig,
     "nix": NixConfig,
+    "fleet": FleetConfig,
 }
 _TOP_SCALARS = {"host": str, "state_dir": Path}
 _LOG_FORMATS = ("logfmt", "json")
@@ -164,6 +172,12 @@ def _check(config: MachineConfig, origin: str) -> None:
                 f"{origin}: nix.trusted_public_keys: {key!r} is not a Nix public key; write "
                 "NAME:BASE64 as `nix-store --generate-binary-cache-key` prints it"
             )
+    url = config.fleet.prometheus_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{origin}: fleet.prometheus_url: {url!r} is not an http:// or https:// URL "
+            "(such as http://prometheus.example.org:9090)"
+        )
     for uid in config.helper.agent_uids:
         if uid < 0:
             raise ConfigError(f"{origin}: helper.agent_uids: {uid} is not a uid")

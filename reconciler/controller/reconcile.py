@@ -40,6 +40,7 @@ from reconciler.controller.deploy import Deployer
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.status_doc import status_document
 from reconciler.controller.store import StateStore, conditions_of
+from reconciler.controller.waves import WaveGate
 from reconciler.core import decide as d
 from reconciler.core import policy
 from reconciler.core.conditions import Condition
@@ -110,6 +111,7 @@ class Reconciler:
             machine, self.source, self.helper, on_build_line=on_build_line or _log_build_line
         )
         self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
+        self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
         """One pass, under its root span `pullnix.reconcile`."""
@@ -134,6 +136,9 @@ class Reconciler:
 
     def decide(self, inputs: PassInputs) -> policy.Decision:
         decision = policy.decide_pass(inputs.stored, inputs.entries, inputs.facts, inputs.error)
+        if inputs.deployment is not None and decision.action is not None:
+            # A deploy waits for its wave: the gate is core.waves', the fleet Prometheus's.
+            decision = replace(decision, action=self.waves.hold(inputs.deployment, decision.action))
         log.info("decided %s", type(decision.action).__name__)
         return decision
 
@@ -173,19 +178,19 @@ class Reconciler:
         if fresh := self._freshness(_followed_tip(inputs)):  # SourceStale: reported, not acted on
             conditions = apply_freshness(conditions, fresh, now, generation)
         self.store.save_record(verdict.stored)
-        self.store.save_status(
-            status_document(
-                self.machine.host,
-                inputs.previous,
-                verdict,
-                conditions,
-                decision.entries,
-                deployment=inputs.deployment,
-                fetch=inputs.fetch,
-                system=inputs.system,
-                now=now,
-            )
+        written = status_document(
+            self.machine.host,
+            inputs.previous,
+            verdict,
+            conditions,
+            decision.entries,
+            deployment=inputs.deployment,
+            fetch=inputs.fetch,
+            system=inputs.system,
+            now=now,
         )
+        self.store.save_status(written)
+        self.waves.report(written, verdict.stored.record.failed, decision.action)
         report_pass(
             trace,
             decision.action,

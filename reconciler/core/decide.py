@@ -20,6 +20,7 @@ from typing import Literal
 from reconciler.core.errors import FailureReason
 from reconciler.core.lock import PREBUILT_REFUSALS
 from reconciler.core.model import DeploymentSpec
+from reconciler.core.waves import RolloutHalted, WaitForWave
 
 #: Failures that a new try of the same commit cannot fix: only a new commit or `pullnix retry`.
 _STALLING = frozenset({"BuildFailed", "GateRefused", *PREBUILT_REFUSALS})
@@ -143,6 +144,8 @@ Action = (
     | ReportDrift
     | Reboot
     | Converged
+    | WaitForWave  # a Deploy the wave gate holds back (core.waves)
+    | RolloutHalted
 )
 
 

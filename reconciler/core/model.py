@@ -220,6 +220,30 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class WaveAfter:
+    """What the previous wave must show first: `min_healthy` ("90%") of it Ready for `soak`."""
+
+    soak: float = 0.0
+    min_healthy: str = "100%"
+
+    @property
+    def min_healthy_fraction(self) -> float:
+        return int(self.min_healthy.rstrip("%")) / 100
+
+
+@dataclass(frozen=True)
+class Wave:
+    name: str
+    hosts: tuple[str, ...]
+    after: WaveAfter = WaveAfter()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    waves: tuple[Wave, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostOverride:
     """The overrides for hosts whose name matches `glob` (fnmatch), as written in the file.
 
@@ -250,6 +274,7 @@ class DeploymentSpec:
     interval: float = 300.0
     suspend: bool = False
     hooks: Hooks = Hooks()
+    rollout: Rollout = Rollout()
     hosts: tuple[HostOverride, ...] = ()
 
 

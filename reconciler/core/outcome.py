@@ -14,6 +14,7 @@ from __future__ import annotations
 from reconciler.core import decide as d
 from reconciler.core.activation import ActivationPlan
 from reconciler.core.status import Outcome
+from reconciler.core.waves import RolloutHalted, WaitForWave
 
 
 def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
@@ -102,6 +103,16 @@ def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
             )
         case d.Reboot():
             return Outcome("Ready", "RebootRequired", "a reboot is due", healthy)
+        case WaitForWave(message=message):
+            return Outcome("Progressing", "WaitingForWave", message, healthy)
+        case RolloutHalted(revision=r, wave=w, host=host, host_wave=hw, reason=why):
+            return Outcome(
+                "Stalled",
+                "RolloutHalted",
+                f"revision {_short(r)} is never deployed in wave {w}: {host} (wave {hw}) "
+                f"reported {why} for it (push a new commit)",
+                healthy,
+            )
     raise AssertionError(f"no outcome for {action!r}")
 
 

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from reconciler.common.answers import HelperStatus
 from reconciler.common.operation import Operation
 from reconciler.core import decide as d
+from reconciler.core import waves
 from reconciler.core.activation import ActivationPlan, installed_for_next_boot, plan_activation
 from reconciler.core.errors import CommitFailure, PullnixError, TerminalError
 from reconciler.core.helper_terms import apply_request_view
@@ -38,7 +39,15 @@ from reconciler.core.record import StoredRecord
 from reconciler.core.status import Outcome
 
 #: Actions after which the pass has nothing left to wait for.
-SETTLED = (d.Converged, d.Blocked, d.Suspended, d.ReportDrift, d.Reboot)
+SETTLED = (
+    d.Converged,
+    d.Blocked,
+    d.Suspended,
+    d.ReportDrift,
+    d.Reboot,
+    waves.WaitForWave,
+    waves.RolloutHalted,
+)
 
 
 @dataclass(frozen=True)

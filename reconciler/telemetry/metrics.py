@@ -118,6 +118,11 @@ def enable() -> _Metrics:
     return _metrics
 
 
+def enabled() -> bool:
+    """Whether metrics are served (and so worth counting) in this process."""
+    return _metrics is not None
+
+
 def registry() -> Any:
     """The registry /metrics serves (enabling metrics if they were not yet)."""
     return enable().registry

@@ -65,6 +65,7 @@ MINIMAL: dict[str, Any] = {
     },
     "telemetry": {"metrics_listen": "", "log_format": "logfmt"},
     "nix": {"substituters": [], "trusted_public_keys": []},
+    "fleet": {"prometheus_url": "", "query_timeout": "5s"},
 }
 
 
@@ -135,6 +136,7 @@ def test_full_options_reach_their_keys() -> None:
         jitter="250ms",
         webhook={"listen": "127.0.0.1:9170", "secretFile": "/run/secrets/pullnix-webhook"},
         metrics={"listen": "127.0.0.1:9171"},
+        fleet={"prometheusUrl": "http://prometheus.example.org:9090", "queryTimeout": "3s"},
         logFormat="json",
         keepGenerations=3,
         agentUid=1234,
@@ -173,11 +175,16 @@ def test_full_options_reach_their_keys() -> None:
                 "webhook_secret_file": "/run/secrets/pullnix-webhook",
             },
             "telemetry": {"metrics_listen": "127.0.0.1:9171", "log_format": "json"},
+            "fleet": {
+                "prometheus_url": "http://prometheus.example.org:9090",
+                "query_timeout": "3s",
+            },
         },
     )
     parsed = tomllib.loads(render(options))
     assert parsed == expected
     config = parse_machine_config(parsed)
+    assert config.fleet.prometheus_url == "http://prometheus.example.org:9090"
     assert config.source.token_file == Path("/run/secrets/pullnix-token")
     assert config.triggers.interval == 90.0
     assert config.triggers.jitter == 0.25

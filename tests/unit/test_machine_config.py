@@ -1,4 +1,4 @@
-"""The machine config loader (reconciler/helper/config.py) on real agent.toml files."""
+"""The machine config loader (reconciler/common/config.py) on real agent.toml files."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_every_key_is_read(tmp_path: Path):
 
 def test_an_unknown_top_level_key_is_named_with_the_known_ones(tmp_path: Path):
     assert fails(tmp_path, 'hots = "edge-01"\n') == (
-        "unknown key 'hots' (known: agent, helper, host, nix, source, state_dir, system, "
+        "unknown key 'hots' (known: agent, fleet, helper, host, nix, source, state_dir, system, "
         "telemetry, triggers)"
     )
 
@@ -230,3 +230,13 @@ def test_the_agent_needs_a_url_to_pull_from(tmp_path: Path):
         require_urls(config, "agent.toml")
     assert str(caught.value) == ("agent.toml: source.urls: list at least one git URL to pull from")
     require_urls(load_machine_config(write(tmp_path, FULL)))
+
+
+def test_the_fleet_section_names_prometheus(tmp_path: Path):
+    path = tmp_path / "agent.toml"
+    path.write_text('host = "edge-01"\n[fleet]\nprometheus_url = "http://prom:9090"\n')
+    assert load_machine_config(path).fleet.prometheus_url == "http://prom:9090"
+    assert fails(tmp_path, '[fleet]\nprometheus_url = "prom:9090"\n') == (
+        "fleet.prometheus_url: 'prom:9090' is not an http:// or https:// URL "
+        "(such as http://prometheus.example.org:9090)"
+    )

@@ -19,7 +19,9 @@ says so in every name it builds (`nixos-system-<host>-<version>` built by
 | `gcroots`        | root/gcroots/           | for GC roots of builds                        |
 
 The sandbox root is baked into each build (fixture.json carries it), so a
-toplevel built for one sandbox only ever acts on that sandbox.
+toplevel built for one sandbox only ever acts on that sandbox. A fleet of fake
+machines shares one repository: fixture.json's optional `sandboxes` maps a
+host to its own sandbox root (the others use `sandbox`).
 
 ## The toplevel
 
