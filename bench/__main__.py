@@ -21,6 +21,8 @@ others still run):
 - helper   helper RSS, start time, overhead around the fixture's switch (bench_helper)
 - prebuilt one deploy's peak memory, wall time and bytes fetched: a prebuilt system from a
            signed nginx cache vs evaluating and building on the machine (bench_prebuilt)
+- hostile  the helper under a 20 MB one-line flood, 300 idle connections and a full
+           state dir, and a ten-minute crash soak (bench_hostile; quick: one minute)
 
 The table (markdown) goes to stdout, progress to stderr. Ratios are
 pullnix / reference; the target column says what each row is held to. Everything
@@ -46,7 +48,18 @@ from typing import Any
 
 from reconciler.demo.fakenixos import OFFLINE_NIX_CONFIG
 
-SECTIONS = ("noop", "push", "idle", "history", "fleet", "waves", "nix", "helper", "prebuilt")
+SECTIONS = (
+    "noop",
+    "push",
+    "idle",
+    "history",
+    "fleet",
+    "waves",
+    "nix",
+    "helper",
+    "prebuilt",
+    "hostile",
+)
 Row = dict[str, Any]
 
 
@@ -127,6 +140,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         bench_agent,
         bench_fleet,
         bench_helper,
+        bench_hostile,
         bench_nix,
         bench_prebuilt,
         bench_source,
@@ -148,6 +162,7 @@ def _section_runners(o: argparse.Namespace, root: Path) -> dict[str, Callable[[]
         "nix": lambda: bench_nix.rows(o.runs),
         "helper": lambda: bench_helper.rows(o.runs),
         "prebuilt": lambda: bench_prebuilt.rows(o.deploys),
+        "hostile": lambda: bench_hostile.rows(60.0 if o.quick else 600.0),
     }
 
 
@@ -163,6 +178,7 @@ def _budget(o: argparse.Namespace, name: str) -> float:
         "nix": 300 + 2 * o.runs * 60,
         "helper": 120 + o.runs * 10,
         "prebuilt": 300 + o.deploys * 300,
+        "hostile": 600 + (60 if o.quick else 600),
     }[name]
 
 

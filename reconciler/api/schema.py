@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 import typing
 from collections.abc import Iterator, Mapping
@@ -33,8 +34,17 @@ from typing import Any
 import jsonschema
 import yaml
 
+from reconciler.common.durations import in_range, parse_duration
+
 CRD_RESOURCE = "nixosdeployment.yaml"
 LIST_MAP_KEYS = "x-kubernetes-list-map-keys"
+#: Kubernetes' CEL rules; pullnix evaluates the one form its CRD uses, a duration's range:
+#: `duration(self) >= duration('1s') && duration(self) <= duration('24h')`.
+VALIDATIONS = "x-kubernetes-validations"
+_DURATION_RULE = re.compile(
+    r"duration\(self\) >= duration\('(?P<low>[^']+)'\) && "
+    r"duration\(self\) <= duration\('(?P<high>[^']+)'\)"
+)
 _DROPPED = ("nullable", "x-kubernetes-list-type", "x-kubernetes-preserve-unknown-fields")
 
 
@@ -163,8 +173,35 @@ def _unique_list_map_keys(
             seen[value] = index
 
 
+def duration_range(rule: str) -> tuple[str, str]:
+    """The (low, high) durations of a CEL range rule; ValueError for any other rule."""
+    found = _DURATION_RULE.fullmatch(rule)
+    if found is None:
+        raise ValueError(f"{VALIDATIONS}: pullnix does not evaluate the rule {rule!r}")
+    return found["low"], found["high"]
+
+
+def _cel_rules(
+    _validator: Any, rules: list[Mapping[str, str]], instance: Any, _schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """A duration string (the pattern checks its grammar) lies within its field's range."""
+    for rule in rules:
+        low, high = duration_range(rule["rule"])
+        if not isinstance(instance, str):
+            continue
+        try:
+            seconds = parse_duration(instance, maximum=math.inf)
+        except ValueError:
+            continue  # not a duration at all: `pattern` or `maxLength` says so
+        if not in_range(seconds, parse_duration(low), parse_duration(high)):
+            yield jsonschema.ValidationError(
+                f"{instance} is out of range; use a duration from {low} to {high}"
+            )
+
+
 Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft7Validator, {LIST_MAP_KEYS: _unique_list_map_keys}
+    jsonschema.Draft7Validator,
+    {LIST_MAP_KEYS: _unique_list_map_keys, VALIDATIONS: _cel_rules},
 )
 
 

@@ -20,11 +20,19 @@ import jsonschema
 
 from reconciler.api.document import Document
 from reconciler.api.issues import Issue, format_path
-from reconciler.api.schema import LIST_MAP_KEYS
+from reconciler.api.schema import LIST_MAP_KEYS, VALIDATIONS
 from reconciler.common.durations import DURATION_PATTERN
 from reconciler.core.model import FieldPath
 
 TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+REVISION_PATTERN = (
+    r"^(([A-Za-z0-9_+-]+|[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*\.([A-Za-z0-9_+-]{1,3}|[A-"
+    r"Za-z0-9_+-]{5,}|[A-Za-km-z0-9_+-][A-Za-z0-9_+-]{3}|l[A-Za-np-z0-9_+-][A-Za-z0-9_"
+    r"+-]{2}|lo[A-Zabd-z0-9_+-][A-Za-z0-9_+-]|loc[A-Za-jl-z0-9_+-]))(/([A-Za-z0-9_+-]+"
+    r"|[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*\.([A-Za-z0-9_+-]{1,3}|[A-Za-z0-9_+-]{5,}|[A"
+    r"-Za-km-z0-9_+-][A-Za-z0-9_+-]{3}|l[A-Za-np-z0-9_+-][A-Za-z0-9_+-]{2}|lo[A-Zabd-z"
+    r"0-9_+-][A-Za-z0-9_+-]|loc[A-Za-jl-z0-9_+-])))*)?$"
+)
 
 #: What each pattern in the CRD means, for messages; a test checks every pattern has one.
 PATTERN_HINTS: Mapping[str, str] = {
@@ -36,7 +44,9 @@ PATTERN_HINTS: Mapping[str, str] = {
         "is not a valid name; use lower-case letters, digits, '-' and '.', such as \"fleet\""
     ),
     r"^(100|[1-9]?[0-9])%$": 'is not a percentage from 0% to 100%, such as "90%"',
-    r"^[A-Za-z0-9._/+-]*$": "is not a commit SHA or tag name (or empty)",
+    REVISION_PATTERN: "is not a commit SHA or a tag name git accepts (git check-ref-format: "
+    "no component starting with '.', no '..' or '//', not ending in '/', '.' or '.lock'); "
+    'pin a commit such as "3f2a1c9e" or a tag such as "v1.2.0", or leave it empty',
     r"^[^#\s]+$": "is not a flake attribute path; write one such as "
     "\"nixosConfigurations.{host}\", without '#' or spaces",
     r"^[^/\s][^\s]*$": "is not a path relative to the repository root (no leading '/', "
@@ -142,7 +152,7 @@ def _explain(  # noqa: C901, PLR0912 - one wording per JSON Schema keyword, a ta
         yield False, path, "must not be empty"
     elif kind == "maxLength":
         yield False, path, f"is longer than {value} characters"
-    elif kind == LIST_MAP_KEYS:
+    elif kind in (LIST_MAP_KEYS, VALIDATIONS):
         yield False, path, error.message
     else:
         yield False, path, error.message

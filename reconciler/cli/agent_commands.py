@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -25,6 +26,7 @@ import click
 from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
 from reconciler.common.config import ConfigError, MachineConfig, require_urls
+from reconciler.common.durations import parse_duration
 from reconciler.common.wire import ProtocolError
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
@@ -33,8 +35,9 @@ from reconciler.controller.loop import PassLoop
 from reconciler.controller.reconcile import PassResult
 from reconciler.controller.store import StateStore, conditions_of, history_of
 from reconciler.controller.triggers import Wakeup
-from reconciler.core.schedule import BackoffPolicy
+from reconciler.core.schedule import BackoffPolicy, effective_interval
 from reconciler.core.status import exit_code
+from reconciler.core.vouch import doubt
 
 
 def _machine(ctx: CliContext, need_urls: bool = False) -> MachineConfig:
@@ -144,6 +147,7 @@ def status(ctx: CliContext, as_json: bool) -> None:
     if not doc:
         click.echo(f"pullnix: no status yet in {machine.state_dir}; has a pass run?", err=True)
         sys.exit(3)
+    problem = _doubt(machine, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -168,7 +172,32 @@ def status(ctx: CliContext, as_json: bool) -> None:
                 for c in conditions_of(doc)
             ]
         )
+    if problem is not None:
+        click.echo(f"pullnix: this status cannot be vouched for: {problem}", err=True)
+        sys.exit(3)
     sys.exit(exit_code(conditions_of(doc)))
+
+
+def _doubt(machine: MachineConfig, doc: dict[str, Any]) -> str | None:
+    """Why status.json may be out of date (core.vouch), asking the running agent, if any,
+    how its last pass went (status.json is not written when the disk is full)."""
+    try:
+        answer = AgentClient(machine.agent.socket, timeout=5).request("status")
+        last_pass = (answer.get("agent") or {}).get("lastPass")
+    except (AgentUnavailable, AgentRefused):
+        last_pass = None
+    raw = (doc.get("spec") or {}).get("interval")
+    try:
+        spec_interval = parse_duration(raw) if isinstance(raw, str) else None
+    except ValueError:
+        spec_interval = None
+    return doubt(
+        (doc.get("status") or {}).get("lastPassAt"),
+        datetime.now(UTC),
+        effective_interval(machine.triggers.interval, spec_interval),
+        machine.triggers.jitter,
+        last_pass,
+    )
 
 
 @click.command()

@@ -19,6 +19,10 @@ from typing import Any
 from reconciler.common.wire import ErrorCode, ProtocolError, optional, required, seconds
 
 CHECK_KINDS = ("gitRemote", "http", "tcp", "systemd", "command")
+#: The most a check may ask for (seconds, attempts): the spec's ranges lie within these.
+MAX_CHECK_TIMEOUT = 3600.0
+MAX_CHECK_INTERVAL = 3600.0
+MAX_CHECK_RETRIES = 100
 #: The fields of each kind's own object.
 KIND_FIELDS: Mapping[str, frozenset[str]] = {
     "gitRemote": frozenset(),
@@ -77,8 +81,10 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
     kind = kinds[0]
     name = required(raw, "name", where)
     retries = optional(raw, "retries", int, "an integer", 0, where)
-    if retries < 0:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.retries: must be >= 0")
+    if not 0 <= retries <= MAX_CHECK_RETRIES:
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, f"{where}.retries: must be from 0 to {MAX_CHECK_RETRIES}"
+        )
     target = raw[kind]
     if not isinstance(target, dict):
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.{kind}: must be an object")
@@ -86,9 +92,9 @@ def parse_check(raw: Any, index: int) -> CheckSpec:
         name=name,
         kind=kind,
         target=_check_target(kind, target, f"{where}.{kind}"),
-        timeout=seconds(raw, "timeout", 10.0, where),
+        timeout=seconds(raw, "timeout", 10.0, where, maximum=MAX_CHECK_TIMEOUT),
         retries=retries,
-        interval=seconds(raw, "interval", 1.0, where),
+        interval=seconds(raw, "interval", 1.0, where, maximum=MAX_CHECK_INTERVAL),
     )
 
 

@@ -42,7 +42,7 @@ from reconciler.common.protocol import (
     UpgradeRequest,
     request_to_wire,
 )
-from reconciler.common.wire import MAX_MESSAGE, PROTOCOL_VERSION, encode
+from reconciler.common.wire import MAX_MESSAGE, PROTOCOL_VERSION, ErrorCode, encode
 
 
 class HelperError(Exception):
@@ -134,6 +134,8 @@ class HelperClient:
         if not line:
             raise HelperUnavailable(f"{self.socket_path}: the helper hung up")
         value: dict[str, Any] = json.loads(line)
+        if value.get("error") == ErrorCode.OVERLOADED:  # too many connections: try again later
+            raise HelperUnavailable(f"{self.socket_path}: {value.get('message')}")
         return value
 
     def ping(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from reconciler.common.durations import parse_duration
+from reconciler.common.durations import MAX_DURATION, parse_duration
 
 DEFAULT_PATH = Path("/etc/pullnix/agent.toml")
 
@@ -202,6 +202,9 @@ def _section(origin: str, name: str, table: Mapping[str, Any], cls: type) -> Any
     return cls(**values)
 
 
+#: Durations that may be longer than a week: a deploy branch's heartbeat may be monthly.
+_LONGEST = {"source.max_age": 366 * 86400.0}
+
 _TYPES: dict[str, Any] = {
     "str": str,
     "bool": bool,
@@ -242,7 +245,7 @@ def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:  # noqa: C901, 
         if not isinstance(raw, str):
             raise wrong('a duration such as "5m"')
         try:
-            return parse_duration(raw, days=True)
+            return parse_duration(raw, days=True, maximum=_LONGEST.get(key, MAX_DURATION))
         except ValueError as exc:
             raise ConfigError(f"{origin}: {key}: {exc}") from None
     if kind == "strings":

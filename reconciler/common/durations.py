@@ -6,7 +6,14 @@ desired state (whose schema carries the same pattern). Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 import re
+
+#: The longest duration any setting takes (a week): beyond it a sleep or a timeout is a
+#: mistake, and a number with hundreds of digits would overflow the clock's arithmetic.
+MAX_DURATION = 7 * 86400.0
+#: The longest duration text: the schema's `maxLength` for every duration.
+MAX_TEXT = 32
 
 #: The JSON Schema pattern for a duration; crds/ uses exactly this string.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -18,18 +25,27 @@ _WHOLE_WITH_DAYS = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str, *, days: bool = False) -> float:
-    """Return the duration in seconds; raise ValueError saying what is accepted.
+def parse_duration(text: str, *, days: bool = False, maximum: float = MAX_DURATION) -> float:
+    """Return the duration in seconds; raise ValueError saying what is accepted (a
+    duration, at most `maximum` seconds).
 
     With `days`, "d" (86400 s) is a unit too, as in "7d" or "1d12h"."""
     whole = _WHOLE_WITH_DAYS if days else _WHOLE
-    if not isinstance(text, str) or not whole.match(text):
+    if not isinstance(text, str) or not whole.match(text) or len(text) > MAX_TEXT:
         units = "ms, s, m, h, d" if days else "ms, s, m, h"
         raise ValueError(
-            f"{text!r} is not a duration: write a number with a unit, "
+            f"{text[: MAX_TEXT + 8]!r} is not a duration: write a number with a unit, "
             f"such as 30s, 5m, 1h or 1h30m (units: {units})"
         )
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
+    if not math.isfinite(seconds) or seconds > maximum:
+        raise ValueError(f"{text!r} is longer than {format_duration(maximum)}, the most allowed")
+    return seconds
+
+
+def in_range(seconds: float, low: float, high: float) -> bool:
+    """Whether a duration is within [low, high] (both ends allowed)."""
+    return math.isfinite(seconds) and low <= seconds <= high
 
 
 def format_duration(seconds: float) -> str:

@@ -99,6 +99,10 @@ FEATURES = ("sourceRevision",)
 STORE_DIR = "/nix/store"
 #: The ways to activate a system (`switch-to-configuration`'s, less dry-activate).
 ACTIONS = ("switch", "boot", "test")
+#: The longest a request's confirmation or activation may take, in seconds: the helper
+#: never waits longer than a request can ask (the spec's own ranges, in crds/, lie within).
+MAX_CONFIRM_TIMEOUT = 86400.0
+MAX_ACTIVATION_TIMEOUT = 86400.0
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _STORE_NAME = re.compile(r"^[0-9a-z]{32}-[A-Za-z0-9+\-._?=]+$")
 
@@ -228,10 +232,12 @@ def parse_apply(body: Mapping[str, Any]) -> ApplyRequest:
         action=action,
         trial=optional(body, "trial", bool, "true or false", True),
         health_checks=tuple(parse_check(c, i) for i, c in enumerate(checks)),
-        confirm_timeout=seconds(body, "confirmTimeout", 120.0),
+        confirm_timeout=seconds(body, "confirmTimeout", 120.0, maximum=MAX_CONFIRM_TIMEOUT),
         require_confirm=optional(body, "requireConfirm", bool, "true or false", False),
         traceparent=_traceparent(body),
-        activation_timeout=seconds(body, "activationTimeout", 900.0),
+        activation_timeout=seconds(
+            body, "activationTimeout", 900.0, maximum=MAX_ACTIVATION_TIMEOUT
+        ),
         source_revision=optional(body, "sourceRevision", str, "a string", ""),
     )
 

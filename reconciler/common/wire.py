@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     NOTHING_TO_DO = "nothing-to-do"
     STARTING = "starting"
     INTERNAL = "internal"
+    OVERLOADED = "overloaded"  # too many connections: try again shortly
     # The agent's local API only:
     TIMEOUT = "timeout"
     STOPPING = "stopping"
@@ -56,7 +57,7 @@ def decode_line(line: bytes) -> dict[str, Any]:
     if len(line) > MAX_MESSAGE:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message over {MAX_MESSAGE} bytes")
     try:
-        value = json.loads(line)
+        value = json.loads(line, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -115,12 +116,28 @@ def optional(
     return value
 
 
-def seconds(body: Mapping[str, Any], key: str, default: float, where: str = "") -> float:
-    """An optional non-negative number of seconds."""
+def seconds(
+    body: Mapping[str, Any], key: str, default: float, where: str = "", *, maximum: float
+) -> float:
+    """An optional number of seconds from 0 to `maximum` (NaN and huge numbers refused)."""
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _within(value, maximum):
         raise ProtocolError(
             ErrorCode.BAD_FIELD,
-            f"{where + '.' if where else ''}{key}: expected a non-negative number of seconds",
+            f"{where + '.' if where else ''}{key}: expected a number of seconds from 0 "
+            f"to {maximum:g}",
         )
     return float(value)
+
+
+def _within(value: float, maximum: float) -> bool:
+    """`0 <= value <= maximum` for an int of any size or a float (False for NaN)."""
+    try:
+        return 0 <= float(value) <= maximum
+    except OverflowError:  # an integer with hundreds of digits
+        return False
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON; Python's parser takes them unless told."""
+    raise ValueError(f"{name} is not a JSON number")

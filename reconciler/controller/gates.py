@@ -16,12 +16,13 @@ is `core.vulns`); a gate only says yes or no.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.common.child import ChildTimeout, run_bounded
+from reconciler.common.output import last_lines
 from reconciler.core.errors import CommitFailure, TransientError
 from reconciler.core.model import Command, Gate, VulnixGate
 from reconciler.core.vulns import (
@@ -36,7 +37,9 @@ from reconciler.core.vulns import (
 )
 
 GATE_TIMEOUT = 600.0
-_TAIL = 20
+_TAIL = 20  # lines of a refusing gate's output in its message (each at most 400 characters)
+#: The most of vulnix's JSON report read (a whole system's report is far smaller).
+VULNIX_REPORT_LIMIT = 64 * 1024 * 1024
 #: Where the vulnix gate fetches the NVD feed from, until the machine config has a key for it.
 MIRROR_ENV = "PULLNIX_VULNIX_MIRROR"
 
@@ -100,15 +103,7 @@ def _command_gate(
         "PULLNIX_CURRENT_SYSTEM": current_system or "",
     }
     try:
-        done = subprocess.run(
-            argv,
-            cwd=checkout,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=GATE_TIMEOUT,
-            check=False,
-        )
+        done = run_bounded(argv, cwd=checkout, env=env, timeout=GATE_TIMEOUT)
     except FileNotFoundError:
         raise GateRefused(
             f"gate {name!r}: {command.argv[0]!r} not found (relative paths are "
@@ -116,12 +111,12 @@ def _command_gate(
         ) from None
     except PermissionError:
         raise GateRefused(f"gate {name!r}: {command.argv[0]!r} is not executable") from None
-    except subprocess.TimeoutExpired:
+    except ChildTimeout:
         raise TransientError(
             f"gate {name!r}: no answer after {GATE_TIMEOUT:g}s", reason="GateTimeout"
         ) from None
     if done.returncode != 0:
-        output = (done.stdout + done.stderr).strip().splitlines()[-_TAIL:]
+        output = last_lines(done.tail, _TAIL)
         detail = ("; output:\n" + "\n".join(output)) if output else ""
         raise GateRefused(f"gate {name!r} refused the new system (exit {done.returncode}){detail}")
 
@@ -179,12 +174,8 @@ def _scan(
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--cache-dir", str(settings.cache_dir)]
     try:
-        done = subprocess.run(
-            [*argv, "--", system],
-            capture_output=True,
-            text=True,
-            timeout=settings.timeout,
-            check=False,
+        done = run_bounded(
+            [*argv, "--", system], timeout=settings.timeout, stdout_limit=VULNIX_REPORT_LIMIT
         )
     except FileNotFoundError:
         raise GateRefused(
@@ -192,12 +183,16 @@ def _scan(
             "this machine (on the agent's PATH) or remove the gate",
             reason="VulnixMissing",
         ) from None
-    except subprocess.TimeoutExpired:
+    except ChildTimeout:
         raise TransientError(
             f"gate {name!r}: vulnix gave no answer about {what} after {settings.timeout:g}s",
             reason="VulnixTimeout",
         ) from None
-    result = interpret_vulnix(done.returncode, done.stdout, done.stderr)
+    result = interpret_vulnix(
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        "\n".join(last_lines(done.stderr_tail, _TAIL)),
+    )
     if isinstance(result, ScanFailure):
         raise _failure(name, what, system, settings, result)
     return result

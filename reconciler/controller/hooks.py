@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 
+from reconciler.common.child import ChildTimeout, run_bounded
 from reconciler.core.history import HistoryEntry
 from reconciler.core.model import Command
 
@@ -30,22 +30,10 @@ def run_post_deploy(hook: Command, entry: HistoryEntry) -> int | None:
         "PULLNIX_STORE_PATH": entry.store_path,
     }
     try:
-        done = subprocess.run(
-            list(hook.argv),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=HOOK_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("postDeploy hook %s could not run: %s", hook.argv[0], exc)
+        done = run_bounded(list(hook.argv), env=env, timeout=HOOK_TIMEOUT)
+    except (OSError, ChildTimeout) as exc:
+        log.warning("postDeploy hook %s could not run: %s", hook.argv[0], exc or "timed out")
         return None
     if done.returncode != 0:
-        log.warning(
-            "postDeploy hook %s exited %d: %s",
-            hook.argv[0],
-            done.returncode,
-            done.stderr.strip()[-500:],
-        )
+        log.warning("postDeploy hook %s exited %d: %s", hook.argv[0], done.returncode, done.message)
     return done.returncode

@@ -43,11 +43,14 @@ from reconciler.common.wire import (
     decode_line,
     encode,
     error,
+    seconds,
 )
 
 log = logging.getLogger("pullnix.api")
 
 IDLE_TIMEOUT = 600.0
+#: The longest `timeout` a request may ask for, in seconds (a day).
+MAX_TIMEOUT = 86400.0
 _FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {},
     "status": {},
@@ -91,6 +94,8 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
             raise ApiError("bad-field", f"{op}: unknown field {key!r}")
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise ApiError("bad-field", f"{op}: {key} has the wrong type")
+    if "timeout" in fields:  # NaN and Infinity never get here: decode_line refuses them
+        seconds(fields, "timeout", 0.0, str(op), maximum=MAX_TIMEOUT)
     return str(op), fields
 
 

@@ -44,12 +44,12 @@ from reconciler.common.config import (
     require_urls,
 )
 from reconciler.common.durations import parse_duration
+from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.helper_upgrade import HelperUpgrade, wanted_helper_link
 from reconciler.controller.reconcile import PassResult, Reconciler
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import Wakeup
 from reconciler.core import schedule
-from reconciler.core.status import Outcome
 
 log = logging.getLogger("pullnix.agent")
 #: How many finished passes the agent's status lists (newest first).
@@ -282,10 +282,9 @@ class PassLoop:
                 self._reconciler = Reconciler(self.machine)
             return self._reconciler.run_pass()
         except Exception as exc:  # a bug or an unforeseen failure: back off, never die
-            log.exception("the pass failed unexpectedly")
-            return PassResult(
-                None, Outcome("Failing", "InternalError", repr(exc)), 1, "", error=True
-            )
+            store = StateStore(self.machine.state_dir)
+            outcome = report_internal_error(store, self.machine.host, exc)
+            return PassResult(None, outcome, 1, "", error=True)
 
     def _reload_config(self) -> None:
         if self.config is None:

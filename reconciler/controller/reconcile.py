@@ -37,6 +37,7 @@ from reconciler.common.config import MachineConfig
 from reconciler.common.operation import Operation
 from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
+from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.status_doc import status_document
 from reconciler.controller.store import StateStore, conditions_of
@@ -118,10 +119,15 @@ class Reconciler:
         with reconcile_span(
             {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as trace:
-            inputs = self.gather()
-            decision = self.decide(inputs)
-            acted = self.act(decision, inputs, trace.traceparent)
-            return self.report(inputs, decision, acted, trace)
+            try:
+                inputs = self.gather()
+                decision = self.decide(inputs)
+                acted = self.act(decision, inputs, trace.traceparent)
+                return self.report(inputs, decision, acted, trace)
+            except Exception as exc:  # not a PullnixError: reported all the same (issue 15)
+                outcome = report_internal_error(self.store, self.machine.host, exc)
+                trace.fail(f"{outcome.reason}: {outcome.message}")
+                return PassResult(None, outcome, 1, trace.trace_id, error=True)
 
     # -- the four steps ----------------------------------------------------------------
 

@@ -19,15 +19,16 @@ import re
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from reconciler.common.child import ChildTimeout, run_bounded
 from reconciler.common.config import SourceConfig
 from reconciler.common.operation import CheckResult, iso
+from reconciler.common.output import short_message, shorten
 from reconciler.common.protocol import CheckSpec
 from reconciler.common.urls import redact, redact_url
 
@@ -51,6 +52,8 @@ except (urllib.error.URLError, OSError, ValueError) as exc:
 print(json.dumps({"status": status, "body": body.decode(errors="replace")}))
 """
 _HTTP_GRACE = 5.0  # on top of the check's timeout: the child's start, and slow trickles
+# The child's one JSON line: a body of _BODY_LIMIT bytes, escaped, fits (\uXXXX is 6 bytes).
+_HTTP_ANSWER_LIMIT = 6 * _BODY_LIMIT + 4096
 
 
 class CheckFailed(Exception):
@@ -84,24 +87,19 @@ def _http(spec: CheckSpec, _source: SourceConfig) -> str:
     url, expect = spec.param("url"), spec.param("expectStatus", 200)
     argv = [sys.executable, "-I", "-S", "-c", _HTTP_GET, url, repr(spec.timeout), str(_BODY_LIMIT)]
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=spec.timeout + _HTTP_GRACE,
-            check=False,
+        done = run_bounded(
+            argv, timeout=spec.timeout + _HTTP_GRACE, stdout_limit=_HTTP_ANSWER_LIMIT
         )
-    except subprocess.TimeoutExpired:
+    except ChildTimeout:
         raise CheckFailed(f"GET {url}: no answer within {spec.timeout:g}s") from None
     except OSError as exc:
         raise CheckFailed(f"GET {url}: cannot run {sys.executable}: {exc.strerror}") from None
     try:
-        answer = json.loads(proc.stdout)
+        answer = json.loads(done.stdout)
     except ValueError:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise CheckFailed(
-            f"GET {url}: the request's interpreter exited {proc.returncode}"
-            + (f": {err[-1]}" if err else "")
+            f"GET {url}: the request's interpreter exited {done.returncode}"
+            + (f": {done.message}" if done.message else "")
         ) from None
     if "error" in answer:
         raise CheckFailed(f"GET {url}: {answer['error']}")
@@ -125,23 +123,20 @@ def _tcp(spec: CheckSpec, _source: SourceConfig) -> str:
 
 def _command(spec: CheckSpec, _source: SourceConfig) -> str:
     argv = list(spec.param("argv"))
+    shown = shorten(shlex.join(argv), 200)
     try:
-        proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=spec.timeout, check=False
-        )
+        done = run_bounded(argv, timeout=spec.timeout)
     except FileNotFoundError:
-        raise CheckFailed(f"{argv[0]}: no such command") from None
-    except subprocess.TimeoutExpired:
-        raise CheckFailed(f"{shlex.join(argv)}: still running after {spec.timeout:g}s") from None
+        raise CheckFailed(f"{shorten(argv[0], 200)}: no such command") from None
+    except ChildTimeout:
+        raise CheckFailed(f"{shown}: still running after {spec.timeout:g}s") from None
     except OSError as exc:
-        raise CheckFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
-    if proc.returncode != 0:
-        out = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        raise CheckFailed(f"{shorten(argv[0], 200)}: cannot run: {exc.strerror}") from None
+    if done.returncode != 0:
         raise CheckFailed(
-            f"{shlex.join(argv)} exited {proc.returncode}"
-            + (f": {out.splitlines()[-1]}" if out else "")
+            f"{shown} exited {done.returncode}" + (f": {done.message}" if done.message else "")
         )
-    return f"{shlex.join(argv)} exited 0"
+    return f"{shown} exited 0"
 
 
 def _systemd(spec: CheckSpec, _source: SourceConfig) -> str:
@@ -155,18 +150,14 @@ def _systemd(spec: CheckSpec, _source: SourceConfig) -> str:
     bad = []
     for unit in spec.param("units"):
         try:
-            proc = subprocess.run(
-                [systemctl, "is-active", unit],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=spec.timeout,
-                check=False,
+            done = run_bounded(
+                [systemctl, "is-active", unit], timeout=spec.timeout, stdout_limit=256
             )
-        except subprocess.TimeoutExpired:
+        except ChildTimeout:
             bad.append(f"{unit}: systemctl did not answer in {spec.timeout:g}s")
             continue
-        state = proc.stdout.decode(errors="replace").strip() or "unknown"
-        if proc.returncode != 0 or state != "active":
+        state = short_message(done.stdout, 64) or "unknown"
+        if done.returncode != 0 or state != "active":
             bad.append(f"{unit} is {state}")
     if bad:
         raise CheckFailed("; ".join(bad))
@@ -220,22 +211,15 @@ def _ls_remote(url: str, source: SourceConfig, timeout: float) -> None:
     except OSError as exc:
         raise CheckFailed(f"{url}: cannot read token_file: {exc.strerror}") from None
     try:
-        proc = subprocess.run(
-            ["git", "ls-remote", "--heads", "--", url],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
+        done = run_bounded(["git", "ls-remote", "--heads", "--", url], env=env, timeout=timeout)
+    except ChildTimeout:
         raise CheckFailed(f"{url}: no answer in {timeout:g}s") from None
     except FileNotFoundError:
         raise CheckFailed("git not found on PATH") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
+    if done.returncode != 0:
         raise CheckFailed(
-            f"{url}: git ls-remote exited {proc.returncode}" + (f": {err[-1]}" if err else "")
+            f"{url}: git ls-remote exited {done.returncode}"
+            + (f": {done.message}" if done.message else "")
         )
 
 

@@ -18,9 +18,18 @@ operation is archived). `CRASH_POINTS` lists every name (the states and
 the effects' steps derived, the shell's own steps named), so the crash tests
 can check they cover each one. Never set it in production.
 
-After a commit, and before the operation is archived, the old generations
-of the system profile are pruned as `[system] keep_generations` says (see
-`retention`); the operation's message says which were deleted.
+After a commit, and before the operation is archived, the commit is
+recorded and the old generations of the system profile are pruned as
+`[system] keep_generations` says (see `committed`); the operation's message
+says which were deleted.
+
+No operation is ever left without an owner: a journal write that fails (a
+full state dir) makes the operation go on in memory as a restart would go on
+from what the journal holds (roll back from Activating or Verifying, finish
+Committing or RollingBack), saying so in its message; a finished operation
+that cannot be archived is answered from memory until it can be; a worker
+that dies of anything else exits the helper, which systemd restarts into
+recovery.
 
 Must not: decide policy (that is `machine.py`) or speak the wire protocol.
 """
@@ -38,6 +47,7 @@ from typing import Any
 
 from reconciler.common.answers import HelperStatus, operation_to_json
 from reconciler.common.config import MachineConfig
+from reconciler.common.output import shorten
 from reconciler.common.protocol import (
     ApplyRequest,
     Busy,
@@ -46,15 +56,18 @@ from reconciler.common.protocol import (
     ProtocolError,
     RollbackRequest,
 )
-from reconciler.common.records import CommittedGeneration, append_committed, read_committed
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
 from reconciler.helper import system
+from reconciler.helper.committed import prune, record_commit
 from reconciler.helper.journal import Journal
 from reconciler.helper.log import log
-from reconciler.helper.retention import plan_retention
 
 CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
+#: The exit status when the operation worker fails: systemd restarts the helper.
+EXIT_WORKER_FAILED = 70
+#: How many finished operations that could not be archived are kept in memory.
+KEEP_UNARCHIVED = 10
 PRUNE = "prune"  # retention after a commit: a step of the shell, not of the machine
 # Every name `_drive` passes to `crash_point`: each state (as entered, or as the end of
 # an operation), each effect's step (`Proceed` acts on nothing, so it has none), and the
@@ -92,6 +105,12 @@ class Operator:
         self._reexec = reexec
         self._cond = threading.Condition()
         self._op: m.Operation | None = None
+        #: What the journal on disk holds for `_op` (the last write that succeeded).
+        self._journaled: m.Operation | None = None
+        #: The operation whose journal could not be written: it goes on in memory only.
+        self._unjournaled: str | None = None
+        #: Finished operations that could not be archived yet (a full disk): newest last.
+        self._unarchived: list[m.Operation] = []
         self._upgrading = False
         self.upgrade_pending: str | None = None
 
@@ -105,8 +124,9 @@ class Operator:
             return
         log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
         with self._cond:
+            self._journaled = op
             self._op = m.advance(op, m.Restarted(), self.clock())
-            self.journal.write(self._op)
+            self._write_journal()
         self._start_worker(initial_state=self._op.state)
 
     def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
@@ -114,14 +134,16 @@ class Operator:
         request = replace(request, store_path=real)
         with self._cond:
             self._refuse_if_busy()
+            self._archive_pending()
             now = self.clock()
             profile = system.profile_state(self.config.system.profile)
             previous = m.Previous(
                 system.resolve(self.config.system.current_system), profile.path, profile.generation
             )
             op = m.begin(new_operation_id(now), kind, request, previous, now)
-            self.journal.write(op)
-            self._op = op
+            self.journal.write(op)  # nothing is done unless this is on disk
+            self._op = self._journaled = op
+            self._unjournaled = None
         log.info(
             "operation %s: %s %s (revision %s, trial %s)",
             op.id,
@@ -167,8 +189,63 @@ class Operator:
 
     def _start_worker(self, initial_state: m.State | None) -> None:
         threading.Thread(
-            target=self._drive, args=(initial_state,), name="operation", daemon=True
+            target=self._owned_drive, args=(initial_state,), name="operation", daemon=True
         ).start()
+
+    def _owned_drive(self, initial_state: m.State | None) -> None:
+        """The worker must never die and leave an operation without an owner: on anything
+        `_drive` does not handle, exit, so that systemd restarts the helper, which resumes
+        the journaled operation (StartLimitIntervalSec=0: it always comes back)."""
+        try:
+            self._drive(initial_state)
+        except BaseException:
+            log.exception("the operation worker failed; exiting to recover from the journal")
+            os._exit(EXIT_WORKER_FAILED)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def _write_journal(self) -> None:
+        """Journal `_op` (the lock held). When the write fails (a full disk, an I/O error),
+        the operation goes on as a restart would go on from what the journal holds
+        (`machine.advance(..., Restarted())`): from Activating or Verifying it rolls
+        back to the generation it can prove, the old one; Committing and RollingBack
+        finish. It does so in memory, trying the journal again at each step, and says
+        so in its message. A restart at any point recovers the same way from disk."""
+        op = self._op
+        assert op is not None
+        try:
+            self.journal.write(op)
+        except OSError as exc:
+            if self._unjournaled == op.id:
+                log.error("operation %s: journal still not writable: %s", op.id, exc)
+                return
+            self._unjournaled = op.id
+            base = self._journaled if self._journaled is not None else op
+            recovered = m.advance(base, m.Restarted(), self.clock())
+            doing = {
+                m.State.ROLLING_BACK: "rolling back to the previous generation",
+                m.State.ROLLED_BACK: "nothing was changed",
+            }.get(recovered.state, f"finishing {recovered.state}")
+            note = (
+                f"the journal could not be written ({shorten(str(exc), 200)}) in "
+                f"{op.state}: {doing} in memory, as a restart from {base.state} would"
+            )
+            log.error("operation %s: %s", op.id, note)
+            last = replace(recovered.transitions[-1], message=note)
+            self._op = replace(
+                recovered, message=note, transitions=(*recovered.transitions[:-1], last)
+            )
+            return
+        self._journaled = op
+
+    def _archive_pending(self) -> None:
+        """Archive what could not be archived before (the lock held)."""
+        while self._unarchived:
+            try:
+                self.journal.finish(self._unarchived[0])
+            except OSError:
+                return
+            self._unarchived.pop(0)
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -189,20 +266,27 @@ class Operator:
             with self._cond:
                 before = self._op
                 assert before is not None
+                if before.state is not op.state:  # recovered meanwhile (see _write_journal)
+                    continue
                 self._op = m.advance(before, event, self.clock())
                 if m.needs_journal(before, self._op):
-                    self.journal.write(self._op)
+                    self._write_journal()
                 self._cond.notify_all()
         if op.state is m.State.SUCCEEDED and m.commits(op.request):
-            op = self._prune(op)  # still ours: no apply or rollback can move the profile now
+            # Still ours: no apply or rollback can move the profile now.
+            op = prune(self.config.system, op, self.journal.log_path(op.id))
             crash_point(PRUNE)
             with self._cond:
                 self._op = op
         log_at = log.error if op.state is m.State.FAILED else log.info
         log_at("operation %s: %s: %s", op.id, op.state, op.message)
         with self._cond:
-            self.journal.finish(op, between=lambda: crash_point(str(op.state)))
-            self._op = None
+            try:
+                self.journal.finish(op, between=lambda: crash_point(str(op.state)))
+            except OSError as exc:  # answered from memory until it can be archived
+                log.error("operation %s: cannot archive it: %s", op.id, exc)
+                self._unarchived = [*self._unarchived, op][-KEEP_UNARCHIVED:]
+            self._op = self._journaled = None
             self._cond.notify_all()
         self.upgrade_if_idle()
 
@@ -222,7 +306,11 @@ class Operator:
             elif isinstance(effect, m.AwaitConfirm):
                 with self._cond:
                     self._cond.wait_for(
-                        lambda: self._op is None or self._op.confirmed_at is not None,
+                        lambda: (
+                            self._op is None
+                            or self._op.confirmed_at is not None
+                            or self._op.state is not op.state
+                        ),
                         timeout=effect.deadline - self.clock(),
                     )
                 return m.WaitOver()
@@ -232,65 +320,13 @@ class Operator:
                 )
                 return m.Done(generation=generation)
             elif isinstance(effect, m.RecordCommit):
-                self._record(effect)
+                record_commit(self.config.helper.state_dir, effect, m.iso(self.clock()))
         except system.StepFailed as exc:
             return m.Broke(str(exc))
         except Exception as exc:  # the worker must outlive any bug
             log.exception("operation %s: %s", op.id, effect.step)
-            return m.Broke(f"internal error in {effect.step}: {exc!r}")
+            return m.Broke(f"internal error in {effect.step}: {shorten(repr(exc), 300)}")
         return m.Done()
-
-    def _record(self, effect: m.RecordCommit) -> None:
-        state_dir = self.config.helper.state_dir
-        committed = read_committed(state_dir)
-        if committed and (
-            committed[-1].generation,
-            committed[-1].store_path,
-            committed[-1].revision,
-        ) == (effect.generation, effect.store_path, effect.revision):
-            return  # already recorded before a restart
-        append_committed(
-            state_dir,
-            CommittedGeneration(
-                effect.generation,
-                effect.store_path,
-                effect.revision,
-                m.iso(self.clock()),
-                source_revision=effect.source_revision,
-            ),
-        )
-
-    def _prune(self, op: m.Operation) -> m.Operation:
-        """Retention after a commit (see `retention`): the operation, its message noting it.
-
-        Runs before the operation is archived, so a restart in between commits
-        again (a no-op) and prunes again; a failure never undoes the commit."""
-        cfg = self.config.system
-        profile = cfg.profile
-        numbers = system.generations(profile)
-        plan = plan_retention(
-            [(n, path) for n in numbers if (path := system.generation_path(profile, n))],
-            cfg.keep_generations,
-            current=system.profile_state(profile).generation,
-            booted=system.resolve(cfg.booted_system),
-            running=system.resolve(cfg.current_system),
-            pinned=() if op.generation is None else (op.generation,),
-        )
-        if not plan.delete:
-            return op
-        shown = ", ".join(map(str, plan.delete))
-        try:
-            system.delete_generations(profile, plan.delete, self.journal.log_path(op.id))
-        except system.StepFailed as exc:
-            log.error("operation %s: deleting old generations %s failed: %s", op.id, shown, exc)
-            note = f"deleting old generations {shown} failed: {exc}"
-        else:
-            kept = ", ".join(f"{n} ({why})" for n, why in plan.protected)
-            note = f"deleted old generations {shown} (keep_generations = {cfg.keep_generations}" + (
-                f"; also kept {kept})" if kept else ")"
-            )
-            log.info("operation %s: %s", op.id, note)
-        return replace(op, message=f"{op.message}; {note}")
 
     # -- requests from other threads ----------------------------------------------------
 
@@ -305,10 +341,10 @@ class Operator:
             if op is not None and matches(op.id, op.request.revision):
                 self._op = m.advance(op, m.Confirmed(), self.clock())
                 if self._op is not op:
-                    self.journal.write(self._op)
+                    self._write_journal()
                 self._cond.notify_all()
                 return {"ok": True, "operationId": op.id, "state": str(self._op.state)}
-        for done in self.journal.finished():
+        for done in (*self._unarchived, *self.journal.finished()):
             if matches(done.id, done.request.revision):
                 return {
                     "ok": True,
@@ -321,17 +357,21 @@ class Operator:
 
     def status(self, operation_id: str | None = None) -> HelperStatus:
         with self._cond:
+            self._archive_pending()
             current = self._op
+            unarchived = tuple(reversed(self._unarchived))
         found = None
         if operation_id is not None:
             found = (
                 current
                 if current is not None and current.id == operation_id
-                else self.journal.lookup(operation_id)
+                else next((u for u in unarchived if u.id == operation_id), None)
+                or self.journal.lookup(operation_id)
             )
             if found is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
-        return HelperStatus(current, self.journal.finished(), self.upgrade_pending, found)
+        recent = (*unarchived, *self.journal.finished())
+        return HelperStatus(current, recent, self.upgrade_pending, found)
 
     # -- self-upgrade -------------------------------------------------------------------
 

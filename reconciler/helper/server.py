@@ -4,7 +4,11 @@ Owns the listening socket at `[helper] socket` (parent created, mode 0660, a
 stale socket replaced, a live one refused), the peer check (SO_PEERCRED: root
 and `[helper] agent_uids` only; anyone else gets `forbidden` and is logged),
 the framing (one JSON object per line, at most 64 KiB) and the dispatch of
-each request to the operator. A thread per connection.
+each request to the operator. A thread per connection, at most
+`MAX_CONNECTIONS` at once: one more is answered `overloaded` and closed by
+the accept loop itself, so no peer can make the root process grow. A
+connection that sends no complete request for `IDLE_TIMEOUT` is closed (the
+agent's client opens one per request).
 
 Must not: decide anything about an operation (that is `operator.py` and
 `machine.py`).
@@ -28,7 +32,8 @@ from reconciler.helper.log import log
 if TYPE_CHECKING:
     from reconciler.helper.operator import Operator
 
-IDLE_TIMEOUT = 600.0
+IDLE_TIMEOUT = 30.0
+MAX_CONNECTIONS = 32
 STARTUP_WAIT = 60.0  # how long a request waits for the operator to be attached
 
 
@@ -43,6 +48,7 @@ class Server:
         self.version = version
         self.started = time.time()
         self.started_mono = time.monotonic()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def attach(self, operator: Operator) -> None:
         """From now on, requests other than ping go to `operator`."""
@@ -55,7 +61,28 @@ class Server:
                 conn, _ = self.listener.accept()
             except OSError:
                 return  # the listener was closed: shutting down
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                self._shed(conn)
+                continue
+            threading.Thread(target=self._serve_slot, args=(conn,), daemon=True).start()
+
+    def _serve_slot(self, conn: socket.socket) -> None:
+        try:
+            self._connection(conn)
+        finally:
+            self._slots.release()
+
+    def _shed(self, conn: socket.socket) -> None:
+        """Refuse a connection over the cap without a thread: one short answer, closed."""
+        with conn:
+            conn.settimeout(0.2)
+            self._send(
+                conn,
+                p.error(
+                    p.ErrorCode.OVERLOADED,
+                    f"{MAX_CONNECTIONS} connections are open already; try again shortly",
+                ),
+            )
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from reconciler.common.child import ChildTimeout, run_bounded
+from reconciler.common.output import CappedLog, shorten
 from reconciler.common.protocol import STORE_DIR, ErrorCode, ProtocolError
 
 LOG_LIMIT = 1024 * 1024  # per operation log
@@ -127,65 +124,23 @@ def delete_generations(profile: Path, numbers: Sequence[int], log: Path) -> None
 
 
 def run(argv: list[str], log: Path, timeout: float) -> None:
-    """Run `argv` in its own session, output to `log` (bounded); raise on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    tail: list[bytes] = []
-    with open(log, "ab") as sink:
-        sink.write(f"$ {' '.join(argv)}\n".encode())
-        sink.flush()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise StepFailed(f"{argv[0]}: cannot run: {exc.strerror}") from None
-        with proc:
-            assert proc.stdout is not None
-            copier = threading.Thread(
-                target=_copy, args=(proc.stdout.fileno(), sink, tail), daemon=True
-            )
-            copier.start()
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                code = None
-            copier.join(5)
-        sink.write(f"[exit {code}]\n".encode())
-    if code is None:
-        raise StepFailed(f"{' '.join(argv)}: still running after {timeout:g}s; killed")
-    if code != 0:
-        last = b"".join(tail).decode(errors="replace").strip().splitlines()[-3:]
+    """Run `argv` in its own session, its output to `log` (capped at LOG_LIMIT; a log
+    that cannot be written, on a full disk, is skipped); raise StepFailed on failure
+    with a short message (the last line of the output)."""
+    sink = CappedLog.open(log, LOG_LIMIT)
+    shown = shorten(" ".join(argv), 300)
+    sink.note(f"$ {shorten(' '.join(argv), 4000)}\n".encode())
+    try:
+        done = run_bounded(argv, timeout=timeout, log=sink)
+        sink.note(f"[exit {done.returncode}]\n".encode())
+    except ChildTimeout:
+        sink.note(f"[killed after {timeout:g}s]\n".encode())
+        raise StepFailed(f"{shown}: still running after {timeout:g}s; killed") from None
+    except OSError as exc:
+        raise StepFailed(f"{shorten(argv[0], 300)}: cannot run: {exc.strerror}") from None
+    finally:
+        sink.close()
+    if done.returncode != 0:
         raise StepFailed(
-            f"{' '.join(argv)} exited {code}" + (f": {' / '.join(last)}" if last else "")
+            f"{shown} exited {done.returncode}" + (f": {done.message}" if done.message else "")
         )
-
-
-def _copy(fd: int, sink: BinaryIO, tail: list[bytes]) -> None:
-    truncated = False
-    while chunk := os.read(fd, 65536):
-        tail[:] = [*tail, chunk][-4:]
-        room = LOG_LIMIT - sink.tell()
-        if room > 0:
-            sink.write(chunk[:room])
-            sink.flush()
-        elif not truncated:
-            sink.write(b"\n[log truncated]\n")
-            truncated = True
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=2)
-            return
-        except subprocess.TimeoutExpired:
-            time.sleep(0)

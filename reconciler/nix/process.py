@@ -29,6 +29,12 @@ log = logging.getLogger("reconciler.nix")
 
 LineCallback = Callable[[str], None]
 TAIL_LINES = 50
+#: One line of Nix's log is cut at this many bytes (a line with no end is cut too).
+LINE_LIMIT = 4096
+#: How much of one command's log reaches the logger and the callback; the rest only the tail.
+LOG_CAP = 4 * 1024 * 1024
+#: The most of stdout kept (store paths, `nix eval --json`); more is a failure to read.
+STDOUT_LIMIT = 16 * 1024 * 1024
 # Every `nix` call names the features it needs, so no nix.conf change is required.
 FEATURES = ("--extra-experimental-features", "nix-command flakes")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -73,10 +79,21 @@ def run_nix(
     except FileNotFoundError:
         raise _missing(argv[0], env) from None
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    logged = 0
 
     def emit(raw: bytes) -> None:
-        line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip("\r")
+        nonlocal logged
+        line = _ANSI.sub("", raw[:LINE_LIMIT].decode("utf-8", "replace")).rstrip("\r")
+        if len(raw) > LINE_LIMIT:
+            line += f" [line cut: {len(raw)} bytes]"
         tail.append(line)
+        logged += len(line)
+        if logged > LOG_CAP:
+            if logged - len(line) <= LOG_CAP:
+                log.warning(
+                    "%s: more than %d bytes of log; only its tail is kept", argv[0], LOG_CAP
+                )
+            return
         log.info("%s", line, extra={"nix_command": argv[0]})
         if on_line is not None:
             on_line(line)
@@ -120,11 +137,14 @@ def _pump(proc: subprocess.Popen[bytes], deadline: float, emit: Callable[[bytes]
                 if not chunk:
                     sel.unregister(key.fileobj)
                 elif key.data == "out":
-                    out += chunk
+                    out += chunk[: STDOUT_LIMIT - len(out)]
                 else:
                     *lines, partial = (partial + chunk).split(b"\n")
                     for line in lines:
                         emit(line)
+                    if len(partial) > LINE_LIMIT:  # a line with no end: cut it here
+                        emit(partial)
+                        partial = b""
     if partial:
         emit(partial)
     remaining = deadline - time.monotonic()

@@ -18,6 +18,7 @@ Must not: run the `git` command, build, or decide what to deploy.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ from reconciler.common.urls import redact_url
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.source_policy import is_full_sha, pin_lookups
 from reconciler.source.downgrade import check_downgrade, descends, running_baseline
+from reconciler.source.ownership import MirrorLock
+from reconciler.source.pins import PinRefused, valid_ref
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy, run_with_retries
 from reconciler.source.transport import (
@@ -41,6 +44,8 @@ from reconciler.source.transport import (
     set_network_timeouts,
 )
 from reconciler.source.verify import verify_commit
+
+log = logging.getLogger("pullnix.source")
 
 MIRROR_DIR = "mirror.git"
 PINNED_REF = "refs/pullnix/pinned"
@@ -70,6 +75,9 @@ class GitSource:
         self.retry = retry or RetryPolicy()
         self.ref = f"refs/heads/{config.branch}"
         self._repo: pygit2.Repository | None = None
+        self._lock = MirrorLock(state_dir, state_dir / MIRROR_DIR)
+        #: The refs the remote listed at the last sync: what a pinned tag names now.
+        self._advertised: dict[str, str] | None = None
         set_network_timeouts(self.retry.connect_timeout, self.retry.io_timeout)
 
     @property
@@ -81,7 +89,8 @@ class GitSource:
     def sync(self) -> FetchResult:
         """Bring the branch into the mirror from the first URL that serves; retry transient
         failures with backoff. Raises TransientError (no URL reachable) or TerminalError."""
-        result, attempts = run_with_retries(self.retry, self._sync_once)
+        with self._lock.held():
+            result, attempts = run_with_retries(self.retry, self._sync_once)
         return replace(result, attempts=attempts)
 
     def _sync_once(self) -> FetchResult:
@@ -104,6 +113,7 @@ class GitSource:
         except Exception as exc:  # pygit2 raises many types; classify sorts them
             raise classify(exc, url) from None
         advertised = {str(h.name): str(h.oid) for h in heads}
+        self._advertised = advertised  # pinned tags are re-resolved from it (resolve)
         tip = advertised.get(self.ref)
         if tip is None:
             branches = sorted(
@@ -117,7 +127,10 @@ class GitSource:
         if tip in repo:  # unchanged, or moved (back) to a commit the mirror already has
             local = repo.references.get(self.ref)
             if local is None or str(local.target) != tip:
-                repo.references.create(self.ref, tip, force=True)
+                try:
+                    repo.references.create(self.ref, tip, force=True)
+                except Exception as exc:  # e.g. OSError "failed to lock file"
+                    raise classify(exc, url) from None
             return FetchResult(
                 redact_url(url), self.config.branch, self.ref, tip, fetched=False, skipped=skipped
             )
@@ -157,7 +170,8 @@ class GitSource:
                     failures.append(classify(exc, url))
             raise _combined(failures)
 
-        run_with_retries(self.retry, once)
+        with self._lock.held():
+            run_with_retries(self.retry, once)
 
     # ------------------------------------------------------------------ the mirror
 
@@ -267,6 +281,10 @@ class GitSource:
         if not pin.strip():
             return str(self._commit(tip_sha).id)
         lookups = pin_lookups(pin)
+        invalid = [lk for lk in lookups if lk.startswith("refs/") and not valid_ref(lk)]
+        if invalid:
+            raise PinRefused(pin)
+        self._follow_tags([lk for lk in lookups if lk.startswith("refs/")])
         found = self._lookup(lookups)
         if found is None:
             refspecs = [
@@ -290,6 +308,26 @@ class GitSource:
                 reason="RevisionMissing",
             )
         return found
+
+    def _follow_tags(self, refs: list[str]) -> None:
+        """Bring pinned tags in line with the remote's last advertisement: a tag that moved
+        is fetched again, one the remote no longer has is dropped. Costs nothing when it
+        did not move (the advertisement is the sync's own round trip)."""
+        advertised = self._advertised
+        if advertised is None:
+            return
+        repo = self.repo()
+        for ref in refs:
+            local = repo.references.get(ref)
+            wanted = advertised.get(ref)
+            if wanted is None and local is not None:
+                with self._lock.held():
+                    local.delete()
+                log.warning("%s is gone from the remote; dropped from the mirror", ref)
+            elif wanted is not None and (local is None or str(local.target) != wanted):
+                if local is not None:
+                    log.info("%s moved upstream to %s; fetching it", ref, wanted[:12])
+                self._fetch_refspecs([f"+{ref}:{ref}"])
 
     def _lookup(self, lookups: list[str]) -> str | None:
         repo = self.repo()
@@ -315,7 +353,8 @@ class GitSource:
             str(branch.target) == sha or repo.descendant_of(branch.target, sha)
         ):
             return self.ref
-        repo.references.create(PINNED_REF, sha, force=True)
+        with self._lock.held():
+            repo.references.create(PINNED_REF, sha, force=True)
         return PINNED_REF
 
     # ------------------------------------------------------------------ reading trees

@@ -78,7 +78,7 @@ BAD = {
     "duration as a string": (
         apply(storePath="{new}", confirmTimeout="5s"),
         "bad-field",
-        "confirmTimeout: expected a non-negative number",
+        "confirmTimeout: expected a number of seconds from 0 to 86400",
     ),
     "unknown action": (
         apply(storePath="{new}", action="reboot"),

@@ -168,6 +168,8 @@ def test_the_nix_section_and_max_age_in_days_are_read(tmp_path: Path):
     assert config.nix.substituters == ("http://127.0.0.1:8080",)
     assert config.nix.trusted_public_keys == ("cache-1:AAAA",)
     assert load_machine_config(write(tmp_path, 'host = "x"\n')).source.max_age == 0.0
+    monthly = write(tmp_path, 'host = "x"\n[source]\nmax_age = "31d"\n')
+    assert load_machine_config(monthly).source.max_age == 31 * 86400  # a monthly heartbeat
 
 
 @pytest.mark.parametrize(
@@ -180,6 +182,8 @@ def test_the_nix_section_and_max_age_in_days_are_read(tmp_path: Path):
         ),
         ('[nix]\nsubstituters = "http://x"\n', "nix.substituters: expected a list"),
         ('[source]\nmax_age = "a week"\n', "source.max_age: 'a week' is not a duration"),
+        ('[source]\nmax_age = "367d"\n', "source.max_age: '367d' is longer than 8784h"),
+        ('[triggers]\ninterval = "8d"\n', "triggers.interval: '8d' is longer than 168h"),
     ],
 )
 def test_a_bad_nix_section_or_max_age_names_the_key(tmp_path: Path, text: str, expected: str):

@@ -104,10 +104,10 @@ def test_a_deployment_written_back_out_loads_to_the_same_values():
 
 def test_durations_become_seconds():
     text = (VALID / "minimal.yaml").read_text() + (
-        "  interval: 1h30m\n  rollback: {confirmTimeout: 250ms}\n"
+        "  interval: 1h30m\n  rollback: {confirmTimeout: 1500ms}\n"
     )
     spec = load_spec_text(text.encode(), "d.yaml").spec
-    assert (spec.interval, spec.rollback.confirm_timeout) == (5400.0, 0.25)
+    assert (spec.interval, spec.rollback.confirm_timeout) == (5400.0, 1.5)
 
 
 def test_a_spec_error_is_terminal_with_reason_invalid_spec():
