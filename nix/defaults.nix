@@ -37,6 +37,7 @@
     queryTimeout = "5s";
   };
   logFormat = "logfmt";
+  traceUrl = null;
   keepGenerations = 10;
   agentUid = 399;
   otlp = {

@@ -245,6 +245,13 @@ in
       description = "The agent's log lines.";
     };
 
+    traceUrl = mkOption {
+      type = types.nullOr (types.strMatching "https?://.*[{]traceId[}].*");
+      default = defaults.traceUrl;
+      example = "http://jaeger.example.org:16686/trace/{traceId}";
+      description = "A trace's link in your tracing UI, `{traceId}` standing for its id; `pullnix history --wide` and `--json` show it. null: none.";
+    };
+
     keepGenerations = mkOption {
       type = types.ints.positive;
       default = defaults.keepGenerations;

@@ -41,7 +41,7 @@ let
     helper = [ "socket" "state_dir" "profile" "agent_uids" ];
     agent = [ "socket" ];
     triggers = [ "interval" "jitter" "webhook_listen" "webhook_secret_file" ];
-    telemetry = [ "metrics_listen" "log_format" ];
+    telemetry = [ "metrics_listen" "log_format" "trace_url" ];
     nix = [ "substituters" "trusted_public_keys" ];
     fleet = [ "prometheus_url" "query_timeout" ];
   };
@@ -90,6 +90,7 @@ let
     telemetry = {
       metrics_listen = orEmpty cfg.metrics.listen;
       log_format = cfg.logFormat;
+      trace_url = orEmpty cfg.traceUrl;
     };
     nix = {
       substituters = cfg.binaryCache.substituters;

@@ -29,3 +29,5 @@ if ! .venv/bin/python -c 'import reconciler, pygit2, pytest, importlinter' >/dev
     .venv/bin/python -c 'import reconciler, pygit2, pytest, importlinter'
     touch .venv/.installed
 fi
+
+bash scripts/install-jaeger.sh >/dev/null || [ $? -eq 2 ]  # Jaeger for the trace tests; 2: no Go here

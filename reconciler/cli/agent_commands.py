@@ -27,6 +27,7 @@ from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
 from reconciler.common.config import ConfigError, MachineConfig, require_urls
 from reconciler.common.durations import parse_duration
+from reconciler.common.tracelinks import trace_link
 from reconciler.common.wire import ProtocolError
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
@@ -202,13 +203,37 @@ def _doubt(machine: MachineConfig, doc: dict[str, Any]) -> str | None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.option("--wide", is_flag=True, help="Whole revisions and store paths, and trace links.")
 @pass_context
-def history(ctx: CliContext, as_json: bool) -> None:
-    """Past deployments, newest first, with their trace ids."""
+def history(ctx: CliContext, as_json: bool, wide: bool) -> None:
+    """Past deployments, newest first, with their trace ids (and links, with
+    `[telemetry] trace_url`)."""
     machine = _machine(ctx)
     entries = history_of(StateStore(machine.state_dir).load_status())
+    link = machine.telemetry.trace_url
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+        docs = [
+            {**e.to_json(), "traceUrl": trace_link(link, e.trace_id)} if link else e.to_json()
+            for e in entries
+        ]
+        click.echo(json.dumps(docs, indent=2))
+        return
+    if wide:
+        _table(
+            [("FINISHED", "REVISION", "GEN", "RESULT", "STORE PATH", "TRACE", "MESSAGE")]
+            + [
+                (
+                    e.finished_at,
+                    e.revision,
+                    "" if e.generation is None else str(e.generation),
+                    e.result,
+                    e.store_path or "-",
+                    trace_link(link, e.trace_id) or e.trace_id or "-",
+                    e.message,
+                )
+                for e in entries
+            ]
+        )
         return
     _table(
         [("FINISHED", "REVISION", "GEN", "RESULT", "TRACE ID", "MESSAGE")]

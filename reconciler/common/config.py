@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.common.durations import MAX_DURATION, parse_duration
+from reconciler.common.tracelinks import TRACE_ID_PLACEHOLDER
 
 DEFAULT_PATH = Path("/etc/pullnix/agent.toml")
 
@@ -74,6 +75,9 @@ class TriggersConfig:
 class TelemetryConfig:
     metrics_listen: str = ""
     log_format: str = "logfmt"
+    #: A link to a trace in a tracing UI, `{traceId}` standing for its id, e.g.
+    #: `http://jaeger.example.org:16686/trace/{traceId}`; "" for none.
+    trace_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,15 @@ def _check(config: MachineConfig, origin: str) -> None:
         raise ConfigError(
             f"{origin}: telemetry.log_format: {config.telemetry.log_format!r} "
             f"is not one of {', '.join(_LOG_FORMATS)}"
+        )
+    trace_url = config.telemetry.trace_url
+    if trace_url and (
+        TRACE_ID_PLACEHOLDER not in trace_url or not trace_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(
+            f"{origin}: telemetry.trace_url: {trace_url!r} must be an http(s) URL with "
+            f"{TRACE_ID_PLACEHOLDER} where the trace id goes, e.g. "
+            f"'http://jaeger.example.org:16686/trace/{TRACE_ID_PLACEHOLDER}'"
         )
     if config.system.keep_generations < 1:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")

@@ -98,7 +98,7 @@ class Reconciler:
     def __init__(
         self, machine: MachineConfig, *, on_build_line: Callable[[str], None] | None = None
     ) -> None:
-        init_tracing()  # idempotent; a no-op unless OTEL_* asks for an exporter
+        init_tracing(machine.host)  # idempotent; a no-op unless OTEL_* asks for an exporter
         self.machine = machine
         self.store = StateStore(machine.state_dir)
         self.source = GitSource(
@@ -117,7 +117,7 @@ class Reconciler:
     def run_pass(self) -> PassResult:
         """One pass, under its root span `pullnix.reconcile`."""
         with reconcile_span(
-            {"host.name": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
+            {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
         ) as trace:
             try:
                 inputs = self.gather()

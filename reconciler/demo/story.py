@@ -35,6 +35,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reconciler.common.config import load_machine_config
+from reconciler.common.tracelinks import jaeger_template, jaeger_ui_of, trace_link
 from reconciler.demo import prebuilt_act
 from reconciler.demo.fakenixos import (
     OFFLINE_NIX_CONFIG,
@@ -85,8 +87,9 @@ spec:
 """
 
 
-def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
-    """The whole demo; its exit status."""
+def run(workdir: Path | None, keep: bool, progress: Progress, jaeger_ui: str | None = None) -> int:
+    """The whole demo; its exit status. `jaeger_ui`: the Jaeger UI the trace links point
+    at (default: beside the OTLP endpoint, if one is set)."""
     problem = _preflight()
     if problem:
         progress.say(f"pullnix demo: {problem}")
@@ -97,7 +100,7 @@ def run(workdir: Path | None, keep: bool, progress: Progress) -> int:
     sockets = Path(tempfile.mkdtemp(prefix="pnx-demo-", dir="/tmp"))  # AF_UNIX paths are short
     stage: Stage | None = None
     try:
-        stage = _set_stage(root, sockets, progress)
+        stage = _set_stage(root, sockets, progress, _trace_url(jaeger_ui))
         _tell(stage, progress)
         return 0
     except DemoFailed as exc:
@@ -138,7 +141,23 @@ def _preflight() -> str:
 # -- act 0: the stage ------------------------------------------------------------------
 
 
-def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
+def _otlp_endpoint() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
+    )
+
+
+def _trace_url(jaeger_ui: str | None) -> str:
+    """The `[telemetry] trace_url` of the demo machine: links into `jaeger_ui`, else into
+    the Jaeger beside the OTLP endpoint; "" when the traces go nowhere."""
+    endpoint = _otlp_endpoint()
+    if not endpoint:
+        return ""
+    ui = jaeger_ui or jaeger_ui_of(endpoint)
+    return jaeger_template(ui) if ui else ""
+
+
+def _set_stage(root: Path, sockets: Path, progress: Progress, trace_url: str) -> Stage:
     progress.act("Setting the stage: a sandbox machine following a git repository")
     progress.say(
         f"A fake NixOS machine under {root}, built by real Nix; the real pullnix agent "
@@ -158,7 +177,8 @@ def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     config = root / "agent.toml"
     public_key = prebuilt_act.make_key(root)
     config.write_text(
-        _agent_toml(root, sockets, sandbox, fleet) + prebuilt_act.nix_section(root, public_key)
+        _agent_toml(root, sockets, sandbox, fleet, trace_url)
+        + prebuilt_act.nix_section(root, public_key)
     )
     stage = Stage(root, sandbox, fleet, config, sockets)
     stage.processes["helper"] = start(stage, "helper", ["pullnix-helper", "--config", str(config)])
@@ -182,7 +202,9 @@ def _set_stage(root: Path, sockets: Path, progress: Progress) -> Stage:
     return stage
 
 
-def _agent_toml(root: Path, sockets: Path, sandbox: Sandbox, fleet: DemoFleet) -> str:
+def _agent_toml(
+    root: Path, sockets: Path, sandbox: Sandbox, fleet: DemoFleet, trace_url: str
+) -> str:
     return f"""\
 # The demo machine's config: everything under {root}.
 host = "{HOST}"
@@ -210,6 +232,9 @@ socket = "{sockets / "agent.sock"}"
 [triggers]
 interval = "1h"
 jitter = "0s"
+
+[telemetry]
+trace_url = "{trace_url}"
 """
 
 
@@ -260,17 +285,18 @@ def _tell(stage: Stage, progress: Progress) -> None:
 
 
 def _explain_traces(stage: Stage, progress: Progress) -> None:
-    status = _status(stage)
-    ids = [e["traceId"] for e in status.get("history", []) if e.get("traceId")]
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )
+    history = [e for e in _status(stage).get("history", []) if e.get("traceId")]
+    endpoint = _otlp_endpoint()
+    trace_url = load_machine_config(stage.config).telemetry.trace_url  # as the agent reads it
     progress.say(
         "\nTraces: one per deploy, with every step (fetch, verify, build, the helper's "
         "activation, each health check, commit or rollback)."
     )
     if endpoint:
-        progress.say(f"They were sent over OTLP to {endpoint}; open them there by trace id:")
+        progress.say(
+            f"They were sent over OTLP to {endpoint}; open each deploy's trace in Jaeger "
+            "(`pullnix history --wide` shows the same links):"
+        )
     else:
         progress.say(
             "No OTLP endpoint was set, so they were not exported. To see them in "
@@ -278,8 +304,9 @@ def _explain_traces(stage: Stage, progress: Progress) -> None:
             "  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 pullnix demo\n"
             "The trace ids the history keeps:"
         )
-    for trace_id in ids:
-        progress.say(f"  {trace_id}")
+    for entry in history:
+        link = trace_link(trace_url, entry["traceId"]) or entry["traceId"]
+        progress.say(f"  {entry['result']:<10}  {str(entry['revision'])[:12]}  {link}")
 
 
 def _history_has(status: dict[str, Any], revision: str, result: str) -> bool:

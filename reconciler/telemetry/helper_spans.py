@@ -44,6 +44,7 @@ def operation_spans(op: Operation) -> list[TimedSpan]:
         "pullnix.operation.id": op.id,
         "pullnix.operation.kind": op.kind,
         "nix.store_path": op.request.store_path or None,
+        "pullnix.revision": op.request.revision or None,
         "vcs.ref.head.revision": op.request.revision or None,
     }
     finished = to_ns(op.finished_at)
@@ -120,9 +121,11 @@ def _group_span(
         error = op.message or f"the operation ended {state}"
     elif failed_step is not None:
         error = _error_of(failed_step)
-    attrs = {**base, "pullnix.outcome": state}
+    attrs = {**base, "pullnix.outcome": state, "pullnix.result": state}
     if group == "commit":
         attrs["nixos.generation"] = op.generation
+    else:
+        attrs["pullnix.rollback.reason"] = _why(op, entered) or None
     return TimedSpan(f"helper.{group}", start, end, attrs, error, tuple(events))
 
 
@@ -137,6 +140,14 @@ def _state_window(op: Operation, state: str) -> tuple[int | None, int | None]:
         elif transition.state != state:
             return start, at
     return start, None
+
+
+def _why(op: Operation, state: str) -> str:
+    """The message of the operation's first entry into `state`, else its final message."""
+    for transition in op.transitions:
+        if transition.state == state and transition.message:
+            return transition.message
+    return op.message
 
 
 def _error_of(phase: Phase) -> str | None:

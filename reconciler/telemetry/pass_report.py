@@ -34,6 +34,7 @@ def report_operations(
     for op, entry in zip(finished, entries, strict=True):
         emit_operation(op)
         trace.link(op.request.traceparent or None)
+        trace.set({"pullnix.result": entry.result})
         metrics.record_operation(entry.result, entry.kind, entry.health_checks)
         log.info(
             "operation %s ended %s for %s", entry.operation_id, entry.result, entry.revision[:12]
@@ -53,7 +54,13 @@ def report_pass(
     """The pass's decision and verdict on its root span, and the machine in the metrics;
     `failure` stopped the pass, if anything did."""
     if action is not None and revision is not None:
-        trace.set({"pullnix.action": type(action).__name__, "vcs.ref.head.revision": revision})
+        trace.set(
+            {
+                "pullnix.action": type(action).__name__,
+                "pullnix.revision": revision,
+                "vcs.ref.head.revision": revision,
+            }
+        )
     trace.set(
         {
             "pullnix.outcome": outcome.reason,

@@ -53,8 +53,10 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 
 
-def init_tracing() -> None:
-    """Install a provider and OTLP exporter if OTEL_* asks for one; otherwise do nothing."""
+def init_tracing(host: str | None = None) -> None:
+    """Install a provider and OTLP exporter if OTEL_* asks for one; otherwise do nothing.
+
+    `host` (the machine's name in agent.toml) becomes the resource's `host.name`."""
     global _provider
     if _provider is not None:
         return
@@ -70,14 +72,26 @@ def init_tracing() -> None:
 
     from reconciler.telemetry.export import counting_processor, otlp_exporter
 
-    resource = Resource.create({"service.version": __version__})
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": "pullnix"}))
+    detected = Resource.create()  # the SDK's own, then OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME
+    resource = detected.merge(Resource(resource_attributes(detected.attributes, host)))
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(counting_processor(otlp_exporter(settings), settings))
     _provider = provider
     atexit.register(shutdown_tracing)
     log.info("tracing: exporting spans over OTLP %s", settings.protocol)
+
+
+def resource_attributes(detected: Mapping[str, Any], host: str | None) -> dict[str, str]:
+    """What pullnix adds to the resource the environment describes (OpenTelemetry's
+    semantic conventions): `service.version` always, `service.name` `pullnix` unless
+    OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES names one, and `host.name` unless
+    OTEL_RESOURCE_ATTRIBUTES names one."""
+    ours = {"service.version": __version__}
+    if str(detected.get("service.name", "")).startswith("unknown_service"):
+        ours["service.name"] = "pullnix"
+    if host and not detected.get("host.name"):
+        ours["host.name"] = host
+    return ours
 
 
 def shutdown_tracing(timeout: float = 5.0) -> None:

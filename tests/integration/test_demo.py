@@ -6,19 +6,20 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.otlp import HttpReceiver, by_name
+from tests.support.jaeger import running_jaeger
 
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
 PULLNIX = Path(sys.executable).with_name("pullnix")
 
 
-def demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(PULLNIX), "demo", "--dir", str(tmp_path / "demo")],
+        [str(PULLNIX), "demo", "--dir", str(tmp_path / "demo"), *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -28,13 +29,16 @@ def demo(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_demo_converges_then_rolls_back_a_broken_push_and_exports_its_traces(
+def test_the_demo_converges_then_rolls_back_a_broken_push_and_links_its_traces_in_jaeger(
     tmp_path: Path,
 ) -> None:
-    with HttpReceiver() as receiver:
+    with running_jaeger(tmp_path / "jaeger") as jaeger:
+        endpoint = jaeger.otlp_endpoint("http/protobuf")
         done = demo(
             tmp_path,
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            "--jaeger-ui",
+            jaeger.query,
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
             OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
         )
         out = done.stdout
@@ -57,15 +61,21 @@ def test_the_demo_converges_then_rolls_back_a_broken_push_and_exports_its_traces
         assert "Succeeded" in out.split("$ pullnix history")[1]
         assert re.search(r"^RolledBack [0-9a-f]{40} generation $", out, re.M)
 
-        # the trace ids it prints are the traces the collector received
-        printed = re.findall(r"^  ([0-9a-f]{32})$", out, re.M)
-        assert len(printed) == 3
-        spans = receiver.wait_for(
-            lambda s: {x.trace_id for x in by_name(s, "pullnix.reconcile")} >= set(printed)
-        )
-        rolled_back = printed[0]  # newest first
-        assert by_name([s for s in spans if s.trace_id == rolled_back], "helper.rollback")
-    assert f"sent over OTLP to {receiver.endpoint}" in out
+        # each deploy's link opens its trace in this Jaeger, newest first
+        assert f"sent over OTLP to {endpoint}" in out
+        links = re.findall(r"^  (Succeeded|RolledBack) +([0-9a-f]{12})  (\S+)$", out, re.M)
+        assert [result for result, _, _ in links] == ["RolledBack", "Succeeded", "Succeeded"]
+        for result, revision, link in links:
+            base, _, trace_id = link.rpartition("/trace/")
+            assert base == jaeger.query
+            assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+            with urllib.request.urlopen(link, timeout=10) as page:
+                assert page.status == 200
+            last = "helper.rollback" if result == "RolledBack" else "helper.commit"
+            spans = jaeger.wait_for_trace(
+                trace_id, lambda s, last=last: any(x.name == last for x in s), last
+            )
+            assert {s.tags.get("pullnix.revision", "")[:12] for s in spans} >= {revision}
     assert (tmp_path / "demo" / "agent.log").exists()  # --dir keeps the sandbox
 
 

@@ -63,7 +63,7 @@ MINIMAL: dict[str, Any] = {
         "webhook_listen": "",
         "webhook_secret_file": "",
     },
-    "telemetry": {"metrics_listen": "", "log_format": "logfmt"},
+    "telemetry": {"metrics_listen": "", "log_format": "logfmt", "trace_url": ""},
     "nix": {"substituters": [], "trusted_public_keys": []},
     "fleet": {"prometheus_url": "", "query_timeout": "5s"},
 }
@@ -138,6 +138,7 @@ def test_full_options_reach_their_keys() -> None:
         metrics={"listen": "127.0.0.1:9171"},
         fleet={"prometheusUrl": "http://prometheus.example.org:9090", "queryTimeout": "3s"},
         logFormat="json",
+        traceUrl="http://jaeger:16686/trace/{traceId}",
         keepGenerations=3,
         agentUid=1234,
         otlp={"endpoint": "http://jaeger:4318", "protocol": "http/protobuf", "serviceName": "edge"},
@@ -174,7 +175,11 @@ def test_full_options_reach_their_keys() -> None:
                 "webhook_listen": "127.0.0.1:9170",
                 "webhook_secret_file": "/run/secrets/pullnix-webhook",
             },
-            "telemetry": {"metrics_listen": "127.0.0.1:9171", "log_format": "json"},
+            "telemetry": {
+                "metrics_listen": "127.0.0.1:9171",
+                "log_format": "json",
+                "trace_url": "http://jaeger:16686/trace/{traceId}",
+            },
             "fleet": {
                 "prometheus_url": "http://prometheus.example.org:9090",
                 "query_timeout": "3s",
@@ -189,6 +194,7 @@ def test_full_options_reach_their_keys() -> None:
     assert config.triggers.interval == 90.0
     assert config.triggers.jitter == 0.25
     assert config.telemetry.log_format == "json"
+    assert config.telemetry.trace_url == "http://jaeger:16686/trace/{traceId}"
     assert config.source.max_age == 7 * 86400
     assert config.nix.trusted_public_keys == ("cache.example.org-1:AAAA",)
 

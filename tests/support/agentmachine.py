@@ -128,9 +128,10 @@ class Machine:
         webhook_secret: str | None = None,
         metrics_listen: str = "",
         log_format: str = "",
+        trace_url: str = "",
     ) -> None:
         """Write agent.toml: the helper's config plus [agent], [triggers] and, when
-        `metrics_listen` or `log_format` is given, [telemetry]."""
+        `metrics_listen`, `log_format` or `trace_url` is given, [telemetry]."""
         urls = urls or [f"file://{self.repo.bare}"]
         base = re.sub(
             r"(?m)^urls = .*$",
@@ -152,10 +153,11 @@ class Machine:
                 f'webhook_listen = "{webhook_listen}"',
                 f'webhook_secret_file = "{secret_file}"',
             ]
-        if metrics_listen or log_format:
+        if metrics_listen or log_format or trace_url:
             lines += ["", "[telemetry]"]
             lines += [f'metrics_listen = "{metrics_listen}"'] if metrics_listen else []
             lines += [f'log_format = "{log_format}"'] if log_format else []
+            lines += [f'trace_url = "{trace_url}"'] if trace_url else []
         self.paths.config.write_text(base + "\n" + "\n".join(lines) + "\n")
 
     def reconcile_argv(self) -> list[str]:
