@@ -28,8 +28,10 @@
         });
 
       # The module's default package is built from this same source with the
-      # importing system's nixpkgs, so it needs no overlay.
-      nixosModules.default = import ./nix/module.nix;
+      # importing system's nixpkgs, so it needs no overlay. A path, not its
+      # import: the module system keys a module by its file, so importing it
+      # twice (directly and through another flake) declares the options once.
+      nixosModules.default = ./nix/module.nix;
       nixosModules.pullnix = self.nixosModules.default;
 
       devShells = forAllSystems (system: pkgs: {

@@ -1,9 +1,10 @@
 # The defaults of the `services.pullnix` options that are plain values (pure:
 # no nixpkgs). module.nix declares the options with these defaults; the tests
 # render agent.toml from them, so the two cannot drift apart.
-# (`host` defaults to networking.hostName and `package` to this repository's
-# package: module.nix knows those, this file cannot.)
+# (`package` defaults to this repository's package: module.nix knows that,
+# this file cannot. `host` null means networking.hostName, see wiring.nix.)
 {
+  host = null;
   stateDir = "/var/lib/pullnix";
   repository = {
     urls = [ ];
@@ -30,8 +31,12 @@
   webhook = {
     listen = null;
     secretFile = null;
+    openFirewall = false;
   };
-  metrics.listen = null;
+  metrics = {
+    listen = null;
+    openFirewall = false;
+  };
   fleet = {
     prometheusUrl = null;
     queryTimeout = "5s";
@@ -45,5 +50,6 @@
     protocol = "http/protobuf";
     serviceName = "pullnix-agent";
   };
+  extraPath = [ ];
   extraSettings = { };
 }

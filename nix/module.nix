@@ -2,7 +2,8 @@
 #
 # Owns: the options, and wiring the pure parts into NixOS: render-config.nix
 # writes /etc/pullnix/agent.toml, units.nix defines the three units, this
-# file adds the user, the files and the checks.
+# file adds the user, the files and the firewall; wiring.nix decides what
+# needs no nixpkgs (the host name, the checks, the agent's PATH).
 # Must not: spell a key of agent.toml (render-config.nix does) or a unit
 # setting (units.nix does), so both stay testable without nixpkgs.
 { config, lib, pkgs, ... }:
@@ -12,6 +13,7 @@ let
   cfg = config.services.pullnix;
   defaults = import ./defaults.nix;
   paths = import ./paths.nix;
+  wiring = import ./wiring.nix;
 
   # The grammar of reconciler/common/durations.py.
   duration = types.strMatching "([0-9]+(\\.[0-9]+)?(ms|s|m|h))+";
@@ -22,18 +24,20 @@ let
   publicFile = types.nullOr types.path;
   listen = types.nullOr (types.strMatching ".+:[0-9]+");
 
-  configFile = pkgs.writeText "pullnix-agent.toml" (import ./render-config.nix cfg);
+  host = wiring.host cfg config.networking.hostName;
+  configFile = pkgs.writeText "pullnix-agent.toml" (import ./render-config.nix (cfg // { inherit host; }));
 
   units = import ./units.nix {
     agentPackage = cfg.package;
     helperPackage = cfg.helperPackage;
     nixPackage = config.nix.package;
-    # nix for `nix build`; git because nix's git+file fetcher runs it;
-    # ssh-keygen and gpg to verify commit signatures when trust roots say so.
-    agentPath = [ config.nix.package pkgs.git ]
-      ++ optional (cfg.trust.allowedSignersFile != null) pkgs.openssh
-      ++ optional (cfg.trust.gpgKeyring != null) pkgs.gnupg
-      ++ cfg.extraPath;
+    agentPath = wiring.agentPath {
+      nix = config.nix.package;
+      inherit (pkgs) git gnupg;
+      openssh = config.programs.ssh.package;
+    } cfg;
+    # As nixpkgs' nix-daemon unit has them.
+    networkEnvironment = wiring.networkEnvironment config.networking.proxy.envVars paths.caBundle;
     inherit configFile;
     inherit (cfg) stateDir otlp;
   };
@@ -68,10 +72,14 @@ in
     };
 
     host = mkOption {
-      type = types.str;
-      default = config.networking.hostName;
+      type = types.nullOr types.str;
+      default = defaults.host;
       defaultText = literalExpression "config.networking.hostName";
-      description = "The name this machine has in the desired state (`hosts:` globs and `{host}` in the configuration attribute).";
+      description = ''
+        The name this machine has in the desired state (`hosts:` globs and `{host}`
+        in the configuration attribute). null: networking.hostName, unless that is
+        NixOS's default "nixos", which the build refuses (set either one).
+      '';
     };
 
     stateDir = mkOption {
@@ -206,7 +214,12 @@ in
         type = listen;
         default = defaults.webhook.listen;
         example = "0.0.0.0:9170";
-        description = "Address:port for the push-webhook receiver (HMAC-signed events); null: off. The firewall is not opened.";
+        description = "Address:port for the push-webhook receiver (HMAC-signed events); null: off.";
+      };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = defaults.webhook.openFirewall;
+        description = "Open webhook.listen's TCP port in the firewall.";
       };
       secretFile = mkOption {
         type = secretFile;
@@ -215,11 +228,18 @@ in
       };
     };
 
-    metrics.listen = mkOption {
-      type = listen;
-      default = defaults.metrics.listen;
-      example = "127.0.0.1:9171";
-      description = "Address:port for Prometheus metrics; null: off.";
+    metrics = {
+      listen = mkOption {
+        type = listen;
+        default = defaults.metrics.listen;
+        example = "0.0.0.0:9171";
+        description = "Address:port for Prometheus metrics; null: off.";
+      };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = defaults.metrics.openFirewall;
+        description = "Open metrics.listen's TCP port in the firewall (for a Prometheus on another machine).";
+      };
     };
 
     fleet.prometheusUrl = mkOption {
@@ -279,7 +299,7 @@ in
 
     extraPath = mkOption {
       type = types.listOf types.package;
-      default = [ ];
+      default = defaults.extraPath;
       example = literalExpression "[ pkgs.vulnix ]";
       description = "More packages on the agent's PATH, for gates (`vulnix`, commands of the repository).";
     };
@@ -290,26 +310,17 @@ in
       example = { telemetry.log_format = "json"; system.keep_generations = 20; };
       description = ''
         Keys of agent.toml, merged over what the options above render (one
-        table deep). Only keys agent.toml has are accepted; a typo fails the build.
+        table deep). Only keys agent.toml has are accepted; a typo fails the build,
+        and so do the keys the units depend on (`state_dir`: set stateDir;
+        `helper.socket`, `helper.state_dir`, `helper.profile`, `agent.socket`: fixed).
       '';
     };
   };
 
   config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = cfg.repository.urls != [ ];
-        message = "services.pullnix.repository.urls: list at least one git URL for this machine to pull from.";
-      }
-      {
-        assertion = cfg.host != "";
-        message = "services.pullnix.host is empty (networking.hostName is not set): set one of them.";
-      }
-      {
-        assertion = cfg.webhook.listen == null || cfg.webhook.secretFile != null;
-        message = "services.pullnix.webhook.listen is set: set services.pullnix.webhook.secretFile too, so only signed pushes trigger a pass.";
-      }
-    ];
+    assertions = wiring.assertions cfg config.networking.hostName;
+
+    networking.firewall.allowedTCPPorts = wiring.firewallPorts cfg;
 
     warnings =
       optional (config.system.configurationRevision == null) ''

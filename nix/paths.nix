@@ -25,6 +25,9 @@
   agentSocket = "/run/pullnix/agent/agent.sock";
   agentCacheDir = "pullnix";
 
+  # NixOS's CA bundle (security.pki), a fixed path outside the store.
+  caBundle = "/etc/ssl/certs/ca-certificates.crt";
+
   systemProfile = "/nix/var/nix/profiles/system";
   currentSystem = "/run/current-system";
   bootedSystem = "/run/booted-system";

@@ -11,8 +11,8 @@
 # file (secret *files* are named by path; their contents never pass here).
 #
 # Takes the whole option set (module.nix passes `config.services.pullnix`);
-# every attribute read below must be present: defaults.nix has them all
-# except `host`.
+# every attribute read below must be present, `host` as the name (module.nix
+# resolves a null through wiring.nix).
 cfg:
 let
   inherit (builtins) attrNames concatStringsSep elem filter isAttrs;
@@ -102,6 +102,24 @@ let
     };
   };
 
+  # Keys the units depend on: the module sets them (StateDirectory, tmpfiles,
+  # ExecStart, the sandbox's writable paths), so extraSettings may not, or
+  # agent.toml and the units would disagree.
+  reserved = {
+    "" = { state_dir = "services.pullnix.stateDir"; };
+    helper = {
+      socket = "the module (${paths.helperSocket})";
+      state_dir = "the module (${paths.helperStateDir})";
+      profile = "the module (${paths.helperProfile})";
+    };
+    agent = { socket = "the module (${paths.agentSocket})"; };
+  };
+  refuseReserved = where: section: key:
+    if reserved ? ${section} && reserved.${section} ? ${key}
+    then throw ("services.pullnix.extraSettings${where}.${key}: the units depend on this key, "
+      + "so only ${reserved.${section}.${key}} sets it")
+    else true;
+
   unknown = where: key: known:
     throw ("services.pullnix.extraSettings${where}.${key}: agent.toml has no such key "
       + "(known: ${concatStringsSep ", " known}); see reconciler/common/config.py");
@@ -113,9 +131,9 @@ let
         if !(elem k order."") then unknown "" k order.""
         else if elem k sections then
           (if isAttrs extra.${k}
-           then map (s: if elem s order.${k} then true else unknown ".${k}" s order.${k}) (attrNames extra.${k})
+           then map (s: if elem s order.${k} then refuseReserved ".${k}" k s else unknown ".${k}" s order.${k}) (attrNames extra.${k})
            else throw "services.pullnix.extraSettings.${k}: must be an attribute set (the [${k}] table)")
-        else [ true ];
+        else [ (refuseReserved "" "" k) ];
     in
     builtins.deepSeq (map checkTop (attrNames extra)) extra;
 

@@ -22,6 +22,9 @@
   configFile
 , stateDir
 , otlp ? { endpoint = null; protocol = "http/protobuf"; serviceName = "pullnix-agent"; }
+, # Proxies and the CA bundle for both processes' git and nix (wiring.nix's
+  # networkEnvironment); never a store path, so the helper's unit may carry it.
+  networkEnvironment ? { }
 , user ? "pullnix"
 , group ? "pullnix"
 }:
@@ -58,7 +61,7 @@ in
     stopIfChanged = false;
     restartTriggers = [ configFile ];
     path = agentPath;
-    environment = otlpEnvironment // {
+    environment = networkEnvironment // otlpEnvironment // {
       PULLNIX_CONFIG = paths.configFile;
       # `nix build` as an unprivileged user: through the daemon, flakes on
       # whatever nix.conf says, caches in the unit's own directories.
@@ -154,13 +157,16 @@ in
     restartIfChanged = false;
     stopIfChanged = false;
     unitConfig."X-StopOnRemoval" = false;
+    # No start limit: however often it has crashed, the one process that can
+    # roll back is started again (RestartSec spaces the attempts).
+    startLimitIntervalSec = 0;
     # NixOS gives every service a PATH of store paths and the global
     # LOCALE_ARCHIVE and TZDIR (also store paths); module.nix forces these
     # values over them. nix-env, systemctl, git and ssh come from the running
     # system (module.nix installs git and ssh), falling back to the booted
     # one should a generation on trial lack them; the helper runs each
     # generation's switch-to-configuration by its store path.
-    environment = {
+    environment = networkEnvironment // {
       PATH = "/run/current-system/sw/bin:/run/booted-system/sw/bin:/run/wrappers/bin";
       LOCALE_ARCHIVE = null;
       TZDIR = "/etc/zoneinfo";

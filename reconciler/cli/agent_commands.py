@@ -162,6 +162,10 @@ def status(ctx: CliContext, as_json: bool) -> None:
             ("Source", (st.get("source") or {}).get("url") or "-"),
             ("Suspended", "yes" if st.get("suspended") else "no"),
         ]
+        if st.get("helperConfigError"):
+            rows.append(
+                ("Helper config", f"REFUSED, runs on the old one: {st['helperConfigError']}")
+            )
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             click.echo(f"{key:<{width}}  {value}")

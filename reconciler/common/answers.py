@@ -154,6 +154,8 @@ class HelperStatus:
     recent: tuple[Operation, ...] = ()
     upgrade_pending: str | None = None
     found: Operation | None = None
+    #: Why the helper refused the agent.toml it last found changed (it runs on the old one).
+    config_error: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -187,4 +189,5 @@ def status_from_wire(answer: Mapping[str, Any]) -> HelperStatus:
         recent=tuple(operation_from_json(op) for op in answer.get("recent") or ()),
         upgrade_pending=answer.get("upgradePending"),
         found=None if found is None else operation_from_json(found),
+        config_error=(answer.get("config") or {}).get("error"),
     )

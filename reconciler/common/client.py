@@ -36,6 +36,7 @@ from reconciler.common.protocol import (
     ApplyRequest,
     ConfirmRequest,
     PingRequest,
+    RebootRequest,
     Request,
     RollbackRequest,
     StatusRequest,
@@ -185,6 +186,10 @@ class HelperClient:
 
     def rollback(self, traceparent: str = "") -> str:
         return str(self.send(RollbackRequest(traceparent))["operationId"])
+
+    def reboot(self, store_path: str, revision: str = "", traceparent: str = "") -> str:
+        """Ask for a reboot expecting `store_path` to come up; the reboot's operation id."""
+        return str(self.send(RebootRequest(store_path, revision, traceparent))["operationId"])
 
     def upgrade(self, store_path: str) -> dict[str, Any]:
         return self.send(UpgradeRequest(store_path))

@@ -16,8 +16,10 @@ Requests (`"op"` names the request; any other key is an error):
   requests wait until `ready`, a few milliseconds, or fail with `starting`)
 - `{"v":1, "op":"status", "operationId"?}` -> `{"v":1, "ok":true, "busy",
   "operation": <op or null>, "recent": [<op>, ...newest first],
-  "upgradePending": <path or null>, "found": <that op, when operationId was given>}`
-  (an op is `journal.to_json`'s form)
+  "upgradePending": <path or null>, "found": <that op, when operationId was given>,
+  "config": {"path", "loadedAt", "error": <why a changed agent.toml was refused, or
+  null>, "errorAt", "waitingForRestart": [key, ...]}}` (an op is `journal.to_json`'s
+  form; `config` is absent from helpers older than config reload)
 - `{"v":1, "op":"apply", "storePath", "revision", "action", "trial", "healthChecks",
   "confirmTimeout", "requireConfirm", "traceparent", "activationTimeout"?}`
   -> `{"v":1, "ok":true, "operationId", "state":"Pending"}`; only `storePath` is
@@ -33,6 +35,12 @@ Requests (`"op"` names the request; any other key is an error):
 - `{"v":1, "op":"rollback", "traceparent"?}` -> like apply: switch to the previous
   generation of the system profile.
 - `{"v":1, "op":"upgrade", "storePath"}` -> `{"v":1, "ok":true, "queued": bool}`
+- `{"v":1, "op":"reboot", "storePath", "revision"?, "traceparent"?}` -> `{"v":1, "ok":true,
+  "operationId"}`: reboot the machine (`systemctl reboot`, honouring logind's shutdown
+  inhibitors) expecting `storePath` to come up; `busy` while an operation runs or an
+  inhibitor holds. After the boot the helper archives it as an operation of kind
+  `reboot`: Succeeded when /run/booted-system is `storePath`, else Failed. (Feature
+  `reboot`.)
 
 A failure is `{"v":1, "ok":false, "error": <code>, "message": <human text>, ...}`
 with the codes in `ErrorCode`; `busy` also carries `"operation"`.
@@ -77,6 +85,7 @@ __all__ = [
     "ErrorCode",
     "PingRequest",
     "ProtocolError",
+    "RebootRequest",
     "Request",
     "RollbackRequest",
     "StatusRequest",
@@ -95,7 +104,7 @@ __all__ = [
 
 #: Optional request fields this helper takes, beyond protocol 1 as first released; `ping`
 #: lists them, so an agent sends them only to a helper that will not refuse them.
-FEATURES = ("sourceRevision",)
+FEATURES = ("sourceRevision", "reboot")
 STORE_DIR = "/nix/store"
 #: The ways to activate a system (`switch-to-configuration`'s, less dry-activate).
 ACTIONS = ("switch", "boot", "test")
@@ -149,6 +158,13 @@ class UpgradeRequest:
 
 
 @dataclass(frozen=True)
+class RebootRequest:
+    store_path: str
+    revision: str = ""
+    traceparent: str = ""
+
+
+@dataclass(frozen=True)
 class StatusRequest:
     operation_id: str | None = None
 
@@ -159,13 +175,20 @@ class PingRequest:
 
 
 Request = (
-    ApplyRequest | ConfirmRequest | RollbackRequest | UpgradeRequest | StatusRequest | PingRequest
+    ApplyRequest
+    | ConfirmRequest
+    | RollbackRequest
+    | UpgradeRequest
+    | RebootRequest
+    | StatusRequest
+    | PingRequest
 )
 
 
 _FIELDS: dict[str, frozenset[str]] = {
     "ping": frozenset(),
     "status": frozenset({"operationId"}),
+    "reboot": frozenset({"storePath", "revision", "traceparent"}),
     "apply": frozenset(
         {
             "storePath",
@@ -214,6 +237,12 @@ def parse_request(message: Mapping[str, Any]) -> Request:
         return RollbackRequest(traceparent=_traceparent(body))
     if op == "upgrade":
         return UpgradeRequest(store_path=check_store_path_syntax(required(body, "storePath")))
+    if op == "reboot":
+        return RebootRequest(
+            store_path=check_store_path_syntax(required(body, "storePath")),
+            revision=optional(body, "revision", str, "a string", ""),
+            traceparent=_traceparent(body),
+        )
     if op == "status":
         return StatusRequest(operation_id=optional(body, "operationId", str, "a string") or None)
     return PingRequest()
@@ -283,6 +312,9 @@ def request_to_wire(request: Request) -> dict[str, Any]:
             return {"op": "rollback", **({"traceparent": traceparent} if traceparent else {})}
         case UpgradeRequest(store_path=store_path):
             return {"op": "upgrade", "storePath": store_path}
+        case RebootRequest(store_path=store_path, revision=revision, traceparent=traceparent):
+            reboot = {"op": "reboot", "storePath": store_path, "revision": revision}
+            return {**reboot, **({"traceparent": traceparent} if traceparent else {})}
         case StatusRequest(operation_id=operation_id):
             return {"op": "status", **({"operationId": operation_id} if operation_id else {})}
         case PingRequest():

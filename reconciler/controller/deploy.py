@@ -32,7 +32,8 @@ from reconciler.core.activation import (
     ActivationPlan,
     boot_components_changed,
 )
-from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.decide import AgentRecord
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.helper_terms import check_spec
 from reconciler.core.model import DeploymentSpec
 from reconciler.nix.build import (
@@ -207,3 +208,31 @@ class Deployer:
             if exc.code == "busy":
                 raise TransientError(f"the helper is busy: {exc}", reason="HelperBusy") from None
             raise HelperRefused(f"the helper refused the apply request: {exc}") from None
+
+    def reboot(self, record: AgentRecord, system: SystemObservation, traceparent: str) -> str:
+        """Ask the helper to reboot into the committed generation; its operation id. Not
+        again after a reboot into that same system failed to bring it up."""
+        expected = record.last_applied_store_path or system.profile_system
+        if not expected:
+            raise TerminalError("no committed generation to reboot into", reason="RebootFailed")
+        try:
+            recent = self.helper.helper_status().recent
+            last = next((op for op in recent if op.kind == "reboot"), None)
+            if last and last.request.store_path == expected and str(last.state) == "Failed":
+                raise TerminalError(
+                    f"the last reboot did not bring up {expected}: {last.message}; "
+                    "check the boot loader, then reboot by hand",
+                    reason="RebootFailed",
+                )
+            return self.helper.reboot(
+                expected, record.last_applied_revision or "", traceparent=traceparent
+            )
+        except HelperUnavailable as exc:
+            raise TransientError(
+                f"the helper does not answer: {exc}", reason="HelperUnavailable"
+            ) from None
+        except HelperError as exc:
+            if exc.code == "busy":
+                reason = "RebootInhibited" if "inhibit" in str(exc) else "HelperBusy"
+                raise TransientError(f"no reboot now: {exc}", reason=reason) from None
+            raise HelperRefused(f"the helper refused to reboot: {exc}") from None

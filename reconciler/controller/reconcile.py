@@ -158,6 +158,10 @@ class Reconciler:
                     return policy.Acted(op_id)
                 case d.Deploy():
                     return self._deploy(inputs, traceparent)
+                case d.Reboot():
+                    assert inputs.system is not None
+                    record = decision.stored.record
+                    return policy.Acted(self.deployer.reboot(record, inputs.system, traceparent))
                 case d.RevertDrift(revision=revision, store_path=store_path):
                     assert inputs.deployment is not None
                     spec = inputs.deployment.spec
@@ -194,6 +198,7 @@ class Reconciler:
             fetch=inputs.fetch,
             system=inputs.system,
             now=now,
+            helper_config=helper_config_error(inputs.helper, inputs.previous),
         )
         self.store.save_status(written)
         self.waves.report(written, verdict.stored.record.failed, decision.action)
@@ -364,6 +369,15 @@ class Reconciler:
         )
 
     # -- reporting ---------------------------------------------------------------------
+
+
+def helper_config_error(helper_status: HelperStatus | None, previous: dict[str, Any]) -> str | None:
+    """status.helperConfigError: why the helper refused a changed agent.toml (it runs on the
+    old one), else None; as it was when the helper did not answer this pass."""
+    if helper_status is None:
+        return (previous.get("status") or {}).get("helperConfigError")
+    error = helper_status.config_error
+    return error if isinstance(error, str) else None
 
 
 def _followed_tip(inputs: PassInputs) -> str | None:

@@ -35,6 +35,7 @@ def status_document(
     fetch: FetchResult | None,
     system: SystemObservation | None,
     now: str,
+    helper_config: str | None = None,
 ) -> dict[str, Any]:
     """The document after a pass; `previous` is the last one (or {})."""
     stored = verdict.stored
@@ -51,6 +52,7 @@ def status_document(
         "currentSystem": system.current_system if system else old.get("currentSystem"),
         "source": _source(fetch) if fetch else old.get("source"),
         "suspended": stored.record.suspended,
+        "helperConfigError": helper_config,
         "lastPassAt": now,
         "history": [h.to_json() for h in history],
     }

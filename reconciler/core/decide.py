@@ -132,6 +132,7 @@ class Reboot:
 class Converged:
     revision: str
     reboot_required: bool = False  # needed but not allowed now (policy or window)
+    reboot_window: str | None = None  # "HH:MM-HH:MM" when ifNeeded waits for its window
 
 
 Action = (
@@ -189,7 +190,9 @@ def decide(spec: DeploymentSpec, observed: Observed, record: AgentRecord) -> Act
     if observed.reboot_needed:
         if spec.reboot.policy == "ifNeeded" and _in_window(spec, observed.local_time):
             return Reboot()
-        return Converged(revision, reboot_required=True)
+        window = spec.reboot.window if spec.reboot.policy == "ifNeeded" else None
+        span = f"{window.start}-{window.end}" if window else None
+        return Converged(revision, reboot_required=True, reboot_window=span)
     return Converged(revision)
 
 

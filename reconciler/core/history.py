@@ -118,6 +118,8 @@ def ingest(record: AgentRecord, entry: HistoryEntry) -> AgentRecord:
     moves the last applied store path to what is running now and marks the
     revision it left as rolled back.
     """
+    if entry.kind == "reboot":  # the helper's reboot: it applies and fails no revision
+        return record
     failed = dict(record.failed)
     retry = None if record.retry_revision == entry.revision else record.retry_revision
     if entry.result == "Succeeded" and entry.kind == "apply":

@@ -42,12 +42,16 @@ def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
                 f"deploying revision {_short(r)}: {activation.message}",
                 healthy,
             )
-        case d.Converged(revision=r, reboot_required=True):
+        case d.Converged(revision=r, reboot_required=True, reboot_window=window):
+            when = (
+                f"the helper reboots in the next reboot window, {window} (local time)"
+                if window
+                else "reboot.policy is never: reboot by hand"
+            )
             return Outcome(
                 "Ready",
                 "RebootRequired",
-                f"applied revision {_short(r)}; a reboot is needed to boot its kernel "
-                "(reboot.policy or its window does not allow one now)",
+                f"applied revision {_short(r)}; a reboot is needed to boot its kernel: {when}",
                 healthy,
             )
         case d.Converged(revision=r):
@@ -102,7 +106,13 @@ def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
                 "Progressing", "Drifted", f"reverting the system changed by hand ({f})", healthy
             )
         case d.Reboot():
-            return Outcome("Ready", "RebootRequired", "a reboot is due", healthy)
+            return Outcome(
+                "Progressing",
+                "Rebooting",
+                "rebooting into the committed generation (its kernel, initrd or modules "
+                "are not the booted ones; reboot.window allows it now)",
+                healthy,
+            )
         case WaitForWave(message=message):
             return Outcome("Progressing", "WaitingForWave", message, healthy)
         case RolloutHalted(revision=r, wave=w, host=host, host_wave=hw, reason=why):

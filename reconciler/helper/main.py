@@ -5,9 +5,9 @@ Owns the process: reading the machine config (`--config`, else
 keeps it), its state dir (owned by it, mode 0750, setgid kept when given:
 the directory's group, the agent's under the NixOS module, may read the
 journal and the records of committed generations, never write them), binding
-the socket, resuming a journaled operation, SIGTERM (through a wake-up fd, see
-`stop_signals`), and re-executing itself from `[helper] profile` after a
-self-upgrade.
+the socket, resuming a journaled operation, watching the config for changes (`reload`),
+SIGTERM (through a wake-up fd, see `stop_signals`), and re-executing itself
+from `[helper] profile` after a self-upgrade.
 
 Must not: hold any policy; it wires `server`, `operator` and `journal`.
 """
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from reconciler.common.config import DEFAULT_PATH, ConfigError, load_machine_config
+from reconciler.common.config import DEFAULT_PATH, ConfigError, MachineConfig, load_machine_config
 from reconciler.common.sockets import SocketInUse, bind
 from reconciler.helper.log import log
+from reconciler.helper.reload import ConfigReloader, fingerprint
 from reconciler.helper.server import Server
 
 VERSION = "0.1.0"
@@ -34,7 +35,7 @@ VERSION = "0.1.0"
 STATE_DIR_MODE = 0o750
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the start, step by step
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pullnix-helper {VERSION}")
         return 0
     config_path = Path(args.config or os.environ.get("PULLNIX_CONFIG") or DEFAULT_PATH)
+    seen = fingerprint(config_path)
     try:
         config = load_machine_config(config_path)
     except ConfigError as exc:
@@ -73,13 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     from reconciler.helper.journal import Journal, JournalError
     from reconciler.helper.operator import Operator
 
-    profile_bin = config.helper.profile / "bin" / "pullnix-helper"
-
     def reexec() -> None:
+        profile_bin = operator.config.helper.profile / "bin" / "pullnix-helper"
         args = sys.argv[1:] if argv is None else argv
         os.execv(profile_bin, [str(profile_bin), *args])  # noqa: S606 - argv, no shell
 
     operator = Operator(config, Journal(state_dir), reexec)
+
+    def take(new: MachineConfig) -> None:
+        server.admit(new.helper.agent_uids)
+        operator.config = new  # each step reads it afresh
+
+    reloader = ConfigReloader(config_path, config, seen, take)
+    server.config_report = reloader.report
     try:
         operator.resume()
     except JournalError as exc:
@@ -88,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         config.helper.socket.unlink(missing_ok=True)
         return 1
     server.attach(operator)
+    threading.Thread(
+        target=reloader.run, args=(threading.Event(),), name="config", daemon=True
+    ).start()
     signum = wait_for_stop(wake)
     # The journal is always consistent, so stopping mid-operation is a crash the next
     # start recovers from; nothing to wait for.

@@ -54,11 +54,13 @@ from reconciler.common.protocol import (
     ConfirmRequest,
     ErrorCode,
     ProtocolError,
+    RebootRequest,
     RollbackRequest,
 )
 from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
-from reconciler.helper import system
+from reconciler.helper import reboot as reboots
+from reconciler.helper import system, transient
 from reconciler.helper.committed import prune, record_commit
 from reconciler.helper.journal import Journal
 from reconciler.helper.log import log
@@ -119,18 +121,33 @@ class Operator:
     def resume(self) -> None:
         """Finish whatever the journal says was in progress, on the worker thread."""
         self.journal.sweep()
+        reboots.settle(self.config, self.journal, self.clock())
         op = self.journal.load()
         if op is None:
             return
         log.warning("resuming operation %s found in %s in the journal", op.id, op.state)
-        with self._cond:
-            self._journaled = op
-            self._op = m.advance(op, m.Restarted(), self.clock())
+        if not transient.may_outlive(op):
+            return self._start_worker(initial_state=self._resume(op))
+        with self._cond:  # its unit is waited for on the worker; the socket answers meanwhile
+            self._op = self._journaled = op
+        threading.Thread(target=self._resume, args=(op, True), daemon=True).start()
+
+    def _resume(self, op: m.Operation, drive: bool = False) -> m.State:
+        event = transient.event_after_restart(op, self.journal.log_path(op.id))
+        with self._cond:  # a confirmation may have come while the unit was waited for
+            self._journaled = self._journaled or op
+            self._op = m.advance(self._op or op, event, self.clock())
             self._write_journal()
-        self._start_worker(initial_state=self._op.state)
+            state = self._op.state
+        if drive:
+            self._owned_drive(state)
+        return state
 
     def apply(self, request: ApplyRequest, kind: str = "apply") -> dict[str, Any]:
         real = system.check_store_path(request.store_path, "bin/switch-to-configuration")
+        transient_busy = transient.foreign_activation() if transient.available() else None
+        if transient_busy:
+            raise ProtocolError(ErrorCode.BUSY, transient_busy)
         request = replace(request, store_path=real)
         with self._cond:
             self._refuse_if_busy()
@@ -181,9 +198,18 @@ class Operator:
         )
         return self.apply(req, kind="rollback")
 
+    def reboot(self, request: RebootRequest) -> dict[str, Any]:
+        """Reboot the machine (see `reboot`), never while an operation runs."""
+        with self._cond:
+            self._refuse_if_busy()
+            now = self.clock()
+            return reboots.reboot(self.config, request, new_operation_id(now), now)
+
     def _refuse_if_busy(self) -> None:
         if self._op is not None:
             raise Busy(operation_to_json(self._op))
+        if reboots.is_rebooting(self.config):
+            raise ProtocolError(ErrorCode.BUSY, "the machine is rebooting")
         if self._upgrading:
             raise ProtocolError(ErrorCode.BUSY, "the helper is upgrading itself")
 
@@ -295,9 +321,11 @@ class Operator:
         logfile = self.journal.log_path(op.id)
         try:
             if isinstance(effect, m.Activate | m.Reactivate):
-                system.switch(effect.store_path, effect.action, logfile, req.activation_timeout)
+                system.switch(
+                    effect.store_path, effect.action, logfile, req.activation_timeout, op.id
+                )
             elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
-                system.switch(effect.store_path, "boot", logfile, req.activation_timeout)
+                system.switch(effect.store_path, "boot", logfile, req.activation_timeout, op.id)
             elif isinstance(effect, m.RunCheck):
                 # Imported on first use: an idle helper never pays for urllib, shlex, shutil.
                 from reconciler.helper.health import run_check

@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.common import protocol as p
@@ -46,6 +47,8 @@ class Server:
         self._attached = threading.Event()
         self.allowed = frozenset({0, *allowed_uids})
         self.version = version
+        #: What the status answer says about the machine config (`reload.py`), if anything.
+        self.config_report: Callable[[], dict[str, Any]] | None = None
         self.started = time.time()
         self.started_mono = time.monotonic()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -54,6 +57,10 @@ class Server:
         """From now on, requests other than ping go to `operator`."""
         self.operator = operator
         self._attached.set()
+
+    def admit(self, uids: tuple[int, ...]) -> None:
+        """From the next connection on, root and `uids` may talk to the helper."""
+        self.allowed = frozenset({0, *uids})
 
     def serve_forever(self) -> None:
         while True:
@@ -155,10 +162,15 @@ class Server:
             return op.confirm(request), None
         if isinstance(request, p.RollbackRequest):
             return op.rollback(request), None
+        if isinstance(request, p.RebootRequest):
+            return op.reboot(request), None
         if isinstance(request, p.UpgradeRequest):
             return op.upgrade(request.store_path), op.upgrade_if_idle
         assert isinstance(request, p.StatusRequest)
-        return status_to_wire(op.status(request.operation_id)), None
+        answer = status_to_wire(op.status(request.operation_id))
+        if self.config_report is not None:
+            answer["config"] = self.config_report()
+        return answer, None
 
     @staticmethod
     def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from reconciler.common.child import ChildTimeout, run_bounded
 from reconciler.common.output import CappedLog, shorten
 from reconciler.common.protocol import STORE_DIR, ErrorCode, ProtocolError
+from reconciler.helper import transient
 
 LOG_LIMIT = 1024 * 1024  # per operation log
 _GENERATION_LINK = re.compile(r"^(?P<name>.+)-(?P<n>[0-9]+)-link$")
@@ -96,9 +97,30 @@ def check_store_path(path: str, needs: str) -> str:
     return real
 
 
-def switch(store_path: str, action: str, log: Path, timeout: float) -> None:
-    """`STORE/bin/switch-to-configuration ACTION`, its output appended to `log`."""
-    run([f"{store_path}/bin/switch-to-configuration", action], log, timeout)
+def switch(store_path: str, action: str, log: Path, timeout: float, owner: str = "") -> None:
+    """`STORE/bin/switch-to-configuration ACTION`, its output appended to `log`: under
+    systemd in the transient unit nixos-rebuild uses (`transient`), else as a child."""
+    if not transient.available():
+        run([f"{store_path}/bin/switch-to-configuration", action], log, timeout)
+        return
+    try:
+        transient.switch(store_path, action, log, timeout, owner)
+    except transient.ActivationFailed as exc:
+        raise StepFailed(str(exc)) from None
+    finally:
+        bound_log(log)
+
+
+def bound_log(log: Path) -> None:
+    """Cut a log that grew past LOG_LIMIT (systemd appends to it unbounded)."""
+    try:
+        if os.path.getsize(log) > LOG_LIMIT:
+            with open(log, "r+b") as sink:
+                sink.truncate(LOG_LIMIT)
+                sink.seek(LOG_LIMIT)
+                sink.write(b"\n[log truncated]\n")
+    except OSError:
+        pass
 
 
 def set_profile(profile: Path, store_path: str, generation: int | None, log: Path) -> int | None:

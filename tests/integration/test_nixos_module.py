@@ -206,7 +206,6 @@ def test_extra_settings_override_and_add_keys_of_agent_toml() -> None:
         extraSettings={
             "telemetry": {"log_format": "json"},
             "system": {"current_system": "/run/current-system", "keep_generations": 20},
-            "agent": {"socket": "/run/pullnix/agent/api.sock"},
             "host": "edge-03.example.org",
         },
     )
@@ -216,7 +215,6 @@ def test_extra_settings_override_and_add_keys_of_agent_toml() -> None:
             "host": "edge-03.example.org",
             "source": {"urls": ["https://git.example.org/fleet.git"]},
             "system": {"keep_generations": 20},
-            "agent": {"socket": "/run/pullnix/agent/api.sock"},
             "telemetry": {"log_format": "json"},
         },
     )

@@ -90,3 +90,16 @@ def units(
     )
     assert isinstance(result, dict)
     return result
+
+
+def failed_assertions(options: dict[str, Any], host_name: str) -> list[str]:
+    """The messages of the module's assertions (nix/wiring.nix) that fail for `options`
+    on a machine whose networking.hostName is `host_name`; [] when the build may go on."""
+    messages = nix_eval(
+        "map (x: x.message) (builtins.filter (x: !x.assertion) "
+        "((import ./nix/wiring.nix).assertions a.options a.hostName))",
+        options=options,
+        hostName=host_name,
+    )
+    assert isinstance(messages, list)
+    return [str(m) for m in messages]

@@ -153,6 +153,21 @@ class Container:
             ) from None
         self._forget()
 
+    def wait_reboot(self, timeout: float = 120.0) -> None:
+        """Wait for the container to reboot itself, and boot it again: nspawn exits 133 on
+        a reboot inside, and systemd-nspawn@.service restarts it for that status."""
+        assert self._nspawn is not None
+        try:
+            code = self._nspawn.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ContainerError(
+                f"{self.name} did not reboot within {timeout:.0f}s\n{self.log_tail()}"
+            ) from None
+        self._forget()
+        if code != 133:
+            raise ContainerError(f"systemd-nspawn exited {code}, not 133 (reboot)")
+        self.boot()
+
     def power_cut(self) -> None:
         """Pull the plug: SIGKILL the nspawn process and every process in the container.
 

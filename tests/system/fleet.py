@@ -3,9 +3,11 @@ container's shared directory, served inside the container by `git daemon`.
 
 Owns `shared/git/fleet.git` (written from the host with pygit2, no work tree): each
 commit is a whole tree with the system tier's flake (`guest/flake.nix`), the files
-its toplevel is made of (`guest/switch-to-configuration`, `units/*.service`), the
-knobs that make one generation differ from another (`knobs.json`) and the desired
-state (`pullnix.yaml`). The machine builds each commit with its own Nix.
+its toplevel is made of (`guest/switch-to-configuration`, the git server's unit, and
+the NixOS module's own `nix/units.nix`, `nix/render-config.nix` and what they import,
+rendered to unit text by `guest/unit-text.nix`), the knobs that make one generation
+differ from another (`knobs.json`) and the desired state (`pullnix.yaml`). The
+machine builds each commit with its own Nix.
 
 Must not: build anything, or write inside the container's root.
 """
@@ -21,19 +23,27 @@ import pygit2
 from reconciler.demo.fakenixos import nix_system
 
 HERE = Path(__file__).resolve().parent
+MODULE = HERE.parents[1] / "nix"
 BRANCH = "main"
 GIT_URL = "git://127.0.0.1:9418/fleet.git"  # as agent.toml names it
 SOURCES = {
     "flake.nix": HERE / "guest" / "flake.nix",
     "switch-to-configuration": HERE / "guest" / "switch-to-configuration",
-    "units/pullnix-helper.service": HERE / "units" / "pullnix-helper.service",
-    "units/pullnix-agent.service": HERE / "units" / "pullnix-agent.service",
+    "unit-text.nix": HERE / "guest" / "unit-text.nix",
     "units/fleet-git-daemon.service": HERE / "units" / "fleet-git-daemon.service",
+    **{
+        f"nix/{name}": MODULE / name
+        for name in ("units.nix", "paths.nix", "render-config.nix", "defaults.nix", "toml.nix")
+    },
 }
 DEFAULT_KNOBS: dict[str, Any] = {
     "version": "1",
     "agent": "ok",  # "broken": exits 1 at start; "walled-off": runs, cannot reach the helper
     "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
+    "agentUid": 399,  # services.pullnix.agentUid
+    "switchDelay": 0,  # seconds switch-to-configuration waits before it acts
+    "kernel": "6.1",  # the generation's "kernel"; another one needs a reboot
+    "helper": "",  # the helper's store path (services.pullnix.helperPackage); Fleet sets it
 }
 HEALTH_CHECKS = """\
     - name: git
@@ -53,7 +63,18 @@ HELD_CHECK = """\
 _AUTHOR = pygit2.Signature("pullnix system tier", "system@pullnix.invalid")
 
 
-def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
+def spec_yaml(
+    *,
+    held: bool = False,
+    confirm_timeout: str = "60s",
+    reboot_window: tuple[str, str] | None = None,
+) -> str:
+    reboot = (
+        f'  reboot: {{policy: ifNeeded, window: {{start: "{reboot_window[0]}", '
+        f'end: "{reboot_window[1]}"}}}}\n'
+        if reboot_window
+        else ""
+    )
     return (
         "apiVersion: pullnix.dev/v1alpha1\n"
         "kind: NixOSDeployment\n"
@@ -65,27 +86,39 @@ def spec_yaml(*, held: bool = False, confirm_timeout: str = "60s") -> str:
         + HEALTH_CHECKS
         + (HELD_CHECK if held else "")
         + f"  rollback: {{automatic: true, confirmTimeout: {confirm_timeout}}}\n"
+        + reboot
     )
 
 
 class Fleet:
     """`shared/git/fleet.git` under a container's shared directory."""
 
-    def __init__(self, shared: Path, host: str) -> None:
+    def __init__(self, shared: Path, host: str, helper: str) -> None:
         self.bare = shared / "git" / "fleet.git"
         self.bare.parent.mkdir(parents=True, exist_ok=True)
         self.repo = pygit2.init_repository(
             str(self.bare), bare=True, initial_head=f"refs/heads/{BRANCH}"
         )
         self.host = host
-        self.knobs: dict[str, Any] = {**DEFAULT_KNOBS, "host": host, "system": nix_system()}
+        self.knobs: dict[str, Any] = {
+            **DEFAULT_KNOBS,
+            "host": host,
+            "system": nix_system(),
+            "helper": helper,
+        }
 
     def guest_url(self, guest_shared: str) -> str:
         """The repository as a `git+file` flake reference inside the container."""
         return f"git+file://{guest_shared}/git/fleet.git?ref={BRANCH}"
 
     def commit(
-        self, message: str, *, held: bool = False, confirm_timeout: str = "60s", **knobs: Any
+        self,
+        message: str,
+        *,
+        held: bool = False,
+        confirm_timeout: str = "60s",
+        reboot_window: tuple[str, str] | None = None,
+        **knobs: Any,
     ) -> str:
         """A commit on main with `knobs` changed (they accumulate); its SHA."""
         unknown = set(knobs) - set(DEFAULT_KNOBS)
@@ -94,7 +127,9 @@ class Fleet:
         self.knobs.update(knobs)
         files = {name: path.read_bytes() for name, path in SOURCES.items()}
         files["knobs.json"] = (json.dumps(self.knobs, indent=2, sort_keys=True) + "\n").encode()
-        files["pullnix.yaml"] = spec_yaml(held=held, confirm_timeout=confirm_timeout).encode()
+        files["pullnix.yaml"] = spec_yaml(
+            held=held, confirm_timeout=confirm_timeout, reboot_window=reboot_window
+        ).encode()
         return self._commit(files, message)
 
     def _commit(self, files: dict[str, bytes], message: str) -> str:

@@ -2,12 +2,16 @@
 
 Owns the guest side of the system tier: pullnix itself in the root's venv (a
 wheel made on the host), the helper's store path (`nix-store --add` of a staged
-directory: the stdlib-only island plus a wrapper run by the container's python3)
-in its own profile (`/nix/var/nix/profiles/pullnix/helper`), the machine config,
+directory: the stdlib-only island plus a wrapper run by the container's python3),
 the fleet repository (`fleet.py`) and generation 1: its first commit built by
 the container's own Nix, switched to and made the system profile's generation,
-as after installing NixOS. That switch starts the helper, the git server and
-the real `pullnix agent`, which then follows the fleet repository by itself.
+as after installing NixOS. That switch does what the NixOS module's units and
+files do on a first boot: it makes the `pullnix` user (uid 399), links
+/etc/pullnix/agent.toml (rendered by nix/render-config.nix), creates the tmpfiles
+directories, and starts pullnix-helper-install.service (which makes the helper's
+profile under /nix/var), the helper from that profile, the git server and the real
+`pullnix agent`, unprivileged in its sandbox, building through Debian's
+nix-daemon; the agent then follows the fleet repository by itself.
 
 A generation's `bin/switch-to-configuration` is `guest/switch-to-configuration`:
 it activates units the way NixOS's does (write them to /etc/systemd/system,
@@ -61,15 +65,15 @@ def install_pullnix(box: Container, wheel: Path) -> Installed:
     """pullnix, its config, the helper in its profile, the fleet repository with one
     commit, and that commit's system switched to (which starts the agent)."""
     install_agent_package(box, wheel)
-    box.copy_in(GUEST_DIR / "agent.toml", CONFIG_PATH)
     box.copy_in(GUEST_DIR / "pullnix-stage-2", STAGE_2_GENERATOR, mode=0o755)
     helper = add_helper(box)
-    set_profile(box, HELPER_PROFILE, helper)
-    fleet = Fleet(box.shared, HOSTNAME)
+    fleet = Fleet(box.shared, HOSTNAME, helper)
     revision = fleet.commit("generation 1: the installed system")
     system = build_generation(box, fleet, revision)
     box.run([f"{system}/bin/switch-to-configuration", "switch"])
     set_profile(box, SYSTEM_PROFILE, system)
+    # what this boot booted, as NixOS's stage 2 records it (its kernel is generation 1's)
+    box.run(["ln", "-sfn", system, "/run/booted-system"])
     return Installed(helper=helper, fleet=fleet, revision=revision, system=system)
 
 

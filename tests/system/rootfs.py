@@ -46,6 +46,9 @@ PACKAGES = (
     "python3",
     "python3-venv",  # the agent's venv, built from host-made wheels
     "nix-bin",
+    # Debian's nix-daemon.service and .socket: the agent builds through the daemon, as
+    # on NixOS (it is unprivileged); the socket admits the nix-users group.
+    "nix-setup-systemd",
     # nix-bin needs libdbd-sqlite3-perl, which needs the virtual perl-dbdabi-94;
     # debootstrap cannot resolve virtual packages, so name its provider.
     "libdbi-perl",

@@ -231,7 +231,7 @@ CASES: list[tuple[str, DeploymentSpec, Observed, AgentRecord, Action]] = [
         REBOOT_AT_NIGHT,
         seen(reboot_needed=True, local_time=(12, 0)),
         CONVERGED,
-        Converged(OLD, reboot_required=True),
+        Converged(OLD, reboot_required=True, reboot_window="02:00-04:00"),
     ),
     (
         "drift is dealt with before a reboot",

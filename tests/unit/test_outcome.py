@@ -14,16 +14,28 @@ INHIBITED = ActivationPlan("switch", "boot", "SwitchInhibited", "the switch inhi
 CASES = [
     ("converged", d.Converged(SHA), None, ("Ready", "Succeeded", "applied revision 0123456789ab")),
     (
-        "converged, reboot due",
+        "converged, reboot due, policy never",
         d.Converged(SHA, reboot_required=True),
         None,
-        ("Ready", "RebootRequired", "a reboot is needed to boot its kernel"),
+        ("Ready", "RebootRequired", "boot its kernel: reboot.policy is never: reboot by hand"),
+    ),
+    (
+        "converged, reboot due in the window",
+        d.Converged(SHA, reboot_required=True, reboot_window="02:00-04:00"),
+        None,
+        ("Ready", "RebootRequired", "in the next reboot window, 02:00-04:00 (local time)"),
     ),
     (
         "installed for the next boot",
         d.Converged(SHA),
         INHIBITED,
         ("Ready", "SwitchInhibited", "for the next boot: the switch inhibitors differ"),
+    ),
+    (
+        "rebooting",
+        d.Reboot(),
+        None,
+        ("Progressing", "Rebooting", "rebooting into the committed generation"),
     ),
     ("deploying", d.Deploy(SHA), None, ("Progressing", "Progressing", "deploying revision")),
     (

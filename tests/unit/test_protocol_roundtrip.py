@@ -88,6 +88,8 @@ REQUESTS: dict[str, p.Request] = {
     "rollback": p.RollbackRequest(),
     "rollback, traced": p.RollbackRequest(traceparent=TRACEPARENT),
     "upgrade": p.UpgradeRequest(store_path=STORE),
+    "reboot": p.RebootRequest(store_path=STORE),
+    "reboot, traced": p.RebootRequest(store_path=STORE, revision="c" * 40, traceparent=TRACEPARENT),
 }
 
 

@@ -182,6 +182,9 @@ ENTRIES = {
     "rollback asked for": entry_from_operation(
         operation("Succeeded", kind="rollback", revision="", traceparent=TRACEPARENT, generation=6)
     ),
+    "reboot": entry_from_operation(
+        operation("Failed", kind="reboot", message="rebooted, but another system came up")
+    ),
 }
 
 
@@ -204,6 +207,7 @@ def status_document(history: list[HistoryEntry]) -> dict[str, Any]:
             "skipped": ["https://down.example: connection refused"],
         },
         "suspended": False,
+        "helperConfigError": None,
         "lastPassAt": "2026-01-01T00:00:05Z",
         "history": [h.to_json() for h in history],
     }
