@@ -153,7 +153,7 @@ def _strip_extensions(node: Any) -> Any:
 
 
 def _unique_list_map_keys(
-    validator: Any, keys: list[str], instance: Any, schema: Mapping[str, Any]
+    _validator: Any, keys: list[str], instance: Any, _schema: Mapping[str, Any]
 ) -> Iterator[jsonschema.ValidationError]:
     if not isinstance(instance, list):
         return
@@ -182,7 +182,7 @@ def duration_range(rule: str) -> tuple[str, str]:
 
 
 def _cel_rules(
-    validator: Any, rules: list[Mapping[str, str]], instance: Any, schema: Mapping[str, Any]
+    _validator: Any, rules: list[Mapping[str, str]], instance: Any, _schema: Mapping[str, Any]
 ) -> Iterator[jsonschema.ValidationError]:
     """A duration string (the pattern checks its grammar) lies within its field's range."""
     for rule in rules:

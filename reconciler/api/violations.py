@@ -99,7 +99,7 @@ def schema_issues(
     return _unique(issues)
 
 
-def _explain(
+def _explain(  # noqa: C901, PLR0912 - one wording per JSON Schema keyword, a table
     doc: Document,
     error: jsonschema.ValidationError,
     path: FieldPath,

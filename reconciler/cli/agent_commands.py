@@ -4,10 +4,9 @@ retry, rollback.
 Owns their output (tables for people, `--json` for programs) and exit codes
 (docs/design.md, "The command line"): `reconcile --once`, `reconcile --now --wait`
 and `status` exit 0 when converged and healthy, 3 when rolled back, stalled or
-degraded, 1 on error. suspend, resume, retry and rollback go through the
-running agent's local API when one answers (so they take effect between its
-passes, at once), else they act on their own: the record under its lock, or
-the helper directly.
+degraded, 1 on error. suspend, resume, retry and rollback are
+`controller.commands`, run by the running agent through its local API when
+one answers (so they take effect between its passes, at once), else here.
 
 Must not: decide or reconcile by itself; it calls the controller.
 """
@@ -15,8 +14,8 @@ Must not: decide or reconcile by itself; it calls the controller.
 from __future__ import annotations
 
 import json
-import secrets
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,21 +25,20 @@ import click
 
 from reconciler import telemetry
 from reconciler.cli.context import CliContext, pass_context
-from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.config import ConfigError, MachineConfig, require_urls
 from reconciler.common.durations import parse_duration
-from reconciler.common.operation import State
 from reconciler.common.tracelinks import trace_link
+from reconciler.common.wire import ProtocolError
 from reconciler.controller.agent import Agent, AgentOptions, check_agent_config
 from reconciler.controller.apiclient import AgentClient, AgentRefused, AgentUnavailable
-from reconciler.controller.reconcile import PassResult, Reconciler
+from reconciler.controller.commands import Commands, change_now
+from reconciler.controller.loop import PassLoop
+from reconciler.controller.reconcile import PassResult
 from reconciler.controller.store import StateStore, conditions_of, history_of
+from reconciler.controller.triggers import Wakeup
 from reconciler.core.schedule import BackoffPolicy, effective_interval
 from reconciler.core.status import exit_code
 from reconciler.core.vouch import doubt
-
-#: Between passes of `reconcile --once` while the helper works.
-FOLLOW_INTERVAL = 0.25
 
 
 def _machine(ctx: CliContext, need_urls: bool = False) -> MachineConfig:
@@ -107,12 +105,13 @@ def reconcile(
             click.echo(f"{answer['reason']}: {answer['message']}")
         sys.exit(int(answer["exitCode"]))
     telemetry.configure_logging(machine.telemetry.log_format)
-    reconciler = Reconciler(machine)
+    # The agent's own loop, in this process, until the outcome is known (the helper's
+    # verdict included) or the time is up.
     deadline = time.monotonic() + timeout
-    result = reconciler.run_pass()
-    while not result.settled and not result.error and time.monotonic() < deadline:
-        time.sleep(FOLLOW_INTERVAL)
-        result = reconciler.run_pass()
+    loop = PassLoop(machine, Wakeup())
+    loop.run(threading.Event(), until=lambda r: r.done or time.monotonic() >= deadline)
+    assert loop.last is not None  # `run` returns after a pass
+    result = loop.last.result
     _report(machine, result, as_json)
     sys.exit(result.exit_code if result.settled or result.error else 1)
 
@@ -260,40 +259,21 @@ def history(ctx: CliContext, as_json: bool, wide: bool) -> None:
 @pass_context
 def suspend(ctx: CliContext) -> None:
     """Stop deploying (new generations are still confirmed) until `pullnix resume`."""
-    machine = _machine(ctx)
-    answer = _ask_agent(machine, "suspend")
-    if answer is None:  # no agent runs: edit its record; it reads it at its next pass
-        StateStore(machine.state_dir).update_record(suspended=True)
-    click.echo(answer["message"] if answer else "suspended")
+    click.echo(_command(_machine(ctx), "suspend")["message"])
 
 
 @click.command()
 @pass_context
 def resume(ctx: CliContext) -> None:
     """Undo `pullnix suspend`."""
-    machine = _machine(ctx)
-    answer = _ask_agent(machine, "resume")
-    if answer is None:
-        StateStore(machine.state_dir).update_record(suspended=False)
-    click.echo(answer["message"] if answer else "resumed")
+    click.echo(_command(_machine(ctx), "resume")["message"])
 
 
 @click.command()
 @pass_context
 def retry(ctx: CliContext) -> None:
     """Try the last attempted revision once more, although it failed or was rolled back."""
-    machine = _machine(ctx)
-    answer = _ask_agent(machine, "retry")
-    if answer is not None:
-        click.echo(answer["message"])
-        return
-    store = StateStore(machine.state_dir)
-    revision = store.load_status().get("status", {}).get("lastAttemptedRevision")
-    if not revision:
-        click.echo("pullnix: nothing to retry: no revision has been attempted", err=True)
-        sys.exit(1)
-    store.update_record(retry_revision=revision)
-    click.echo(f"will retry {revision[:12]} at the next pass")
+    click.echo(_command(_machine(ctx), "retry")["message"])
 
 
 @click.command()
@@ -317,32 +297,38 @@ def rollback(ctx: CliContext, wait: bool, timeout: float) -> None:
     Goes through the running agent when one answers, else straight to the helper
     (the agent then marks the revision at its next pass). Exit 0 when rolled back.
     """
-    machine = _machine(ctx)
-    answer = _ask_agent(machine, "rollback", wait=wait, timeout=timeout)
-    if answer is not None:
-        if not wait:
-            click.echo(f"rollback started: operation {answer['operationId']}")
-            return
-        click.echo(
-            f"rollback {answer['result']}: operation {answer['operationId']}"
-            + (f": {answer['message']}" if answer.get("message") else "")
-        )
-        sys.exit(int(answer["exitCode"]))
-    helper = HelperClient(machine.helper.socket)
-    try:
-        op_id = helper.rollback(f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
-        if not wait:
-            click.echo(f"rollback started: operation {op_id}")
-            return
-        found = helper.wait_for(op_id, timeout=timeout)
-    except (HelperError, HelperUnavailable, TimeoutError) as exc:
-        click.echo(f"pullnix: rollback: {exc}", err=True)
-        sys.exit(1)
+    answer = _command(_machine(ctx), "rollback", wait=wait, timeout=timeout)
+    if not wait:
+        click.echo(f"rollback started: operation {answer['operationId']}")
+        return
     click.echo(
-        f"rollback {found.state}: operation {op_id}"
-        + (f": {found.message}" if found.message else "")
+        f"rollback {answer['result']}: operation {answer['operationId']}"
+        + (f": {answer['message']}" if answer.get("message") else "")
     )
-    sys.exit(0 if found.state == State.SUCCEEDED else 1)
+    sys.exit(int(answer["exitCode"]))
+
+
+def _command(machine: MachineConfig, op: str, **fields: Any) -> dict[str, Any]:
+    """Run a command through the running agent when one answers (so it takes effect between
+    its passes, at once), else here: the same `Commands`, on the record under its lock or
+    straight to the helper. Exit 1 when it is refused."""
+    answer = _ask_agent(machine, op, **fields)
+    if answer is not None:
+        return answer
+    commands = Commands(machine, change_now(StateStore(machine.state_dir)))
+    try:
+        match op:
+            case "suspend":
+                return commands.suspend()
+            case "resume":
+                return commands.resume()
+            case "retry":
+                return commands.retry()
+            case _:
+                return commands.rollback(bool(fields["wait"]), float(fields["timeout"]))
+    except ProtocolError as exc:
+        click.echo(f"pullnix: {op}: {exc.message}", err=True)
+        sys.exit(1)
 
 
 @click.command()

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from reconciler.cli.context import CliContext, pass_context
+from reconciler.common.clock import utc_stamp
 from reconciler.common.config import ConfigError
 from reconciler.common.durations import format_duration
 from reconciler.core import waves
@@ -190,7 +191,7 @@ def _scraped(now: float, h: HostRow) -> str:
 
 
 def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_stamp(datetime.fromtimestamp(t, UTC))
 
 
 def _dumps(value: Any) -> str:

@@ -20,7 +20,6 @@ import fnmatch
 import json
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,6 +28,7 @@ import pygit2
 
 from reconciler.api import SpecError, load_spec_file, load_spec_text
 from reconciler.common.atomic import write_atomic
+from reconciler.common.clock import utc_stamp
 from reconciler.core.errors import PullnixError
 from reconciler.core.lock import LockedHost, render_lock
 from reconciler.nix.build import BuildSettings
@@ -158,7 +158,7 @@ def _publish_all(
         }
     failed = [h for h in wanted if h not in published]
     if not failed:
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = utc_stamp()
         write_atomic(lock_path, render_lock(sha, created, published).encode())
         _progress(f"wrote {lock_path} ({len(published)} host(s), source {sha[:12]})")
     else:

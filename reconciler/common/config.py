@@ -154,6 +154,12 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
     if not values["host"]:
         raise ConfigError(f"{origin}: host: must not be empty")
     config = MachineConfig(**values)
+    _check(config, origin)
+    return config
+
+
+def _check(config: MachineConfig, origin: str) -> None:
+    """What the types alone do not say."""
     if config.telemetry.log_format not in _LOG_FORMATS:
         raise ConfigError(
             f"{origin}: telemetry.log_format: {config.telemetry.log_format!r} "
@@ -188,7 +194,6 @@ def parse_machine_config(data: Mapping[str, Any], origin: str = "agent.toml") ->
     for uid in config.helper.agent_uids:
         if uid < 0:
             raise ConfigError(f"{origin}: helper.agent_uids: {uid} is not a uid")
-    return config
 
 
 def require_urls(config: MachineConfig, origin: str = "agent.toml") -> None:
@@ -225,7 +230,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:
+def _convert(origin: str, key: str, raw: Any, kind: Any) -> Any:  # noqa: C901, PLR0912 - per type
     def wrong(expected: str) -> ConfigError:
         return ConfigError(f"{origin}: {key}: expected {expected}, got {_kind(raw)} {raw!r}")
 

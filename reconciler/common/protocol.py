@@ -51,6 +51,7 @@ Health checks are `checks.py`'s `CheckSpec`, in its wire form.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,6 +96,7 @@ __all__ = [
     "decode_line",
     "encode",
     "error",
+    "new_traceparent",
     "parse_apply",
     "parse_request",
     "request_to_wire",
@@ -115,7 +117,7 @@ _STORE_NAME = re.compile(r"^[0-9a-z]{32}-[A-Za-z0-9+\-._?=]+$")
 
 
 class Busy(ProtocolError):
-    """An operation is in progress; the answer carries it (`journal.to_json` form)."""
+    """An operation is in progress; the answer carries it (`answers.operation_to_json`)."""
 
     def __init__(self, operation: dict[str, Any]) -> None:
         super().__init__(
@@ -331,6 +333,11 @@ def check_store_path_syntax(path: str) -> str:
             ErrorCode.BAD_STORE_PATH, f"{path!r} is not a store path ({STORE_DIR}/<hash>-<name>)"
         )
     return f"{STORE_DIR}/{rest}"
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (sampled), for an operation no pass's trace started."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
 def _traceparent(body: Mapping[str, Any]) -> str:

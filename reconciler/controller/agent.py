@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler import telemetry
-from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.clock import utc_stamp
 from reconciler.common.config import ConfigError, MachineConfig
-from reconciler.common.operation import State
+from reconciler.controller.commands import Commands
 from reconciler.controller.localapi import ApiError, LocalApi
-from reconciler.controller.loop import PassLoop, PassReport, config_loader
+from reconciler.controller.loop import ConfigLoader, PassLoop, PassReport
 from reconciler.controller.store import StateStore
 from reconciler.controller.triggers import FileWatcher, Wakeup, watch_plan
 from reconciler.core.schedule import BackoffPolicy
@@ -76,7 +73,7 @@ class Agent:
         self.loop = PassLoop(
             machine,
             self.wake,
-            reload=config_loader(config_path, check_agent_config),
+            config=ConfigLoader(config_path, check_agent_config),
             on_config=self._config_changed,
             on_pass=self._pass_done,
             journal_watched=self._journal_watched,
@@ -189,48 +186,35 @@ class Agent:
         return self._follow(target, timeout)
 
     def suspend(self) -> dict[str, Any]:
-        later = self.loop.change_record(suspended=True)
-        return {"message": "suspended" + (" (after the pass in progress)" if later else "")}
+        return self.commands.suspend()
 
     def resume(self) -> dict[str, Any]:
-        later = self.loop.change_record(suspended=False)
-        return {"message": "resumed" + (" (after the pass in progress)" if later else "")}
+        return self.commands.resume()
 
     def retry(self) -> dict[str, Any]:
-        doc = StateStore(self.machine.state_dir).load_status()
-        revision = doc.get("status", {}).get("lastAttemptedRevision")
-        if not revision:
-            raise ApiError("refused", "nothing to retry: no revision has been attempted")
-        self.loop.change_record(retry_revision=revision)
-        return {"message": f"will retry {revision[:12]} at the next pass", "revision": revision}
+        return self.commands.retry()
 
     def rollback(self, wait: bool, timeout: float) -> dict[str, Any]:
-        helper = HelperClient(self.machine.helper.socket)
-        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-        try:
-            op_id = helper.rollback(traceparent)
-        except HelperError as exc:
-            raise ApiError("refused", f"the helper refused the rollback: {exc}") from None
-        except HelperUnavailable as exc:
-            raise ApiError("refused", f"the helper does not answer: {exc}") from None
-        log.info("rollback requested: operation %s", op_id)
+        return self.commands.rollback(wait, timeout)
+
+    @property
+    def commands(self) -> Commands:
+        """The commands, run by this agent: record changes wait for the pass in progress."""
+        return Commands(
+            self.machine,
+            self.loop.change_record,
+            started=self._rollback_started,
+            finished=self._rollback_finished,
+        )
+
+    def _rollback_started(self) -> None:
+        log.info("rollback requested")
         self.loop.request_pass("helper")
-        if not wait:
-            return {"operationId": op_id, "queued": True}
-        deadline = time.monotonic() + timeout
-        try:
-            found = helper.wait_for(op_id, timeout=timeout)
-        except TimeoutError as exc:
-            raise ApiError("timeout", str(exc)) from None
+
+    def _rollback_finished(self, seconds_left: float) -> None:
         # The pass after the operation folds it into the record (the revision left behind
         # is marked rolled back), so the answer comes after that.
-        self._follow(self.loop.request_pass("helper"), max(1.0, deadline - time.monotonic()))
-        return {
-            "operationId": op_id,
-            "result": str(found.state),
-            "message": found.message,
-            "exitCode": 0 if found.state == State.SUCCEEDED else 1,
-        }
+        self._follow(self.loop.request_pass("helper"), seconds_left)
 
     def _follow(self, target: int, timeout: float) -> dict[str, Any]:
         report = self.loop.wait_settled(target, timeout)

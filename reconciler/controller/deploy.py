@@ -7,8 +7,9 @@ confirmation, see `core.activation`), the gates, and the `apply` request to
 the helper with the spec's health checks in the helper's wire form. Also the
 GC roots of built systems: released once the helper is done, and at once
 when the deploy is abandoned after the build (a gate refuses, the helper
-refuses or is busy); and what the activation facts mean afterwards (a system
-installed with `boot` that waits for a reboot, history entries saying why).
+refuses or is busy). What the activation facts mean afterwards (a system
+installed with `boot` that waits for a reboot, history entries saying why) is
+`core.policy`'s.
 
 Must not: decide whether to deploy (that is `core.decide`), wait for the
 helper's verdict, or activate anything itself.
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperError, HelperUnavailable
 from reconciler.common.config import MachineConfig
 from reconciler.common.protocol import ApplyRequest
@@ -31,13 +31,10 @@ from reconciler.controller.prebuilt import fetch_prebuilt
 from reconciler.core.activation import (
     ActivationPlan,
     boot_components_changed,
-    installed_for_next_boot,
-    plan_activation,
 )
 from reconciler.core.decide import AgentRecord
 from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.helper_terms import check_spec
-from reconciler.core.history import HistoryEntry
 from reconciler.core.model import DeploymentSpec
 from reconciler.nix.build import (
     BuildSettings,
@@ -47,7 +44,7 @@ from reconciler.nix.build import (
     held_roots,
     release,
 )
-from reconciler.nix.facts import boot_files, gather_facts, read_inhibitors
+from reconciler.nix.facts import boot_files, gather_facts
 from reconciler.nix.observe import SystemObservation
 from reconciler.source import AcceptedRevision, GitSource
 from reconciler.telemetry.tracing import step
@@ -135,53 +132,6 @@ class Deployer:
                 boot_files(system.booted_system), boot_files(system.current_system)
             )
         )
-
-    def waiting_for_reboot(
-        self,
-        helper_status: HelperStatus,
-        record: AgentRecord,
-        system: SystemObservation,
-        requested: str,
-    ) -> ActivationPlan | None:
-        """How the last applied system was activated, if it was installed with `boot` and
-        waits for a reboot (not drift); None otherwise."""
-        applied = record.last_applied_store_path
-        if not installed_for_next_boot(
-            helper_status.last,
-            applied=applied,
-            profile=system.profile_system,
-            running=system.current_system,
-        ):
-            return None
-        return plan_activation(
-            requested, read_inhibitors(system.current_system), read_inhibitors(applied)
-        )
-
-    def explain_boots(
-        self, entries: Sequence[HistoryEntry], helper_status: HelperStatus, requested: str
-    ) -> list[HistoryEntry]:
-        """Entries of operations that installed a system with `boot` because the switch
-        inhibitors differ, their message saying so."""
-        ops = {op.id: op for op in helper_status.recent}
-        out = []
-        for entry in entries:
-            op = ops.get(entry.operation_id)
-            if (
-                op is not None
-                and entry.result == "Succeeded"
-                and op.request.action == "boot"
-                and not op.request.trial
-            ):
-                running = op.previous.current_system
-                plan = plan_activation(
-                    requested, read_inhibitors(running), read_inhibitors(entry.store_path)
-                )
-                if plan.changed:
-                    entry = replace(
-                        entry, message=f"{plan.reason}: {plan.message}; {entry.message}"
-                    )
-            out.append(entry)
-        return out
 
     def release_roots(self, keep: str | None) -> None:
         """Drop the GC roots of builds the helper is done with (committed or abandoned)."""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.common.clock import utc_stamp
 from reconciler.common.output import shorten
 from reconciler.controller.store import StateStore, conditions_of
 from reconciler.core.status import Outcome, apply_outcome
@@ -36,7 +36,7 @@ def report_internal_error(store: StateStore, host: str, exc: BaseException) -> O
     outcome = internal_error(exc)
     log.error("the pass failed unexpectedly: %s", outcome.message, exc_info=exc)
     try:
-        store.save_status(failed_status(store.load_status(), host, outcome, _now()))
+        store.save_status(failed_status(store.load_status(), host, outcome, utc_stamp()))
     except OSError as write_error:
         log.error(
             "cannot write %s either (%s); `pullnix status` asks the running agent",
@@ -62,7 +62,3 @@ def failed_status(
     status["conditions"] = [c.to_json() for c in conditions]
     status["lastPassAt"] = now
     return doc
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

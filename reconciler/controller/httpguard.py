@@ -149,7 +149,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         if entry is not None:
             entry.done.set()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ARG002 (socketserver's signature)
         """A connection that went away or was cut is routine; anything else is logged."""
         exc = sys.exc_info()[1]
         if isinstance(exc, OSError):

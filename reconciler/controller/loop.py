@@ -96,16 +96,16 @@ class PassLoop:
         machine: MachineConfig,
         wake: Wakeup,
         *,
-        reload: Callable[[], MachineConfig],
-        on_config: Callable[[MachineConfig, MachineConfig], None] = lambda a, b: None,
-        on_pass: Callable[[PassReport], None] = lambda r: None,
+        config: ConfigLoader | None = None,
+        on_config: Callable[[MachineConfig, MachineConfig], None] = lambda _old, _new: None,
+        on_pass: Callable[[PassReport], None] = lambda _report: None,
         journal_watched: Callable[[], bool] = lambda: False,
         backoff: schedule.BackoffPolicy | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.machine = machine
         self.wake = wake
-        self.reload = reload
+        self.config = config
         self.on_config = on_config
         self.on_pass = on_pass
         self.journal_watched = journal_watched
@@ -125,9 +125,8 @@ class PassLoop:
         self._last_start: float | None = None
         self._last_outside_start: float | None = None  # of the last pass a push etc. started
         self._pending_changes: dict[str, Any] = {}
-        config_path = reload.path if isinstance(reload, ConfigLoader) else None
         self.helper_upgrade = HelperUpgrade(
-            None if config_path is None else wanted_helper_link(config_path)
+            None if config is None else wanted_helper_link(config.path)
         )
 
     # -- what other threads may ask -------------------------------------------------
@@ -138,6 +137,12 @@ class PassLoop:
             target = self._started + 1
         self.wake.fire(reason)
         return target
+
+    @property
+    def last(self) -> PassReport | None:
+        """The last finished pass."""
+        with self._cond:
+            return self._last
 
     def wait_settled(self, target: int, timeout: float) -> PassReport | None:
         """The first report numbered `target` or later that is done; None on timeout or stop."""
@@ -185,8 +190,11 @@ class PassLoop:
 
     # -- the worker -------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """The worker thread's body: until `stop` is set."""
+    def run(
+        self, stop: threading.Event, until: Callable[[PassReport], bool] = lambda _r: False
+    ) -> None:
+        """The worker thread's body: until `stop` is set, or a pass's report satisfies
+        `until` (`reconcile --once`: settled, failed, or out of time)."""
         self.wake.fire("start")
         baseline: Any = None
         while not stop.is_set():
@@ -210,7 +218,8 @@ class PassLoop:
             if "config" in reasons:
                 self._reload_config()
             baseline = self._helper_fingerprint()
-            self._one_pass(reasons)
+            if until(self._one_pass(reasons)):
+                break
 
     def _wait_gap(self, reasons: frozenset[str], stop: threading.Event) -> frozenset[str]:
         """Hold back a pass from outside triggers until `min_gap` after the last pass that
@@ -224,7 +233,7 @@ class PassLoop:
             reasons |= self.wake.wait(gap)
         return reasons
 
-    def _one_pass(self, reasons: frozenset[str]) -> None:
+    def _one_pass(self, reasons: frozenset[str]) -> PassReport:
         with self._cond:
             self._started += 1
             number = self._started
@@ -265,6 +274,7 @@ class PassLoop:
             delay,
         )
         self.helper_upgrade.check(self.machine)
+        return report
 
     def _run_pass(self) -> PassResult:
         try:
@@ -277,8 +287,10 @@ class PassLoop:
             return PassResult(None, outcome, 1, "", error=True)
 
     def _reload_config(self) -> None:
+        if self.config is None:
+            return
         try:
-            new = self.reload()
+            new = self.config()
         except ConfigError as exc:
             if self.config_error != str(exc):
                 log.error("the changed machine config is refused, the old one stays: %s", exc)
@@ -317,14 +329,18 @@ class PassLoop:
             status = HelperClient(self.machine.helper.socket, timeout=5).helper_status()
         except (HelperUnavailable, HelperError, KeyError, TypeError, ValueError):
             return "unavailable"
-        op = status.operation
+        op, last = status.operation, status.last
+        finished = last.id if last is not None else None  # an operation may end between looks
         if op is None:
-            return (False, None, None, False)
-        return (True, op.id, str(op.state), op.confirmed_at is not None)
+            return (False, None, None, False, finished)
+        return (True, op.id, str(op.state), op.confirmed_at is not None, finished)
 
     def _follow_due(self, baseline: Any) -> bool:
         """While following: has the operation moved (or has an interval passed regardless)?"""
         since = time.monotonic() - (self._last_start or 0.0)
+        last = self._last
+        if last is not None and last.result.again:  # decided on a failure: decide again now
+            return True
         return since >= self._timing().interval or self._helper_fingerprint() != baseline
 
 
@@ -341,7 +357,3 @@ class ConfigLoader:
         require_urls(machine, str(self.path))
         self.check(machine)
         return machine
-
-
-def config_loader(path: Path, check: Callable[[MachineConfig], None]) -> ConfigLoader:
-    return ConfigLoader(path, check)

@@ -1,13 +1,22 @@
-"""One reconcile pass: source, spec, observe, decide, act, report.
+"""One reconcile pass, as a straight line: gather, decide, act, report.
 
-Owns the order of a pass (docs/design.md, "One pass") and nothing else:
-each step is a call into a layer below, the decision is `core.decide`, the
-status is `core.status`. Errors are sorted by type, not by message: a
-TransientError leaves the object Failing and is retried after a backoff; a
-TerminalError makes it Stalled until an input changes.
+Owns the order of a pass (docs/architecture.md, "One pass") and nothing else:
+
+- `gather()` reads everything the pass needs into one frozen `PassInputs`:
+  the record and the helper's finished operations folded into it, the
+  source's verdict on the branch tip, the desired state, the machine, the
+  helper's view; a failure on the way is kept in it (`error`);
+- `decide()` is `core.policy.decide_pass`: every policy of the pass is
+  there and in `core.decide`;
+- `act()` carries the action out (runs the post-deploy hooks of finished
+  deploys, confirms, deploys, reverts drift) and says what it started;
+- `report()` concludes (`core.policy.conclude`), writes the record and
+  `status.json` once, puts the verdict on the trace and in the metrics, and
+  returns the `PassResult` with the conditions it wrote and the exit code.
 
 Must not: loop, sleep between passes or listen for triggers (that is the
-agent's loop); activate a system (that is the helper).
+agent's loop); decide anything itself (that is the core); activate a system
+(that is the helper).
 """
 
 from __future__ import annotations
@@ -25,40 +34,49 @@ from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperUnavailable
 from reconciler.common.clock import utc_stamp
 from reconciler.common.config import MachineConfig
+from reconciler.common.operation import Operation
 from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
 from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.hooks import run_post_deploy
-from reconciler.controller.store import StateStore, StoredRecord, conditions_of, history_of
+from reconciler.controller.status_doc import status_document
+from reconciler.controller.store import StateStore, conditions_of
 from reconciler.controller.waves import WaveGate
 from reconciler.core import decide as d
-from reconciler.core import waves
-from reconciler.core.activation import ActivationPlan
-from reconciler.core.errors import CommitFailure, PullnixError, TerminalError, TransientError
+from reconciler.core import policy
+from reconciler.core.conditions import Condition
+from reconciler.core.errors import PullnixError, TerminalError, TransientError
 from reconciler.core.freshness import Freshness, apply_freshness, freshness
-from reconciler.core.helper_terms import apply_request_view
-from reconciler.core.history import HistoryEntry, append_history, entry_from_operation, ingest
+from reconciler.core.history import HistoryEntry
 from reconciler.core.model import NixOSDeployment
-from reconciler.core.outcome import outcome_of
+from reconciler.core.record import StoredRecord, fold
 from reconciler.core.status import Outcome, apply_outcome, exit_code
+from reconciler.nix.facts import read_inhibitors
 from reconciler.nix.observe import SystemObservation, observe_system
-from reconciler.source import FetchResult, GitSource
+from reconciler.source import AcceptedRevision, FetchResult, GitSource
 from reconciler.telemetry import metrics
-from reconciler.telemetry.helper_spans import emit_operation
+from reconciler.telemetry.pass_report import report_operations, report_pass
 from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span, step
 
 log = logging.getLogger("pullnix.reconcile")
 
-#: Actions after which the pass has nothing left to wait for.
-SETTLED = (
-    d.Converged,
-    d.Blocked,
-    d.Suspended,
-    d.ReportDrift,
-    d.Reboot,
-    waves.WaitForWave,
-    waves.RolloutHalted,
-)
+
+@dataclass(frozen=True)
+class PassInputs:
+    """Everything one pass read, frozen. Gathering stops at the first failure (`error`);
+    what was read before it stays, so the record and history still take it in."""
+
+    stored: StoredRecord  # the record, the helper's finished operations folded in
+    previous: dict[str, Any]  # the status document of the last pass
+    finished: tuple[Operation, ...] = ()  # the operations folded in by this pass
+    entries: tuple[HistoryEntry, ...] = ()  # their history entries
+    helper: HelperStatus | None = None
+    fetch: FetchResult | None = None
+    target: AcceptedRevision | None = None  # the source's verdict: the commit to deploy
+    deployment: NixOSDeployment | None = None
+    system: SystemObservation | None = None
+    facts: policy.Facts | None = None  # what decide reads
+    error: PullnixError | None = None
 
 
 @dataclass(frozen=True)
@@ -69,11 +87,9 @@ class PassResult:
     trace_id: str
     operation_id: str | None = None
     error: bool = False  # the pass could not finish (as opposed to a verdict)
-
-    @property
-    def settled(self) -> bool:
-        """Nothing is under way: a `--once` run may stop here."""
-        return self.action is None or isinstance(self.action, SETTLED)
+    conditions: tuple[Condition, ...] = ()  # as written to status.json
+    settled: bool = True  # nothing is under way (core.policy.settled)
+    again: bool = False  # the next pass is due at once (core.policy.decide_again)
 
 
 class Reconciler:
@@ -99,135 +115,117 @@ class Reconciler:
         self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
-        """One pass under its root span `pullnix.reconcile` (its spans: docs/design.md,
-        "Metrics and traces")."""
+        """One pass under its root span `pullnix.reconcile` (its spans: docs/tracing.md)."""
         with reconcile_span(
             {"pullnix.host": self.machine.host, "vcs.ref.head.name": self.machine.source.branch}
-        ) as pass_trace:
+        ) as trace:
             try:
-                return self._run_pass(pass_trace)
+                inputs = self.gather()
+                decision = self.decide(inputs)
+                acted = self.act(decision, inputs, trace.traceparent)
+                return self.report(inputs, decision, acted, trace)
             except Exception as exc:  # not a PullnixError: reported all the same (issue 15)
                 outcome = report_internal_error(self.store, self.machine.host, exc)
-                pass_trace.fail(f"{outcome.reason}: {outcome.message}")
-                return PassResult(None, outcome, 1, pass_trace.trace_id, error=True)
+                trace.fail(f"{outcome.reason}: {outcome.message}")
+                return PassResult(None, outcome, 1, trace.trace_id, error=True)
 
-    def _run_pass(self, pass_trace: PassTrace) -> PassResult:
-        traceparent = pass_trace.traceparent
-        stored = self.store.load_record()
-        status_doc = self.store.load_status()
-        deployment: NixOSDeployment | None = None
-        fetch: FetchResult | None = None
-        system: SystemObservation | None = None
-        action: d.Action | None = None
-        op_id: str | None = None
-        healthy: bool | None = None
-        new_entries: list[HistoryEntry] = []
-        attempted: str | None = None
-        reboot: bool | None = None
-        activation: ActivationPlan | None = None  # a switch turned into a boot, or waiting for one
-        helper_status: HelperStatus | None = None
-        error = False
+    # -- the four steps ----------------------------------------------------------------
+
+    def gather(self) -> PassInputs:
+        inputs = PassInputs(self.store.load_record(), self.store.load_status())
         try:
-            helper_status = self._helper_status()
-            stored, new_entries = self._ingest(stored, helper_status, pass_trace)
-            healthy = _verdict(new_entries)
-            fetch = self._fetch()
-            with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
-                tip = self.source.accept_tip(
-                    fetch.tip_sha,
-                    stored.record.last_applied_revision,
-                    applied_source=stored.applied_source,
-                    pin_of=self._pin_of,
-                )
-                span.set_attribute("pullnix.signer", tip.signer or "")
-            spec_path = self.machine.source.spec_path
-            with step(
-                "spec.load", {"pullnix.spec.path": spec_path, "vcs.ref.head.revision": tip.sha}
-            ) as span:
-                deployment = self._load_spec(
-                    self.source.read_file(tip.sha, spec_path), f"{spec_path}@{tip.sha[:12]}"
-                )
-                target = self.source.accept_pin(tip, deployment.spec.revision)
-                span.set_attribute("pullnix.spec.target", target.target.sha)
-            stored = _bump_generation(stored, deployment)
-            requested = deployment.spec.strategy.action
-            new_entries = self.deployer.explain_boots(new_entries, helper_status, requested)
-            self._run_hooks(deployment, new_entries)
-            with step("system.observe") as span:
-                system = observe_system(self.machine.system)
-                reboot = self.deployer.reboot_needed(system)
-                # Installed with `boot` and not booted yet: applied, and a reboot is needed.
-                activation = self.deployer.waiting_for_reboot(
-                    helper_status, stored.record, system, requested
-                )
-                reboot = reboot or activation is not None
-                observed = d.Observed(
-                    revision=target.target.sha,
-                    current_system=(
-                        stored.record.last_applied_store_path
-                        if activation
-                        else system.current_system
-                    ),
-                    helper=_helper_view(helper_status),
-                    reboot_needed=reboot,
-                    local_time=time.localtime()[3:5],
-                    current_revision=(
-                        revision_of(self.machine.helper.state_dir, system.current_system)
-                        if system.current_system
-                        else None
-                    ),
-                )
-                span.set_attributes(
-                    {
-                        "nix.store_path": system.current_system or "",
-                        "nixos.generation": system.current_generation or 0,
-                    }
-                )
-            action = d.decide(deployment.spec, observed, stored.record)
-            action = self.waves.hold(deployment, action)  # a deploy waits for its wave
-            if isinstance(action, d.Converged):
-                stored = stored.converged(target.target.sha, tip.sha)
-            pass_trace.set(
-                {
-                    "pullnix.action": type(action).__name__,
-                    "pullnix.revision": target.target.sha,
-                    "vcs.ref.head.revision": target.target.sha,
-                }
-            )
-            log.info("decided %s", type(action).__name__)
-            stored, op_id, started = self._act(
-                action, deployment, target, system, stored, traceparent
-            )
-            if isinstance(action, d.Deploy | d.RevertDrift):
-                attempted = action.revision
-            outcome = outcome_of(action, healthy, started or activation)
-        except TerminalError as exc:
-            outcome = Outcome("Stalled", exc.reason, exc.message, healthy)
-            stored = self._remember_failure(stored, exc)
-            log.warning("stalled: %s: %s", exc.reason, exc.message)
-        except TransientError as exc:  # retried after a backoff
-            outcome = Outcome("Failing", exc.reason, exc.message, healthy)
-            error = True
-            log.warning("pass failed: %s: %s", exc.reason, exc.message)
-        self.store.save_record(stored)
-        self._write_status(
-            status_doc,
-            stored,
-            deployment,
-            fetch,
-            system,
-            outcome,
-            new_entries,
-            attempted,
-            helper_config_error(helper_status, status_doc),
-        )
-        written = self.store.load_status()
-        code = 1 if error else exit_code(conditions_of(written))
-        self.waves.report(written, stored.record.failed, action)
-        _report(pass_trace, outcome, stored, system, reboot)
-        return PassResult(action, outcome, code, pass_trace.trace_id, op_id, error)
+            inputs = self._fold(inputs, self._helper_status())
+            inputs = self._read_source(inputs)
+            return self._observe(inputs)
+        except PullnixError as exc:
+            return replace(inputs, error=exc)
 
-    # -- steps ---------------------------------------------------------------
+    def decide(self, inputs: PassInputs) -> policy.Decision:
+        decision = policy.decide_pass(inputs.stored, inputs.entries, inputs.facts, inputs.error)
+        if inputs.deployment is not None and decision.action is not None:
+            # A deploy waits for its wave: the gate is core.waves', the fleet Prometheus's.
+            decision = replace(decision, action=self.waves.hold(inputs.deployment, decision.action))
+        log.info("decided %s", type(decision.action).__name__)
+        return decision
+
+    def act(self, decision: policy.Decision, inputs: PassInputs, traceparent: str) -> policy.Acted:
+        """Carry the action out; what it started, or the error that stopped it."""
+        self._run_hooks(inputs, decision.entries)
+        try:
+            match decision.action:
+                case d.Confirm(operation_id=op_id):
+                    self.helper.confirm(operation_id=op_id)
+                    return policy.Acted(op_id)
+                case d.Deploy():
+                    return self._deploy(inputs, traceparent)
+                case d.Reboot():
+                    assert inputs.system is not None
+                    record = decision.stored.record
+                    return policy.Acted(self.deployer.reboot(record, inputs.system, traceparent))
+                case d.RevertDrift(revision=revision, store_path=store_path):
+                    assert inputs.deployment is not None
+                    spec = inputs.deployment.spec
+                    op_id = self.deployer.apply_existing(spec, revision, store_path, traceparent)
+                    return policy.Acted(op_id)
+                case _:
+                    return policy.Acted()
+        except PullnixError as exc:
+            return policy.Acted(error=exc)
+
+    def report(
+        self,
+        inputs: PassInputs,
+        decision: policy.Decision,
+        acted: policy.Acted,
+        trace: PassTrace,
+    ) -> PassResult:
+        """Write what the pass concluded, once; the result, with what was written."""
+        verdict = policy.conclude(decision, acted)
+        report_operations(trace, inputs.finished, inputs.entries)
+        now = utc_stamp()
+        generation = verdict.stored.generation
+        conditions = apply_outcome(conditions_of(inputs.previous), verdict.outcome, now, generation)
+        if fresh := self._freshness(_followed_tip(inputs)):  # SourceStale: reported, not acted on
+            conditions = apply_freshness(conditions, fresh, now, generation)
+        self.store.save_record(verdict.stored)
+        written = status_document(
+            self.machine.host,
+            inputs.previous,
+            verdict,
+            conditions,
+            decision.entries,
+            deployment=inputs.deployment,
+            fetch=inputs.fetch,
+            system=inputs.system,
+            now=now,
+            helper_config=helper_config_error(inputs.helper, inputs.previous),
+        )
+        self.store.save_status(written)
+        self.waves.report(written, verdict.stored.record.failed, decision.action)
+        report_pass(
+            trace,
+            decision.action,
+            inputs.target.target.sha if inputs.target else None,
+            verdict.outcome,
+            verdict.stored.record,
+            inputs.system,
+            decision.reboot,
+            inputs.error or acted.error,
+        )
+        code = 1 if verdict.error else exit_code(conditions)
+        return PassResult(
+            decision.action,
+            verdict.outcome,
+            code,
+            trace.trace_id,
+            acted.operation_id,
+            verdict.error,
+            conditions,
+            policy.settled(decision.action),
+            policy.decide_again(acted),
+        )
+
+    # -- gathering ---------------------------------------------------------------------
 
     def _helper_status(self) -> HelperStatus:
         try:
@@ -238,6 +236,67 @@ class Reconciler:
                 "pullnix-helper.service running?",
                 reason="HelperUnavailable",
             ) from None
+
+    def _fold(self, inputs: PassInputs, helper: HelperStatus) -> PassInputs:
+        """Take in the helper's finished operations this agent has not seen yet."""
+        stored, finished, entries = fold(inputs.stored, helper.recent)
+        return replace(inputs, stored=stored, finished=finished, entries=entries, helper=helper)
+
+    def _read_source(self, inputs: PassInputs) -> PassInputs:
+        """Fetch, verify the branch tip, load its desired state and follow its pin."""
+        fetch = self._fetch()
+        stored = inputs.stored
+        with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
+            tip = self.source.accept_tip(
+                fetch.tip_sha,
+                stored.record.last_applied_revision,
+                applied_source=stored.applied_source,
+                pin_of=self._pin_of,
+            )
+            span.set_attribute("pullnix.signer", tip.signer or "")
+        spec_path = self.machine.source.spec_path
+        with step(
+            "spec.load", {"pullnix.spec.path": spec_path, "vcs.ref.head.revision": tip.sha}
+        ) as span:
+            deployment = self._load_spec(
+                self.source.read_file(tip.sha, spec_path), f"{spec_path}@{tip.sha[:12]}"
+            )
+            target = self.source.accept_pin(tip, deployment.spec.revision)
+            span.set_attribute("pullnix.spec.target", target.target.sha)
+        stored = _bump_generation(stored, deployment)
+        return replace(inputs, stored=stored, fetch=fetch, target=target, deployment=deployment)
+
+    def _observe(self, inputs: PassInputs) -> PassInputs:
+        """The machine as it is, and the facts `decide` reads."""
+        assert inputs.target is not None
+        assert inputs.deployment is not None
+        assert inputs.helper is not None
+        with step("system.observe") as span:
+            system = observe_system(self.machine.system)
+            span.set_attributes(
+                {
+                    "nix.store_path": system.current_system or "",
+                    "nixos.generation": system.current_generation or 0,
+                }
+            )
+        involved = policy.systems_involved(system.current_system, inputs.stored, inputs.finished)
+        facts = policy.Facts(
+            spec=inputs.deployment.spec,
+            revision=inputs.target.target.sha,
+            tip=inputs.target.tip.sha,
+            current_system=system.current_system,
+            profile_system=system.profile_system,
+            current_revision=(
+                revision_of(self.machine.helper.state_dir, system.current_system)
+                if system.current_system
+                else None
+            ),
+            boot_changed=self.deployer.reboot_needed(system),
+            helper=inputs.helper,
+            inhibitors={path: read_inhibitors(path) for path in involved},
+            local_time=time.localtime()[3:5],
+        )
+        return replace(inputs, system=system, facts=facts)
 
     def _fetch(self) -> FetchResult:
         with step("source.fetch", {"vcs.ref.head.name": self.machine.source.branch}) as span:
@@ -285,155 +344,31 @@ class Reconciler:
         path = self.machine.source.spec_path
         return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}").spec.revision
 
-    def _ingest(
-        self, stored: StoredRecord, helper_status: HelperStatus, pass_trace: PassTrace
-    ) -> tuple[StoredRecord, list[HistoryEntry]]:
-        """Fold the helper's finished operations this agent has not seen yet into the record.
+    # -- acting ------------------------------------------------------------------------
 
-        Each also becomes spans under the trace of the pass that started it
-        (rebuilt from the helper's journal) and counts in the metrics."""
-        new_entries: list[HistoryEntry] = []
-        seen = set(stored.seen_operations)
-        for op in reversed(helper_status.recent):  # oldest first
-            if op.id in seen:
-                continue
-            entry = entry_from_operation(op, stored.closure_diffs.get(op.id))
-            stored = replace(
-                stored,
-                record=ingest(stored.record, entry),
-                seen_operations=(*stored.seen_operations, op.id),
-            ).finished(entry, op.request.source_revision or None)
-            new_entries.append(entry)
-            emit_operation(op)
-            pass_trace.link(op.request.traceparent or None)
-            pass_trace.set({"pullnix.result": entry.result})
-            metrics.record_operation(entry.result, entry.kind, entry.health_checks)
-            log.info(
-                "operation %s ended %s for %s",
-                entry.operation_id,
-                entry.result,
-                entry.revision[:12],
-            )
-        if new_entries or not helper_status.busy:
-            # Builds the helper is done with, or that nothing is applying (an abandoned pass).
-            current = helper_status.operation
+    def _run_hooks(self, inputs: PassInputs, entries: tuple[HistoryEntry, ...]) -> None:
+        """The post-deploy hook, once for each deploy that finished since the last pass;
+        and the builds the helper is done with (or that nothing applies) are let go."""
+        if inputs.helper is not None and (inputs.finished or not inputs.helper.busy):
+            current = inputs.helper.operation
             self.deployer.release_roots(keep=current.request.store_path if current else None)
-        return stored, new_entries
-
-    def _run_hooks(self, deployment: NixOSDeployment, entries: list[HistoryEntry]) -> None:
-        hook = deployment.spec.hooks.post_deploy
-        if hook is None:
-            return
+        hook = inputs.deployment.spec.hooks.post_deploy if inputs.deployment else None
         for entry in entries:
-            if entry.kind == "apply":
+            if hook is not None and entry.kind == "apply":
                 run_post_deploy(hook, entry)
 
-    def _act(
-        self,
-        action: d.Action,
-        deployment: NixOSDeployment,
-        target: Any,
-        system: SystemObservation,
-        stored: StoredRecord,
-        traceparent: str,
-    ) -> tuple[StoredRecord, str | None, ActivationPlan | None]:
-        """Carry `action` out: the record after it, the helper's operation, and for a
-        deploy how it is activated."""
-        spec = deployment.spec
-        if isinstance(action, d.Confirm):
-            self.helper.confirm(operation_id=action.operation_id)
-            return stored, action.operation_id, None
-        if isinstance(action, d.Deploy):
-            started = self.deployer.deploy(spec, target, system, traceparent)
-            diffs = {**stored.closure_diffs, started.operation_id: started.closure_diff or ""}
-            stored = stored.deploying(started.operation_id, target.tip.sha)
-            return replace(stored, closure_diffs=diffs), started.operation_id, started.plan
-        if isinstance(action, d.Reboot):
-            return stored, self.deployer.reboot(stored.record, system, traceparent), None
-        if isinstance(action, d.RevertDrift):
-            op_id = self.deployer.apply_existing(
-                spec, action.revision, action.store_path, traceparent
-            )
-            return stored, op_id, None
-        return stored, None, None
-
-    def _remember_failure(self, stored: StoredRecord, exc: TerminalError) -> StoredRecord:
-        """A build or gate failure is tied to its commit, so decide() does not rebuild it."""
-        revision = exc.revision
-        if isinstance(exc, CommitFailure) and revision:
-            failed = {**stored.record.failed, revision: d.Failure(exc.failure, exc.message)}
-            retry = stored.record.retry_revision
-            record = replace(
-                stored.record, failed=failed, retry_revision=None if retry == revision else retry
-            )
-            return replace(stored, record=record)
-        return stored
-
-    def _write_status(
-        self,
-        previous: dict[str, Any],
-        stored: StoredRecord,
-        deployment: NixOSDeployment | None,
-        fetch: FetchResult | None,
-        system: SystemObservation | None,
-        outcome: Outcome,
-        new_entries: list[HistoryEntry],
-        attempted: str | None,
-        helper_config: str | None,
-    ) -> None:
-        now = utc_stamp()
-        conditions = apply_outcome(conditions_of(previous), outcome, now, stored.generation)
-        tip = (
-            fetch.tip_sha
-            if fetch
-            else (previous.get("status", {}).get("source") or {}).get("revision")
+    def _deploy(self, inputs: PassInputs, traceparent: str) -> policy.Acted:
+        assert inputs.deployment is not None
+        assert inputs.target is not None
+        assert inputs.system is not None
+        started = self.deployer.deploy(
+            inputs.deployment.spec, inputs.target, inputs.system, traceparent
         )
-        if fresh := self._freshness(tip):  # SourceStale: reported, never acted on
-            conditions = apply_freshness(conditions, fresh, now, stored.generation)
-        history = history_of(previous)
-        for entry in new_entries:
-            history = append_history(history, entry)
-        old_status = previous.get("status", {})
-        status: dict[str, Any] = {
-            "observedGeneration": stored.generation,
-            "conditions": [c.to_json() for c in conditions],
-            "lastAppliedRevision": stored.record.last_applied_revision,
-            "lastAttemptedRevision": attempted or old_status.get("lastAttemptedRevision"),
-            "currentGeneration": system.current_generation
-            if system
-            else old_status.get("currentGeneration"),
-            "currentSystem": system.current_system if system else old_status.get("currentSystem"),
-            "source": (
-                {
-                    "url": fetch.url,
-                    "branch": fetch.branch,
-                    "revision": fetch.tip_sha,
-                    "skipped": list(fetch.skipped),
-                }
-                if fetch
-                else old_status.get("source")
-            ),
-            "suspended": stored.record.suspended,
-            "helperConfigError": helper_config,
-            "lastPassAt": now,
-            "history": [h.to_json() for h in history],
-        }
-        doc = {
-            "apiVersion": "pullnix.dev/v1alpha1",
-            "kind": "NixOSDeployment",
-            "metadata": {
-                "name": deployment.metadata.name
-                if deployment
-                else previous.get("metadata", {}).get("name", self.machine.host),
-                "generation": stored.generation,
-                "annotations": {"pullnix.dev/host": self.machine.host},
-            },
-            "spec": (
-                deployment_to_data(deployment)["spec"] if deployment else previous.get("spec", {})
-            ),
-            "status": status,
-        }
-        self.store.save_status(doc)
+        return policy.Acted(
+            started.operation_id, started.plan, started.closure_diff, inputs.target.tip.sha
+        )
+
+    # -- reporting ---------------------------------------------------------------------
 
 
 def helper_config_error(helper_status: HelperStatus | None, previous: dict[str, Any]) -> str | None:
@@ -445,44 +380,11 @@ def helper_config_error(helper_status: HelperStatus | None, previous: dict[str, 
     return error if isinstance(error, str) else None
 
 
-def _report(
-    pass_trace: PassTrace,
-    outcome: Outcome,
-    stored: StoredRecord,
-    system: SystemObservation | None,
-    reboot: bool | None,
-) -> None:
-    """The pass's verdict on its root span and in the metrics."""
-    pass_trace.set(
-        {
-            "pullnix.outcome": outcome.reason,
-            "pullnix.phase": outcome.phase,
-            "nix.store_path": system.current_system if system else None,
-            "nixos.generation": system.current_generation if system else None,
-        }
-    )
-    if outcome.phase in ("Stalled", "Failing"):
-        pass_trace.fail(f"{outcome.reason}: {outcome.message}")
-    metrics.record_state(
-        revision=stored.record.last_applied_revision,
-        store_path=stored.record.last_applied_store_path,
-        generation=system.current_generation if system else None,
-        reboot_required=reboot,
-        suspended=stored.record.suspended,
-    )
-
-
-def _helper_view(status: HelperStatus) -> d.HelperView:
-    if status.operation is None:
-        return d.HelperView()
-    return apply_request_view(status.operation)
-
-
-def _verdict(entries: list[HistoryEntry]) -> bool | None:
-    applied = [e for e in entries if e.kind == "apply"]
-    if not applied:
-        return None
-    return applied[-1].result == "Succeeded"
+def _followed_tip(inputs: PassInputs) -> str | None:
+    """The branch tip this pass fetched, else the one the last pass did."""
+    if inputs.fetch is not None:
+        return inputs.fetch.tip_sha
+    return (inputs.previous.get("status", {}).get("source") or {}).get("revision")
 
 
 def _bump_generation(stored: StoredRecord, deployment: NixOSDeployment) -> StoredRecord:

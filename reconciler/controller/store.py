@@ -2,11 +2,11 @@
 
 Owns two files under `state_dir`, both written atomically:
 
-- `record.json`: the `AgentRecord` that `decide` reads (last applied revision
-  and store path, failed revisions, a pending retry, suspension), the helper
-  operations already folded in, per operation what only the agent knew when it
-  started it (the closure diff, the branch tip that carried the revision), and
-  the branch tip that carried the last applied revision
+- `record.json`: the `StoredRecord` (`core.record`): the `AgentRecord` that
+  `decide` reads (last applied revision and store path, failed revisions, a
+  pending retry, suspension), the helper operations already folded in, per
+  operation what only the agent knew when it started it (the closure diff, the
+  branch tip that carried the revision), and the branch tip that carried the last applied revision
   (`lastAppliedSourceRevision`: what downgrade protection checks a new tip
   against, since a `spec.revision` pin may deploy a commit off the branch);
 - `status.json`: the Kubernetes-style document `pullnix status --json` prints
@@ -23,7 +23,7 @@ import fcntl
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -32,47 +32,12 @@ from reconciler.common.atomic import write_json_atomic
 from reconciler.core.conditions import Condition
 from reconciler.core.decide import AgentRecord, Failure
 from reconciler.core.history import HistoryEntry
+from reconciler.core.record import StoredRecord
 
 RECORD_FILE = "record.json"
 STATUS_FILE = "status.json"
 LOCK_FILE = "record.lock"
 _MAX_SEEN = 200
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """Everything the agent remembers between passes."""
-
-    record: AgentRecord = field(default_factory=AgentRecord)
-    seen_operations: tuple[str, ...] = ()
-    closure_diffs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    spec_digest: str | None = None
-    generation: int = 0  # bumped when the desired state's content changes (metadata.generation)
-    applied_source: str | None = None  # the branch tip that carried last_applied_revision
-    deploy_sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-    def deploying(self, operation_id: str, source: str) -> StoredRecord:
-        """Remember that `operation_id` deploys what the branch tip `source` asked for."""
-        return replace(
-            self, deploy_sources=MappingProxyType({**self.deploy_sources, operation_id: source})
-        )
-
-    def finished(self, entry: HistoryEntry, carried_by: str | None = None) -> StoredRecord:
-        """After `entry` was ingested: a successful apply makes its tip the applied source:
-        the one this agent remembers starting it for, else `carried_by` (the tip the helper
-        journaled with the request, for an apply started by an agent that lost its state),
-        else unknown (None)."""
-        if entry.kind != "apply" or entry.result != "Succeeded":
-            return self
-        source = self.deploy_sources.get(entry.operation_id) or carried_by or None
-        return replace(self, applied_source=source)
-
-    def converged(self, revision: str, source: str) -> StoredRecord:
-        """The branch tip `source` asks for `revision`, which is the applied one: from now on
-        that tip is what carried it (heals records kept before the source was)."""
-        if revision != self.record.last_applied_revision or source == self.applied_source:
-            return self
-        return replace(self, applied_source=source)
 
 
 class StateStore:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, get_args
@@ -100,25 +100,28 @@ def parse_lock(text: bytes, origin: str) -> SystemLock:
     hosts = doc.get("hosts")
     if not isinstance(hosts, dict):
         raise bad("hosts", f"must be an object of host name -> entry, not {_kind(hosts)}")
-    entries: dict[str, LockedHost] = {}
-    for name, entry in hosts.items():
-        field = f"hosts[{json.dumps(name)}]"
-        if not isinstance(entry, dict):
-            raise bad(field, f"must be an object with storePath, not {_kind(entry)}")
-        unknown = sorted(set(entry) - {"storePath", "closureSize"})
-        if unknown:
-            raise bad(f"{field}.{unknown[0]}", "unknown field (known: closureSize, storePath)")
-        path = entry.get("storePath")
-        if not isinstance(path, str) or not STORE_PATH.fullmatch(path):
-            raise bad(
-                f"{field}.storePath",
-                f"{path!r} is not a Nix store path (/nix/store/<hash>-<name>)",
-            )
-        size = entry.get("closureSize")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise bad(f"{field}.closureSize", f"{size!r} is not a size in bytes")
-        entries[name] = LockedHost(path, size)
+    entries = {name: _locked_host(name, entry, bad) for name, entry in hosts.items()}
     return SystemLock(revision, created, MappingProxyType(entries))
+
+
+def _locked_host(name: str, entry: Any, bad: Callable[[str, str], InvalidLock]) -> LockedHost:
+    """One host's entry of the lock; `bad` makes the error naming the field."""
+    field = f"hosts[{json.dumps(name)}]"
+    if not isinstance(entry, dict):
+        raise bad(field, f"must be an object with storePath, not {_kind(entry)}")
+    unknown = sorted(set(entry) - {"storePath", "closureSize"})
+    if unknown:
+        raise bad(f"{field}.{unknown[0]}", "unknown field (known: closureSize, storePath)")
+    path = entry.get("storePath")
+    if not isinstance(path, str) or not STORE_PATH.fullmatch(path):
+        raise bad(
+            f"{field}.storePath",
+            f"{path!r} is not a Nix store path (/nix/store/<hash>-<name>)",
+        )
+    size = entry.get("closureSize")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise bad(f"{field}.closureSize", f"{size!r} is not a size in bytes")
+    return LockedHost(path, size)
 
 
 def host_entry(lock: SystemLock, host: str, origin: str) -> LockedHost:

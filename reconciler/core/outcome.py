@@ -17,7 +17,7 @@ from reconciler.core.status import Outcome
 from reconciler.core.waves import RolloutHalted, WaitForWave
 
 
-def outcome_of(
+def outcome_of(  # noqa: C901, PLR0912 - one case per action, a table
     action: d.Action, healthy: bool | None, activation: ActivationPlan | None = None
 ) -> Outcome:
     """The status a pass reports for the action it took; `activation` is the plan of a deploy

@@ -118,7 +118,12 @@ def create_store() -> str:
     env = {**os.environ, "NIX_CONFIG": os.environ.get("NIX_CONFIG", "") + "\n" + NO_BUILD_USERS}
     try:
         done = subprocess.run(
-            ["nix-store", "--init"], capture_output=True, text=True, env=env, timeout=120
+            ["nix-store", "--init"],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)

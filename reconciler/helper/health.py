@@ -83,7 +83,7 @@ def run_check(
     )
 
 
-def _http(spec: CheckSpec, source: SourceConfig) -> str:
+def _http(spec: CheckSpec, _source: SourceConfig) -> str:
     url, expect = spec.param("url"), spec.param("expectStatus", 200)
     argv = [sys.executable, "-I", "-S", "-c", _HTTP_GET, url, repr(spec.timeout), str(_BODY_LIMIT)]
     try:
@@ -112,7 +112,7 @@ def _http(spec: CheckSpec, source: SourceConfig) -> str:
     return f"GET {url}: status {status}"
 
 
-def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
+def _tcp(spec: CheckSpec, _source: SourceConfig) -> str:
     host, port = spec.param("host"), spec.param("port")
     try:
         with socket.create_connection((host, port), timeout=spec.timeout):
@@ -121,7 +121,7 @@ def _tcp(spec: CheckSpec, source: SourceConfig) -> str:
         raise CheckFailed(f"connect {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _command(spec: CheckSpec, source: SourceConfig) -> str:
+def _command(spec: CheckSpec, _source: SourceConfig) -> str:
     argv = list(spec.param("argv"))
     shown = shorten(shlex.join(argv), 200)
     try:
@@ -139,7 +139,7 @@ def _command(spec: CheckSpec, source: SourceConfig) -> str:
     return f"{shown} exited 0"
 
 
-def _systemd(spec: CheckSpec, source: SourceConfig) -> str:
+def _systemd(spec: CheckSpec, _source: SourceConfig) -> str:
     systemctl = shutil.which("systemctl")
     if systemctl is None:
         raise CheckFailed("systemctl not found: systemd checks need systemd on this machine")

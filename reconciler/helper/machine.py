@@ -202,7 +202,7 @@ def _cannot_roll_back(op: Operation) -> str:
     return ""
 
 
-def advance(op: Operation, event: Event, now: float) -> Operation:
+def advance(op: Operation, event: Event, now: float) -> Operation:  # noqa: C901, PLR0912 - the table
     """The operation after `event`; the shell journals it before acting on it."""
     if isinstance(event, Confirmed):
         return op if op.confirmed_at or op.terminal else replace(op, confirmed_at=iso(now))

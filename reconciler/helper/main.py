@@ -35,7 +35,7 @@ VERSION = "0.1.0"
 STATE_DIR_MODE = 0o750
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the start, step by step
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:

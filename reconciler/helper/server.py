@@ -130,7 +130,7 @@ class Server:
         try:
             message = p.decode_line(line)
             request = p.parse_request(message)
-            return self._dispatch(request, message)
+            return self._dispatch(request)
         except p.Busy as exc:
             return p.error(exc.code, exc.message, operation=exc.operation), None
         except p.ProtocolError as exc:
@@ -140,7 +140,7 @@ class Server:
             log.exception("request failed")
             return p.error(p.ErrorCode.INTERNAL, f"internal error: {exc!r}"), None
 
-    def _dispatch(self, request: p.Request, message: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def _dispatch(self, request: p.Request) -> tuple[dict[str, Any], Any]:
         if isinstance(request, p.PingRequest):
             return {
                 "ok": True,

@@ -114,7 +114,7 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
         token = self._token()
         return [f"Authorization: Bearer {token}"] if token else None
 
-    def credentials(self, url: str, username_from_url: str | None, allowed_types: Any) -> Any:
+    def credentials(self, _url: str, username_from_url: str | None, allowed_types: Any) -> Any:
         allowed = pygit2.enums.CredentialType(allowed_types)
         if allowed & pygit2.enums.CredentialType.SSH_KEY and self.config.ssh_key_file:
             self._count_attempt()
@@ -151,7 +151,7 @@ class SourceCallbacks(pygit2.RemoteCallbacks):
             return f"ssh_key_file = {self.config.ssh_key_file or 'unset'}"
         return f"token_file = {self.config.token_file or 'unset'}"
 
-    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
+    def certificate_check(self, _certificate: None, valid: bool, host: bytes) -> bool:
         if self.endpoint.scheme == "ssh":
             digest = presented_sha256(sys._getframe(1))
             check_host_key(

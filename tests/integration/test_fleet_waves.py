@@ -115,7 +115,10 @@ def toplevel(fleet: Fleet, revision: str, host: str) -> str:
 
 def in_store(path: str) -> bool:
     return (
-        subprocess.run(["nix-store", "--check-validity", path], capture_output=True).returncode == 0
+        subprocess.run(
+            ["nix-store", "--check-validity", path], capture_output=True, check=False
+        ).returncode
+        == 0
     )
 
 

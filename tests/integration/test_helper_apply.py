@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from tests.support.helperproc import (
     FakeMachine,
     HelperProcess,
     build_machine,
-    cleanup_socket_dir,
     start_helper,
-    write_helper_config,
 )
 from tests.support.nixfixture import read_calls
 
@@ -41,16 +38,6 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
             "hangs": {"version": "5", "activation": "hang", "hangSeconds": 60},
         },
     )
-
-
-@pytest.fixture
-def helper(machine: FakeMachine, tmp_path: Path) -> Iterator[HelperProcess]:
-    machine.reset()
-    paths = write_helper_config(tmp_path, machine.sandbox)
-    proc = start_helper(paths)
-    yield proc
-    proc.stop()
-    cleanup_socket_dir(paths)
 
 
 def committed_paths(helper: HelperProcess) -> list[str]:

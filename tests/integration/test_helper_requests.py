@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +45,6 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
         {**built.systems, "escape": add_to_store(escape)},
         built.revisions,
     )
-
-
-@pytest.fixture
-def helper(machine: FakeMachine, tmp_path: Path) -> Iterator[HelperProcess]:
-    machine.reset()
-    proc = start_helper(write_helper_config(tmp_path, machine.sandbox))
-    yield proc
-    proc.stop()
-    cleanup_socket_dir(proc.paths)
 
 
 def line(**message: object) -> bytes:

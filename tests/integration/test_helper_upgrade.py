@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,6 @@ from tests.support.helperproc import (
     HelperProcess,
     add_to_store,
     build_machine,
-    cleanup_socket_dir,
-    start_helper,
-    write_helper_config,
 )
 
 pytestmark = pytest.mark.nix
@@ -43,15 +39,6 @@ def helper_package(tmp: Path, marker: Path) -> str:
     )
     script.chmod(0o755)
     return add_to_store(package)
-
-
-@pytest.fixture
-def helper(machine: FakeMachine, tmp_path: Path) -> Iterator[HelperProcess]:
-    machine.reset()
-    proc = start_helper(write_helper_config(tmp_path, machine.sandbox))
-    yield proc
-    proc.stop()
-    cleanup_socket_dir(proc.paths)
 
 
 def wait_for_reexec(helper: HelperProcess, marker: Path, before: float) -> dict[str, object]:

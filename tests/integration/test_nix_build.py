@@ -39,16 +39,10 @@ from tests.support.nixfixture import (
     Sandbox,
     commit_fleet,
     init_fleet_repo,
-    make_sandbox,
 )
 
 pytestmark = pytest.mark.nix
 TEMPLATE = "nixosConfigurations.{host}"
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    return make_sandbox(tmp_path)
 
 
 @pytest.fixture

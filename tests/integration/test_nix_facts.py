@@ -14,13 +14,7 @@ from tests.support.nixfixture import (
     build_toplevel,
     commit_fleet,
     init_fleet_repo,
-    make_sandbox,
 )
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    return make_sandbox(tmp_path)
 
 
 @pytest.fixture

@@ -20,17 +20,11 @@ from tests.support.nixfixture import (
     commit_fleet,
     init_fleet_repo,
     install_system,
-    make_sandbox,
     read_calls,
     read_health,
 )
 
 pytestmark = pytest.mark.nix
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    return make_sandbox(tmp_path)
 
 
 @pytest.fixture

@@ -18,16 +18,10 @@ from tests.support.nixfixture import (
     commit_fleet,
     init_fleet_repo,
     install_system,
-    make_sandbox,
     set_profile,
 )
 
 pytestmark = pytest.mark.nix
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    return make_sandbox(tmp_path)
 
 
 @pytest.fixture

@@ -304,11 +304,11 @@ def test_a_tip_pinning_the_running_revision_is_no_downgrade_of_it(
     source.check_downgrade(carrier, None, pin_of=pin_of)
     assert asked == [carrier]
     with pytest.raises(TerminalError):  # pins nothing: still refused
-        source.check_downgrade(carrier, None, pin_of=lambda sha: "")
+        source.check_downgrade(carrier, None, pin_of=lambda _sha: "")
     dropped = upstream.commit({"pullnix.yaml": "v3\n"})
     source.sync()
     with pytest.raises(TerminalError) as err:  # who carried the hotfix is unknown here
-        source.check_downgrade(dropped, None, pin_of=lambda sha: "")
+        source.check_downgrade(dropped, None, pin_of=lambda _sha: "")
     assert "recorded by the helper" in err.value.message
 
 

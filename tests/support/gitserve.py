@@ -233,7 +233,7 @@ class HttpGitServer:
             return False
 
 
-def _make_handler(server: HttpGitServer) -> type[BaseHTTPRequestHandler]:
+def _make_handler(server: HttpGitServer) -> type[BaseHTTPRequestHandler]:  # noqa: C901
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 

@@ -91,7 +91,7 @@ def feed_item(cve: FeedCve) -> dict[str, object]:
 
 def feed_file(cves: Sequence[FeedCve], name: str) -> bytes:
     """The gzipped JSON of feed `name` (a year or "modified")."""
-    items = [feed_item(c) for c in cves if name == "modified" or c.year == name]
+    items = [feed_item(c) for c in cves if name in {"modified", c.year}]
     doc = {
         "CVE_data_type": "CVE",
         "CVE_data_format": "MITRE",

@@ -72,7 +72,7 @@ class FullDisk(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Any) -> int:
+    def write(self, _data: Any) -> int:
         raise OSError(28, "No space left on device")
 
 

@@ -201,3 +201,15 @@ def test_the_operation_under_way_is_what_decide_sees() -> None:
 def test_check_spec_values_are_hashable_values() -> None:
     assert len({*CHECKS, *CHECKS}) == len(CHECKS)
     assert all(isinstance(c, CheckSpec) for c in CHECKS)
+
+
+def test_an_operation_read_again_is_the_same_and_one_under_way_is_read_anew() -> None:
+    running = operation(State.VERIFYING, id="op-7")
+    done = operation(State.SUCCEEDED, id="op-7", finished_at="t9")
+    assert operation_from_json(operation_to_json(running)) == running
+    assert operation_from_json(operation_to_json(done)) == done
+    assert operation_from_json(operation_to_json(done)) is operation_from_json(
+        operation_to_json(done)
+    )
+    moved = operation(State.COMMITTING, id="op-7", message="moved on")
+    assert operation_from_json(operation_to_json(moved)) == moved

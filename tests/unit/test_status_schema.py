@@ -8,7 +8,6 @@ real status.json after real deploys and rollbacks.
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
 import typing
@@ -22,8 +21,13 @@ from reconciler.api.convert import camel
 from reconciler.api.schema import openapi_schema
 from reconciler.common.operation import CheckResult, Operation, Previous, State, iso
 from reconciler.common.protocol import CHECK_KINDS, ApplyRequest
+from reconciler.controller import status_doc
 from reconciler.core.conditions import Condition
 from reconciler.core.history import RESULTS, HistoryEntry, entry_from_operation
+from reconciler.core.policy import Verdict
+from reconciler.core.record import StoredRecord
+from reconciler.core.status import Outcome
+from reconciler.source import FetchResult
 from tests.support.schemawalk import agree, optional_inner, walk
 
 ROOT = Path(__file__).parent.parent.parent
@@ -98,19 +102,27 @@ def test_the_agreement_of_written_fields_notices_a_difference() -> None:
 
 
 def status_keys_written() -> tuple[set[str], set[str]]:
-    """The keys of the status dict the controller writes, and of its `source`, read from
-    reconciler/controller/reconcile.py (its writer needs a whole machine to run)."""
-
-    def keys(node: ast.Dict) -> list[str]:
-        return [str(k.value) if isinstance(k, ast.Constant) else "**" for k in node.keys]
-
-    tree = ast.parse((ROOT / "reconciler" / "controller" / "reconcile.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Dict) and {"lastAppliedRevision", "history"} <= set(keys(node)):
-            value = node.values[keys(node).index("source")]
-            source = next(n for n in ast.walk(value) if isinstance(n, ast.Dict))
-            return set(keys(node)), set(keys(source))
-    raise AssertionError("reconcile.py writes no status dict with lastAppliedRevision")
+    """The keys of the status dict the controller writes, and of its `source`: the document
+    `status_doc.status_document` makes after a pass that read everything."""
+    fetch = FetchResult(
+        url="file:///srv/fleet.git",
+        branch="main",
+        ref="refs/heads/main",
+        tip_sha="c" * 40,
+        fetched=True,
+    )
+    doc = status_doc.status_document(
+        "edge-01",
+        {},
+        Verdict(Outcome("Ready", "Succeeded", "applied"), StoredRecord()),
+        (),
+        (),
+        deployment=None,
+        fetch=fetch,
+        system=None,
+        now=iso(1.8e9),
+    )
+    return set(doc["status"]), set(doc["status"]["source"])
 
 
 def test_the_status_the_controller_writes_has_exactly_the_schemas_fields() -> None:

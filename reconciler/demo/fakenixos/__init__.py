@@ -173,9 +173,7 @@ def normalise_knobs(knobs: Mapping[str, Any]) -> dict[str, Any]:
         name = _SNAKE.get(key, key)
         if name not in DEFAULT_KNOBS:
             raise TypeError(f"unknown fixture knob {key!r} (known: {', '.join(DEFAULT_KNOBS)})")
-        if isinstance(value, Path):
-            value = str(value)
-        out[name] = value
+        out[name] = str(value) if isinstance(value, Path) else value
     if out.get("activation", "ok") not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {_ACTIVATIONS}, not {out['activation']!r}")
     if out.get("health", "ok") not in _HEALTHS:
