@@ -65,6 +65,12 @@ def _known(prometheus: PrometheusServer) -> set[str]:
     return {h.host for h in read_fleet(prometheus.api, time.time()).hosts if not h.stale}
 
 
+def _scraped_on(prometheus: PrometheusServer, host: str) -> tuple[str, bool] | None:
+    """The revision `host` applied and whether it is Ready, as Prometheus last scraped it."""
+    rows = [h for h in read_fleet(prometheus.api, time.time()).hosts if h.host == host]
+    return (rows[0].revision, rows[0].ready == "True") if rows else None
+
+
 def status(fleet: Fleet, host: str) -> dict[str, Any]:
     doc: dict[str, Any] = StateStore(fleet.machines[host].tmp / "agent-state").load_status()
     return doc.get("status") or {}
@@ -217,6 +223,11 @@ def test_min_healthy_below_100_percent_lets_the_edge_go_with_a_canary_down(
     revision = fleet.commit(waves("50%"), version="5", health="ok")
     wait_applied(fleet, ("canary-01", "edge-01"), revision)
     assert applied(fleet, "canary-02") != revision
+    wait_for(  # the agents know first; Prometheus once it has scraped them (every second)
+        lambda: _scraped_on(prometheus, "edge-01") == (revision, True),
+        60,
+        "Prometheus to scrape edge-01 Ready on the new revision",
+    )
 
     shown = fleet_cli(prometheus, "status")
     assert shown.returncode == 0, shown.stderr
