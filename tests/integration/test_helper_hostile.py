@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,15 +43,6 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> FakeMachine:
         tmp_path_factory.mktemp("helper-hostile"),
         {"old": {"version": "1"}, "new": {"version": "2"}},
     )
-
-
-@pytest.fixture
-def helper(machine: FakeMachine, tmp_path: Path) -> Iterator[HelperProcess]:
-    machine.reset()
-    proc = start_helper(write_helper_config(tmp_path, machine.sandbox))
-    yield proc
-    proc.stop()
-    cleanup_socket_dir(proc.paths)
 
 
 def proc_status(pid: int, key: str) -> int:
