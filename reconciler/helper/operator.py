@@ -24,8 +24,8 @@ recorded and the old generations of the system profile are pruned as
 says which were deleted.
 
 No operation is ever left without an owner: a journal write that fails (a
-full state dir) makes the operation go on in memory as a restart would go on
-from what the journal holds (roll back from Activating or Verifying, finish
+full state dir) makes the operation go on in memory the way a restart would
+go on from the journal (roll back from Activating or Verifying, finish
 Committing or RollingBack), saying so in its message; a finished operation
 that cannot be archived is answered from memory until it can be; a worker
 that dies of anything else exits the helper, which systemd restarts into
