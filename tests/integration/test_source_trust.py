@@ -4,6 +4,7 @@ ssh-keygen and gpg."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,10 @@ def ssh_signer(tmp_path_factory: pytest.TempPathFactory) -> SshSigner:
 
 
 @pytest.fixture(scope="module")
-def gpg_signer(tmp_path_factory: pytest.TempPathFactory) -> GpgSigner:
-    return GpgSigner.create(tmp_path_factory.mktemp("gpg-signer"))
+def gpg_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgSigner]:
+    signer = GpgSigner.create(tmp_path_factory.mktemp("gpg-signer"))
+    yield signer
+    signer.stop()
 
 
 @pytest.fixture
@@ -132,7 +135,10 @@ def test_gpg_signed_by_a_key_not_in_the_keyring_is_refused(
     tmp_path: Path, upstream: Upstream, gpg_signer: GpgSigner
 ) -> None:
     stranger = GpgSigner.create(tmp_path / "stranger", "Mallory <mallory@example.org>")
-    signed = upstream.commit(gpg_signer=stranger)
+    try:
+        signed = upstream.commit(gpg_signer=stranger)
+    finally:
+        stranger.stop()
     source = make_source(tmp_path, upstream, gpg_keyring=gpg_signer.keyring)
     source.sync()
     with pytest.raises(TerminalError, match="untrusted signer") as err:

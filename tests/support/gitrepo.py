@@ -114,6 +114,14 @@ class GpgSigner:
         keyring.write_bytes(exported)
         return cls(home, fingerprint, keyring)
 
+    def stop(self) -> None:
+        """End the gpg-agent that signing started in this GNUPGHOME (it outlives the test)."""
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+            check=False,
+            capture_output=True,
+        )
+
 
 @dataclass(frozen=True)
 class Upstream:
