@@ -243,24 +243,30 @@ class Reconciler:
         return replace(inputs, stored=stored, finished=finished, entries=entries, helper=helper)
 
     def _read_source(self, inputs: PassInputs) -> PassInputs:
-        """Fetch, verify the branch tip, load its desired state and follow its pin."""
+        """Fetch, verify the branch tip, load its desired state and follow its pin.
+
+        The tip's spec is read before the downgrade check, whose exception for a tip
+        that pins the running revision needs the pin; a spec that does not load is
+        reported after that check, so a downgrade is named first."""
         fetch = self._fetch()
         stored = inputs.stored
+        spec_path = self.machine.source.spec_path
         with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
-            tip = self.source.accept_tip(
-                fetch.tip_sha,
+            tip = self.source.verify(fetch.tip_sha)
+            span.set_attribute("pullnix.signer", tip.signer or "")
+            loaded = self._try_load_spec(tip.sha)
+            self.source.check_downgrade(
+                tip.sha,
                 stored.record.last_applied_revision,
                 applied_source=stored.applied_source,
-                pin_of=self._pin_of,
+                pin=loaded.spec.revision if isinstance(loaded, NixOSDeployment) else "",
             )
-            span.set_attribute("pullnix.signer", tip.signer or "")
-        spec_path = self.machine.source.spec_path
         with step(
             "spec.load", {"pullnix.spec.path": spec_path, "vcs.ref.head.revision": tip.sha}
         ) as span:
-            deployment = self._load_spec(
-                self.source.read_file(tip.sha, spec_path), f"{spec_path}@{tip.sha[:12]}"
-            )
+            if not isinstance(loaded, NixOSDeployment):
+                raise loaded
+            deployment = loaded
             target = self.source.accept_pin(tip, deployment.spec.revision)
             span.set_attribute("pullnix.spec.target", target.target.sha)
         stored = _bump_generation(stored, deployment)
@@ -326,6 +332,14 @@ class Reconciler:
         self._spec = (key, deployment)
         return deployment
 
+    def _try_load_spec(self, sha: str) -> NixOSDeployment | PullnixError:
+        """The desired state in commit `sha`, or the error that refused it (raised later)."""
+        path = self.machine.source.spec_path
+        try:
+            return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}")
+        except PullnixError as exc:
+            return exc
+
     def _freshness(self, tip: str | None) -> Freshness | None:
         """How old the followed commit is (the last tip fetched, also while the remote is
         unreachable); None before any fetch."""
@@ -338,11 +352,6 @@ class Reconciler:
         fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
         metrics.record_source_freshness(committed_at, fresh.stale)
         return fresh
-
-    def _pin_of(self, sha: str) -> str:
-        """The spec.revision the desired state in commit `sha` pins for this host."""
-        path = self.machine.source.spec_path
-        return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}").spec.revision
 
     # -- acting ------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ Use (the controller, one reconcile)::
                        helper_state_dir=machine.helper.state_dir,
                        current_system=machine.system.current_system)
     fetched = source.sync()              # FetchResult: url that served, tip_sha, fetched
-    tip = source.accept_tip(fetched.tip_sha, last_applied,   # Verified, or TerminalError
-                            applied_source=tip_that_carried_it, pin_of=spec_revision_of)
+    tip = source.verify(fetched.tip_sha)                      # Verified, or TerminalError
     spec = load_spec_text(source.read_file(tip.sha, machine.source.spec_path), origin)
+    source.check_downgrade(tip.sha, last_applied,             # or TerminalError
+                           applied_source=tip_that_carried_it, pin=spec.revision)
     target = source.accept_pin(tip, spec.revision)            # AcceptedRevision
     # nix build git+file://{source.mirror_path}?ref={target.ref}&rev={target.target.sha}#...
     # classic configs: source.export_tree(target.target.sha, dest)
@@ -28,14 +29,15 @@ The parts, for callers that need them one by one:
 - `verify(sha) -> Verified(sha, signer, method)`: SSH signatures against
   `allowed_signers_file`, OpenPGP against `gpg_keyring`. With either set, an
   unsigned commit, a bad signature or an unknown signer raises SignatureRefused.
-- `check_downgrade(sha, last_applied, applied_source=, pin_of=)`: a tip that does
+- `check_downgrade(sha, last_applied, applied_source=, pin=)`: a tip that does
   not descend from the branch tip that carried the last applied revision
   (`applied_source`), or from what is recorded for the running system (the
   helper's generations.json, else the system's `configuration-revision`), raises
   DowngradeRefused unless `allow_downgrade`. A pinned revision is not itself a
   baseline when the tip that carried it is known; when only the revision is
-  known, a tip whose own pin (`pin_of(sha)`, the spec.revision it carries)
-  names exactly that revision passes.
+  known, a tip whose own pin (`pin`, the spec.revision it carries, resolved
+  only then) names exactly that revision passes. `accept_tip` is `verify` and
+  `check_downgrade` in one call, for a caller that has the pin already.
 - `resolve(tip_sha, pin) -> sha`: a commit id (full or abbreviated) or a tag,
   fetched if the mirror lacks it. `accept_pin` adds the signature rule for the
   pinned commit; a pin to an older commit is a deliberate rollback.

@@ -23,7 +23,6 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,12 +215,12 @@ class GitSource:
         last_applied: str | None,
         *,
         applied_source: str | None = None,
-        pin_of: Callable[[str], str] | None = None,
+        pin: str = "",
     ) -> None:
         """Refuse (DowngradeRefused) a `sha` that does not descend from what was trusted:
         `applied_source` (the tip that carried `last_applied`; else `last_applied`) and
-        the records of the running system. `pin_of(sha)` returns the spec.revision the
-        tip carries; it is asked only when a deployed revision of unknown carrier fails."""
+        the records of the running system. `pin` is the spec.revision the tip carries;
+        it is resolved only when a deployed revision of unknown carrier fails."""
         tip = str(self._commit(sha).id)
         check_downgrade(
             self.repo(),
@@ -230,7 +229,7 @@ class GitSource:
             running_baseline(self.helper_state_dir, self.current_system),
             self.config.allow_downgrade,
             applied_source=applied_source,
-            pinned=None if pin_of is None else lambda: self._pinned(tip, pin_of),
+            pinned=lambda: self._pinned(tip, pin),
         )
 
     def descends(self, sha: str, base: str) -> bool:
@@ -241,11 +240,12 @@ class GitSource:
         """When `sha` was committed (its committer time, seconds since the epoch)."""
         return int(self._commit(sha).commit_time)
 
-    def _pinned(self, tip: str, pin_of: Callable[[str], str]) -> str | None:
-        """The commit `tip`'s pin names; None when it has none or it cannot be read."""
+    def _pinned(self, tip: str, pin: str) -> str | None:
+        """The commit `tip`'s pin names; None when it has none or it cannot be resolved."""
+        if not pin.strip():
+            return None
         try:
-            pin = pin_of(tip)
-            return self.resolve(tip, pin) if pin.strip() else None
+            return self.resolve(tip, pin)
         except TerminalError:
             return None
 
@@ -255,13 +255,12 @@ class GitSource:
         last_applied: str | None,
         *,
         applied_source: str | None = None,
-        pin_of: Callable[[str], str] | None = None,
+        pin: str = "",
     ) -> Verified:
-        """The branch tip, once its signature and descent are checked (read the spec after)."""
+        """The branch tip, once its signature and descent are checked; `pin` as for
+        check_downgrade (the controller reads it from the verified tip in between)."""
         verified = self.verify(tip_sha)
-        self.check_downgrade(
-            verified.sha, last_applied, applied_source=applied_source, pin_of=pin_of
-        )
+        self.check_downgrade(verified.sha, last_applied, applied_source=applied_source, pin=pin)
         return verified
 
     def accept_pin(self, tip: Verified, pin: str) -> AcceptedRevision:

@@ -8,6 +8,7 @@ a reboot the policy does not allow.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,13 @@ from tests.support.agentmachine import Machine, fake_machine, spec_yaml
 from tests.support.nixfixture import commit_fleet, read_calls
 
 pytestmark = pytest.mark.nix
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@pullnix.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@pullnix.invalid",
+}
 
 
 @pytest.fixture
@@ -110,6 +118,45 @@ def test_a_force_push_to_older_history_is_refused(machine: Machine) -> None:
     stalled = machine.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "DowngradeRefused")
     assert old[:12] in stalled["message"]
+    assert nothing_built_or_switched(machine, before)
+    assert machine.status()["status"]["lastAppliedRevision"] == new
+
+
+def test_older_history_with_a_broken_spec_is_refused_as_a_downgrade_first(
+    machine: Machine,
+) -> None:
+    old = machine.status()["status"]["lastAppliedRevision"]
+    new = commit_fleet(machine.repo, version="2")
+    assert machine.reconcile().returncode == 0
+    before = snapshot(machine)
+    # A commit on top of the older history whose spec does not load either: the
+    # downgrade is the refusal named, the spec is not read for anything else.
+    worktree = machine.repo.worktree
+    subprocess.run(["git", "-C", str(worktree), "reset", "--quiet", "--hard", old], check=True)
+    broken = spec_yaml(machine.sandbox).replace("retries: 0", "retries: lots")
+    (worktree / "pullnix.yaml").write_text(broken)
+    subprocess.run(
+        ["git", "-C", str(worktree), "-c", "commit.gpgsign=false", "commit", "--quiet", "-am", "x"],
+        check=True,
+        env={**os.environ, **GIT_IDENTITY},
+    )
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(worktree),
+            "push",
+            "--quiet",
+            "--force",
+            "origin",
+            "HEAD:refs/heads/main",
+        ],
+        check=True,
+    )
+    done = machine.reconcile()
+    assert done.returncode == 3, done.stdout + done.stderr
+    stalled = machine.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "DowngradeRefused")
     assert nothing_built_or_switched(machine, before)
     assert machine.status()["status"]["lastAppliedRevision"] == new
 

@@ -301,20 +301,17 @@ def test_a_tip_pinning_the_running_revision_is_no_downgrade_of_it(
     )
     source = make_source(tmp_path, upstream, state="fresh-state")  # the agent's record lost
     source.sync()
-    asked: list[str] = []
-
-    def pin_of(sha: str) -> str:
-        asked.append(sha)
-        return source.read_file(sha, "pullnix.yaml").decode().split(": ")[1].strip()
-
-    source.check_downgrade(carrier, None, pin_of=pin_of)
-    assert asked == [carrier]
+    pin = source.read_file(carrier, "pullnix.yaml").decode().split(": ")[1].strip()
+    assert pin == "hotfix-1"
+    source.check_downgrade(carrier, None, pin=pin)
     with pytest.raises(TerminalError):  # pins nothing: still refused
-        source.check_downgrade(carrier, None, pin_of=lambda _sha: "")
+        source.check_downgrade(carrier, None, pin="")
+    with pytest.raises(TerminalError):  # pins what cannot be resolved: still refused
+        source.check_downgrade(carrier, None, pin="no-such-tag")
     dropped = upstream.commit({"pullnix.yaml": "v3\n"})
     source.sync()
     with pytest.raises(TerminalError) as err:  # who carried the hotfix is unknown here
-        source.check_downgrade(dropped, None, pin_of=lambda _sha: "")
+        source.check_downgrade(dropped, None, pin="")
     assert "recorded by the helper" in err.value.message
 
 
