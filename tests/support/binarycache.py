@@ -1,9 +1,10 @@
-"""A real HTTP binary cache on loopback: `nix copy --to file://DIR` served by Debian's nginx.
+"""A real HTTP binary cache: `nix copy --to file://DIR` served by Debian's nginx.
 
 Owns what the prebuilt tests (and the benchmark) need of a Nix binary cache:
 a signing key pair made by `nix-store --generate-binary-cache-key`, a cache
-directory filled by `nix copy`, nginx serving it on a free 127.0.0.1 port
-(started by the test, stopped after), and its access log read back, so a
+directory filled by `nix copy`, nginx serving it on a free port of one address
+(127.0.0.1, or the host's end of a system-tier container's link), started by
+the test and stopped after, and its access log read back, so a
 test can show that narinfo and NAR requests reached the cache. Also the one
 way tests remove a path they built from the local store (`nix-store
 --delete`, only paths the test made), so the machine really has to fetch.
@@ -92,10 +93,11 @@ class Cache:
     root: Path
     port: int
     access_log: Path
+    host: str = "127.0.0.1"  # the only address nginx listens on
     proc: subprocess.Popen[bytes] | None = None
 
     def url(self, sub: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{sub}".rstrip("/")
+        return f"http://{self.host}:{self.port}/{sub}".rstrip("/")
 
     def requests(self) -> list[tuple[str, int, int]]:
         """(path, status, bytes) of every GET so far, oldest first."""
@@ -114,9 +116,9 @@ class Cache:
         return sum(size for _path, _status, size in self.requests())
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -142,7 +144,7 @@ http {{
     default_type application/octet-stream;
     types {{ text/x-nix-narinfo narinfo; }}
     server {{
-        listen 127.0.0.1:{cache.port};
+        listen {cache.host}:{cache.port};
         root {cache.root};
         location / {{ }}
     }}
@@ -169,7 +171,7 @@ def start(cache: Cache, work: Path, timeout: float = 30) -> None:
                 f"nginx exited {cache.proc.returncode}: {(work / 'stderr.log').read_text()}"
             )
         try:
-            socket.create_connection(("127.0.0.1", cache.port), timeout=1).close()
+            socket.create_connection((cache.host, cache.port), timeout=1).close()
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -192,15 +194,16 @@ def stop(cache: Cache) -> None:
 
 
 @contextmanager
-def served_cache(directory: Path) -> Iterator[Cache]:
-    """A cache root under `directory` served by nginx on a free port; stopped on exit."""
+def served_cache(directory: Path, host: str = "127.0.0.1") -> Iterator[Cache]:
+    """A cache root under `directory` served by nginx on a free port of `host` (an address
+    of this machine); stopped on exit."""
     root = directory / "cache"
     root.mkdir(parents=True, exist_ok=True)
     work = directory / "nginx"
     work.mkdir(parents=True, exist_ok=True)
     last: Exception | None = None
     for _ in range(5):  # a free port can be taken by someone else before nginx binds it
-        cache = Cache(root, _free_port(), work / "access.log")
+        cache = Cache(root, _free_port(host), work / "access.log", host)
         try:
             start(cache, work)
             break

@@ -54,7 +54,8 @@ class Container:
     `disk` is "overlay" (instant; needs overlayfs over the cache and the workdir),
     "copy" (`cp -a`, a few seconds), or "auto": overlay, else copy. With
     `private_network` (the default) it has a network namespace of its own, holding
-    only its loopback: what listens there never meets the host's ports."""
+    only its loopback: what listens there never meets the host's ports (`hostlink.py`
+    adds a veth link to the host when a test wants one)."""
 
     def __init__(
         self,

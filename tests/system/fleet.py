@@ -7,7 +7,9 @@ its toplevel is made of (`guest/switch-to-configuration`, the git server's unit,
 the NixOS module's own `nix/units.nix`, `nix/render-config.nix` and what they import,
 rendered to unit text by `guest/unit-text.nix`), the knobs that make one generation
 differ from another (`knobs.json`) and the desired state (`pullnix.yaml`). The
-machine builds each commit with its own Nix.
+machine builds each commit with its own Nix, except a prebuilt deploy: a commit
+CI builds on the host is made beside main, and the commit on main that follows
+it carries the lock `pullnix publish` wrote and a flake that throws when evaluated.
 
 Must not: build anything, or write inside the container's root.
 """
@@ -44,7 +46,17 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "switchDelay": 0,  # seconds switch-to-configuration waits before it acts
     "kernel": "6.1",  # the generation's "kernel"; another one needs a reboot
     "helper": "",  # the helper's store path (services.pullnix.helperPackage); Fleet sets it
+    "substituters": [],  # services.pullnix.binaryCache.substituters: agent.toml's [nix]
+    "trustedPublicKeys": [],  # services.pullnix.binaryCache.trustedPublicKeys
 }
+LOCK = "pullnix.lock.json"
+# The flake a prebuilt deploy commit carries: evaluating it on the machine is a failure.
+UNEVALUABLE_FLAKE = """\
+{
+  description = "evaluating this in the container is a test failure";
+  outputs = { self }: throw "pullnix-test: this flake was evaluated in the container";
+}
+"""
 HEALTH_CHECKS = """\
     - name: git
       gitRemote: {}
@@ -68,7 +80,11 @@ def spec_yaml(
     held: bool = False,
     confirm_timeout: str = "60s",
     reboot_window: tuple[str, str] | None = None,
+    prebuilt: bool = False,
 ) -> str:
+    configuration = (
+        f"prebuilt: {{lockFile: {LOCK}}}" if prebuilt else 'flake: "nixosConfigurations.{host}"'
+    )
     reboot = (
         f'  reboot: {{policy: ifNeeded, window: {{start: "{reboot_window[0]}", '
         f'end: "{reboot_window[1]}"}}}}\n'
@@ -80,7 +96,7 @@ def spec_yaml(
         "kind: NixOSDeployment\n"
         "metadata:\n  name: fleet\n"
         "spec:\n"
-        '  configuration:\n    flake: "nixosConfigurations.{host}"\n'
+        f"  configuration:\n    {configuration}\n"
         "  strategy: {action: switch, trial: true}\n"
         "  healthChecks:\n"
         + HEALTH_CHECKS
@@ -118,9 +134,14 @@ class Fleet:
         held: bool = False,
         confirm_timeout: str = "60s",
         reboot_window: tuple[str, str] | None = None,
+        prebuilt: bool = False,
+        on_main: bool = True,
         **knobs: Any,
     ) -> str:
-        """A commit on main with `knobs` changed (they accumulate); its SHA."""
+        """A commit on main with `knobs` changed (they accumulate); its SHA. With `prebuilt`
+        its pullnix.yaml says `configuration.prebuilt` (the lock is `deploy_lock`'s); with
+        `on_main=False` main does not move: the commit is CI's to build (its parent is
+        main's tip), and only `deploy_lock` puts it on main."""
         unknown = set(knobs) - set(DEFAULT_KNOBS)
         if unknown:
             raise TypeError(f"unknown knobs {sorted(unknown)}; known: {sorted(DEFAULT_KNOBS)}")
@@ -128,11 +149,30 @@ class Fleet:
         files = {name: path.read_bytes() for name, path in SOURCES.items()}
         files["knobs.json"] = (json.dumps(self.knobs, indent=2, sort_keys=True) + "\n").encode()
         files["pullnix.yaml"] = spec_yaml(
-            held=held, confirm_timeout=confirm_timeout, reboot_window=reboot_window
+            held=held,
+            confirm_timeout=confirm_timeout,
+            reboot_window=reboot_window,
+            prebuilt=prebuilt,
         ).encode()
-        return self._commit(files, message)
+        return self._commit(files, message, on_main=on_main)
 
-    def _commit(self, files: dict[str, bytes], message: str) -> str:
+    def deploy_lock(self, source: str, lock: str, message: str) -> str:
+        """The deploy commit on main: `source`'s tree (CI built it; it becomes the parent)
+        plus the lock, with a flake.nix that throws when evaluated; its SHA."""
+        tree = self.repo.revparse_single(source).peel(pygit2.Tree)
+        files = _files(self.repo, tree)
+        files[LOCK] = lock.encode()
+        files["flake.nix"] = UNEVALUABLE_FLAKE.encode()
+        return self._commit(files, message, parents=[pygit2.Oid(hex=source)])
+
+    def _commit(
+        self,
+        files: dict[str, bytes],
+        message: str,
+        *,
+        on_main: bool = True,
+        parents: list[pygit2.Oid] | None = None,
+    ) -> str:
         root = self.repo.TreeBuilder()
         subtrees: dict[str, pygit2.TreeBuilder] = {}
         for name, data in sorted(files.items()):
@@ -150,6 +190,22 @@ class Fleet:
         for directory, builder in subtrees.items():
             root.insert(directory, builder.write(), pygit2.GIT_FILEMODE_TREE)
         ref = f"refs/heads/{BRANCH}"
-        parents = [self.repo.references[ref].target] if ref in self.repo.references else []
-        oid = self.repo.create_commit(ref, _AUTHOR, _AUTHOR, message + "\n", root.write(), parents)
+        if parents is None:
+            parents = [self.repo.references[ref].target] if ref in self.repo.references else []
+        tree = root.write()
+        oid = self.repo.create_commit(None, _AUTHOR, _AUTHOR, message + "\n", tree, parents)
+        if on_main:
+            self.repo.references.create(ref, oid, force=True)
         return str(oid)
+
+
+def _files(repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = "") -> dict[str, bytes]:
+    """Every file of `tree`, by its path (one level of directories, as `_commit` writes)."""
+    found: dict[str, bytes] = {}
+    for entry in tree:
+        obj = repo[entry.id]
+        if isinstance(obj, pygit2.Tree):
+            found.update(_files(repo, obj, f"{prefix}{entry.name}/"))
+        elif isinstance(obj, pygit2.Blob):
+            found[f"{prefix}{entry.name}"] = bytes(obj.data)
+    return found

@@ -32,6 +32,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import reconciler
 from tests.system.container import SHARED_IN_GUEST, Container
@@ -61,14 +62,15 @@ class Installed:
     system: str  # generation 1's toplevel: running, committed, the boot default
 
 
-def install_pullnix(box: Container, wheel: Path) -> Installed:
+def install_pullnix(box: Container, wheel: Path, **knobs: Any) -> Installed:
     """pullnix, its config, the helper in its profile, the fleet repository with one
-    commit, and that commit's system switched to (which starts the agent)."""
+    commit (`knobs` changed from the defaults), and that commit's system switched to
+    (which starts the agent)."""
     install_agent_package(box, wheel)
     box.copy_in(GUEST_DIR / "pullnix-stage-2", STAGE_2_GENERATOR, mode=0o755)
     helper = add_helper(box)
     fleet = Fleet(box.shared, HOSTNAME, helper)
-    revision = fleet.commit("generation 1: the installed system")
+    revision = fleet.commit("generation 1: the installed system", **knobs)
     system = build_generation(box, fleet, revision)
     box.run([f"{system}/bin/switch-to-configuration", "switch"])
     set_profile(box, SYSTEM_PROFILE, system)

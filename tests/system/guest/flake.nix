@@ -11,7 +11,8 @@
 #   etc/systemd/system/*.service    pullnix-helper, pullnix-helper-install, pullnix-agent
 #                                   (nix/units.nix), the git server's (listening on the
 #                                   gitListen knob)
-#   etc/pullnix/agent.toml          nix/render-config.nix (agentUid knob)
+#   etc/pullnix/agent.toml          nix/render-config.nix (knobs agentUid, substituters,
+#                                   trustedPublicKeys)
 #   etc/pullnix/helper              the helper this generation wants (knob helper)
 #   etc/tmpfiles.d/pullnix.conf     nix/units.nix's tmpfiles rules
 #   etc/pullnix-users               "name uid group": the pullnix system user
@@ -57,6 +58,10 @@
         interval = "30s";
         jitter = "1s";
         agentUid = knobs.agentUid;
+        binaryCache = {
+          substituters = knobs.substituters;
+          trustedPublicKeys = knobs.trustedPublicKeys;
+        };
       };
       agentToml = import ./nix/render-config.nix options;
       units = import ./nix/units.nix {
