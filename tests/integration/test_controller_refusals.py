@@ -9,22 +9,13 @@ a reboot the policy does not allow.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.agentmachine import Machine, spec_yaml
 from tests.support.nixfixture import commit_fleet, read_calls
 
 pytestmark = pytest.mark.nix
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as machine:
-        assert machine.reconcile().returncode == 0
-        yield machine
 
 
 def nothing_built_or_switched(machine: Machine, before: tuple[str, int]) -> bool:
