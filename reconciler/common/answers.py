@@ -31,7 +31,7 @@ from reconciler.common.protocol import apply_from_wire, apply_to_wire
 JOURNAL_FILE = "journal.json"
 OPERATIONS_DIR = "operations"
 LOGS_DIR = "ops"
-#: Finished operations read from their JSON form, by (id, state, finishedAt).
+#: Finished operations read from their JSON form, by (id, state, finishedAt, message).
 _KEEP = 64
 _finished: dict[tuple[Any, Any, Any, Any], Operation] = {}
 
