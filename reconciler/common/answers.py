@@ -31,9 +31,9 @@ from reconciler.common.protocol import apply_from_wire, apply_to_wire
 JOURNAL_FILE = "journal.json"
 OPERATIONS_DIR = "operations"
 LOGS_DIR = "ops"
-#: Finished operations read from their JSON form, by (id, state, finishedAt).
+#: Finished operations read from their JSON form, by (id, state, finishedAt, message).
 _KEEP = 64
-_finished: dict[tuple[Any, Any, Any], Operation] = {}
+_finished: dict[tuple[Any, Any, Any, Any], Operation] = {}
 
 
 def operation_to_json(op: Operation) -> dict[str, Any]:
@@ -93,9 +93,10 @@ def operation_to_json(op: Operation) -> dict[str, Any]:
 
 def operation_from_json(d: Mapping[str, Any]) -> Operation:
     """An operation from its JSON form (KeyError, TypeError, ValueError or ProtocolError if
-    it is not one). A finished operation never changes, so the last `_KEEP` read are kept:
-    the status answers the same ten finished ones again and again."""
-    key = (d.get("id"), d.get("state"), d.get("finishedAt"))
+    it is not one). A finished operation never changes once archived, so the last `_KEEP`
+    read are kept: the status answers the same ten finished ones again and again. Between
+    its last state and the archive, retention adds to its message, so that is in the key."""
+    key = (d.get("id"), d.get("state"), d.get("finishedAt"), d.get("message"))
     known = _finished.get(key)
     if known is not None:
         return known

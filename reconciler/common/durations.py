@@ -1,7 +1,8 @@
 """Durations as written by users: "30s", "5m", "1h30m", "250ms".
 
 Owns the one grammar for durations, shared by the machine config and the
-desired state (whose schema carries the same pattern). Pure: no I/O.
+desired state (whose schema carries the same pattern), and the one way a
+duration is shown to people in a message (`human_duration`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -62,3 +63,27 @@ def format_duration(seconds: float) -> str:
             if not s:
                 break
     return "".join(parts)
+
+
+_SPAN_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def human_duration(seconds: float, *, compact: bool = False) -> str:
+    """A duration for people, in whole seconds: its largest unit and the next one down
+    when that is not zero.
+
+    The default reads an age, which runs to days: "9d 4h", "3h 12m", "5m", "42s" (from a
+    minute on, the seconds are left out). `compact` reads a wait or a soak as a spec
+    writes it: "1h30m", "12m5s", "45s", without days (36 hours is "36h")."""
+    units = _SPAN_UNITS[1:] if compact else _SPAN_UNITS
+    rest = int(seconds)
+    amounts: list[int] = []
+    for _, size in units:
+        amount, rest = divmod(rest, size)
+        amounts.append(amount)
+    first = next((i for i, amount in enumerate(amounts) if amount), len(units) - 1)
+    parts = [f"{amounts[first]}{units[first][0]}"]
+    following = first + 1
+    if following < len(units) and amounts[following] and (compact or units[following][0] != "s"):
+        parts.append(f"{amounts[following]}{units[following][0]}")
+    return ("" if compact else " ").join(parts)

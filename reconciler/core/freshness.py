@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.common.durations import human_duration
 from reconciler.core.conditions import Condition, remove_condition, set_condition
 
 SOURCE_STALE = "SourceStale"
@@ -41,23 +42,8 @@ def apply_freshness(
     if not fresh.stale:
         return remove_condition(conditions, SOURCE_STALE)
     message = (
-        f"the followed commit {fresh.revision[:12]} is {format_age(fresh.age)} old, older than "
-        f"[source] max_age ({format_age(fresh.max_age)}): the branch may be frozen by an "
+        f"the followed commit {fresh.revision[:12]} is {human_duration(fresh.age)} old, older than "
+        f"[source] max_age ({human_duration(fresh.max_age)}): the branch may be frozen by an "
         "attacker or CI stopped committing its heartbeat; deploys go on as before"
     )
     return set_condition(conditions, SOURCE_STALE, "True", "SourceStale", message, now, generation)
-
-
-def format_age(seconds: float) -> str:
-    """A coarse age for people: 9d 4h, 3h 12m, 5m, 42s."""
-    s = int(seconds)
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m"
-    return f"{s}s"

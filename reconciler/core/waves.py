@@ -28,6 +28,7 @@ import fnmatch
 import math
 from dataclasses import dataclass
 
+from reconciler.common.durations import human_duration
 from reconciler.core.model import Rollout, WaveAfter
 
 #: The name of the implicit last wave of hosts no glob matches.
@@ -161,7 +162,7 @@ def gate(
             name,
             f"wave {name} waits: cannot ask Prometheus at {fleet.url} about the earlier "
             f"waves ({fleet.error}); not deploying {short} until it answers "
-            f"(next try in {_duration(fleet.retry_in)})",
+            f"(next try in {human_duration(fleet.retry_in, compact=True)})",
         )
     halts = sorted(
         (wave_index(rollout, f.host), f.host, f.reason)
@@ -199,7 +200,8 @@ def _after(
         return Go(own)
     numbers = f"{previous}: {len(healthy)}/{len(members)} hosts healthy on {revision[:12]}"
     if after.soak > 0 and len(ages) >= needed > 0:
-        numbers += f" for {_duration(max(ages[needed - 1], 0.0))} of {_duration(after.soak)}"
+        soaked_for = human_duration(max(ages[needed - 1], 0.0), compact=True)
+        numbers += f" for {soaked_for} of {human_duration(after.soak, compact=True)}"
     lagging = [f"{h.host} ({_why_not(h, revision)})" for h in members if h not in healthy]
     return WaitForWave(
         revision,
@@ -225,15 +227,3 @@ def _names(items: list[str]) -> str:
     shown = ", ".join(items[:_NAMES_SHOWN])
     more = len(items) - _NAMES_SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _duration(seconds: float) -> str:
-    """12m, 1h30m, 45s: whole units, as a person reads a wait."""
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
-    return f"{secs}s"

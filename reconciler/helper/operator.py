@@ -6,17 +6,8 @@ the journal *before* each step is acted on, resuming a journaled operation
 after a restart, taking confirmations from other threads, and the queued
 self-upgrade (done only when idle).
 
-Test hook: `PULLNIX_HELPER_CRASH_AT=<name>` makes the helper SIGKILL itself,
-once, at that point: a state name (`Pending`, `Activating`, `Verifying`,
-`Committing`, `RollingBack`: as that state is entered, after it is journaled
-if it has anything to do; `Succeeded`, `RolledBack`, `Failed`: after the
-operation is archived, before the journal is cleared) or a step name
-(`activate`, `check`, `confirm`, `set-profile`, `install-boot`, `record`,
-`restore-profile`, `reactivate`, `restore-boot`: right after the step is
-done, before its outcome is journaled; `prune`: after retention, before the
-operation is archived). `CRASH_POINTS` lists every name (the states and
-the effects' steps derived, the shell's own steps named), so the crash tests
-can check they cover each one. Never set it in production.
+Each effect is done by `effects.perform`; the worker passes every state and
+step to the fault-injection test hook `crash.crash_point` (see `crash.py`).
 
 After a commit, and before the operation is archived, the commit is
 recorded and the old generations of the system profile are pruned as
@@ -37,10 +28,8 @@ Must not: decide policy (that is `machine.py`) or speak the wire protocol.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -61,31 +50,16 @@ from reconciler.common.records import revision_of as recorded_revision
 from reconciler.helper import machine as m
 from reconciler.helper import reboot as reboots
 from reconciler.helper import system, transient
-from reconciler.helper.committed import prune, record_commit
+from reconciler.helper.committed import prune
+from reconciler.helper.crash import PRUNE, crash_point
+from reconciler.helper.effects import perform
 from reconciler.helper.journal import Journal
 from reconciler.helper.log import log
 
-CRASH_ENV = "PULLNIX_HELPER_CRASH_AT"
 #: The exit status when the operation worker fails: systemd restarts the helper.
 EXIT_WORKER_FAILED = 70
 #: How many finished operations that could not be archived are kept in memory.
 KEEP_UNARCHIVED = 10
-PRUNE = "prune"  # retention after a commit: a step of the shell, not of the machine
-# Every name `_drive` passes to `crash_point`: each state (as entered, or as the end of
-# an operation), each effect's step (`Proceed` acts on nothing, so it has none), and the
-# shell's own steps.
-CRASH_POINTS: tuple[str, ...] = (
-    *(str(state) for state in m.State),
-    *(effect.step for effect in typing.get_args(m.Effect) if effect is not m.Proceed),
-    PRUNE,
-)
-
-
-def crash_point(name: str) -> None:
-    """The fault-injection test hook (see the module docstring)."""
-    if os.environ.get(CRASH_ENV) == name:
-        log.warning("%s=%s: killing myself (test hook)", CRASH_ENV, name)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def new_operation_id(now: float) -> str:
@@ -286,7 +260,8 @@ class Operator:
             if op.state is not last_state:
                 crash_point(str(op.state))
                 last_state = op.state
-            event = self._perform(op, effect)
+            logfile = self.journal.log_path(op.id)
+            event = perform(self.config, op, effect, logfile, self.clock, self._await_confirm)
             if not isinstance(effect, m.Proceed):
                 crash_point(effect.step)
             with self._cond:
@@ -316,45 +291,17 @@ class Operator:
             self._cond.notify_all()
         self.upgrade_if_idle()
 
-    def _perform(self, op: m.Operation, effect: m.Effect) -> m.Event:
-        cfg, req = self.config, op.request
-        logfile = self.journal.log_path(op.id)
-        try:
-            if isinstance(effect, m.Activate | m.Reactivate):
-                system.switch(
-                    effect.store_path, effect.action, logfile, req.activation_timeout, op.id
-                )
-            elif isinstance(effect, m.InstallBoot | m.RestoreBoot):
-                system.switch(effect.store_path, "boot", logfile, req.activation_timeout, op.id)
-            elif isinstance(effect, m.RunCheck):
-                # Imported on first use: an idle helper never pays for urllib, shlex, shutil.
-                from reconciler.helper.health import run_check
-
-                return m.Checked(run_check(effect.spec, cfg.source))
-            elif isinstance(effect, m.AwaitConfirm):
-                with self._cond:
-                    self._cond.wait_for(
-                        lambda: (
-                            self._op is None
-                            or self._op.confirmed_at is not None
-                            or self._op.state is not op.state
-                        ),
-                        timeout=effect.deadline - self.clock(),
-                    )
-                return m.WaitOver()
-            elif isinstance(effect, m.SetProfile | m.RestoreProfile):
-                generation = system.set_profile(
-                    cfg.system.profile, effect.store_path, effect.generation, logfile
-                )
-                return m.Done(generation=generation)
-            elif isinstance(effect, m.RecordCommit):
-                record_commit(self.config.helper.state_dir, effect, m.iso(self.clock()))
-        except system.StepFailed as exc:
-            return m.Broke(str(exc))
-        except Exception as exc:  # the worker must outlive any bug
-            log.exception("operation %s: %s", op.id, effect.step)
-            return m.Broke(f"internal error in {effect.step}: {shorten(repr(exc), 300)}")
-        return m.Done()
+    def _await_confirm(self, op: m.Operation, effect: m.AwaitConfirm) -> None:
+        """Wait until `op` is confirmed, over or recovered meanwhile, or its deadline passes."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    self._op is None
+                    or self._op.confirmed_at is not None
+                    or self._op.state is not op.state
+                ),
+                timeout=effect.deadline - self.clock(),
+            )
 
     # -- requests from other threads ----------------------------------------------------
 

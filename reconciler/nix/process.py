@@ -1,28 +1,27 @@
 """Running one Nix command: argument list, timeout, Nix's log streamed line by line.
 
-Owns the one way the driver starts `nix`, `nix-build` and `nix-env`: in its
-own process group (so a timeout kills the builders too), stdout collected,
-stderr split into lines that go to a callback and to the `reconciler.nix`
-logger as they arrive, the last 50 kept for the error message. A missing
-binary becomes NixMissing; a timeout becomes NixTimeout. Must not: decide
-what a failure means (that is `errors.classify`) or build command lines.
+Owns the one way the driver starts `nix`, `nix-build` and `nix-env`, on
+`common/child.py`'s runner: in its own process group (so a timeout kills the
+builders too), stdout collected, stderr split into lines that go to a
+callback and to the `reconciler.nix` logger as they arrive, the last 50 kept
+for the error message. What Nix's log lines become (escapes stripped, cut,
+capped per command) is this module's. A missing binary becomes NixMissing; a
+timeout becomes NixTimeout. Must not: decide what a failure means (that is
+`errors.classify`) or build command lines.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import re
-import selectors
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from reconciler.common.child import ChildTimeout, finish, start
 from reconciler.nix.errors import NixMissing, NixTimeout
 
 log = logging.getLogger("reconciler.nix")
@@ -67,15 +66,7 @@ def run_nix(
     binary = _which(argv[0], env)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            [binary, *argv[1:]],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        proc = start([binary, *argv[1:]], env=env, cwd=cwd)
     except FileNotFoundError:
         raise _missing(argv[0], env) from None
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -99,72 +90,25 @@ def run_nix(
             on_line(line)
 
     try:
-        stdout = _pump(proc, started + timeout, emit)
-    except TimeoutError:
-        _kill_group(proc)
+        done = finish(
+            proc,
+            deadline=started + timeout,
+            stdout_limit=STDOUT_LIMIT,
+            on_stderr_line=emit,
+            line_limit=LINE_LIMIT,
+        )
+    except ChildTimeout:
         raise NixTimeout(
             f"{' '.join(argv[:2])} did not finish within {timeout:.0f}s and was stopped; "
             "it will be retried (raise the build timeout if it legitimately takes longer)"
         ) from None
-    except BaseException:
-        _kill_group(proc)
-        raise
-    finally:
-        _close(proc)
     return NixRun(
         tuple(argv),
-        proc.wait(),
-        stdout.decode("utf-8", "replace"),
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
         tuple(tail),
         time.monotonic() - started,
     )
-
-
-def _pump(proc: subprocess.Popen[bytes], deadline: float, emit: Callable[[bytes], None]) -> bytes:
-    """Read both pipes until both close; stderr line by line; TimeoutError at `deadline`."""
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    out, partial = bytearray(), b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ, "out")
-        sel.register(proc.stderr, selectors.EVENT_READ, "err")
-        while sel.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            for key, _ in sel.select(remaining):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                elif key.data == "out":
-                    out += chunk[: STDOUT_LIMIT - len(out)]
-                else:
-                    *lines, partial = (partial + chunk).split(b"\n")
-                    for line in lines:
-                        emit(line)
-                    if len(partial) > LINE_LIMIT:  # a line with no end: cut it here
-                        emit(partial)
-                        partial = b""
-    if partial:
-        emit(partial)
-    remaining = deadline - time.monotonic()
-    try:
-        proc.wait(timeout=max(remaining, 0.001))
-    except subprocess.TimeoutExpired:
-        raise TimeoutError from None
-    return bytes(out)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _close(proc: subprocess.Popen[bytes]) -> None:
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
 
 
 def _which(name: str, env: Mapping[str, str] | None) -> str:

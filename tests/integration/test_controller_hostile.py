@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ from tests.support.nixfixture import commit_fleet
 from tests.support.tmpfs import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.nix
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as machine:
-        assert machine.reconcile().returncode == 0
-        yield machine
 
 
 def test_a_pass_that_fails_unforeseen_says_so_in_the_status(machine: Machine) -> None:

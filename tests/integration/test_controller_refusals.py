@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.agentmachine import Machine, spec_yaml
 from tests.support.nixfixture import commit_fleet, read_calls
 
 pytestmark = pytest.mark.nix
@@ -26,13 +24,6 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "test",
     "GIT_COMMITTER_EMAIL": "test@pullnix.invalid",
 }
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as machine:
-        assert machine.reconcile().returncode == 0
-        yield machine
 
 
 def nothing_built_or_switched(machine: Machine, before: tuple[str, int]) -> bool:

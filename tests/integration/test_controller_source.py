@@ -15,24 +15,16 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.agentmachine import Machine, spec_yaml
 from tests.support.nixfixture import commit_fleet, read_calls
 
 pytestmark = pytest.mark.nix
 
 TAG = "hotfix-1"
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as machine:
-        assert machine.reconcile().returncode == 0
-        yield machine
 
 
 def git(cwd: Path, *args: str) -> str:

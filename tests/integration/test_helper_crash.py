@@ -6,7 +6,7 @@ that step is done (before its outcome is journaled). After a restart without
 the hook, the system (current system, profile, boot default), the journal and
 the committed-generation records must agree with the operation's recorded outcome.
 
-Every crash point the helper defines (`operator.CRASH_POINTS`) is covered, for
+Every crash point the helper defines (`crash.CRASH_POINTS`) is covered, for
 trial applies and for non-trial `switch` and `boot` applies: the scenarios
 below are run through the helper's pure state machine to list the points each
 one passes, and `test_cases_cover_every_crash_point_of_every_scenario` fails
@@ -30,7 +30,7 @@ from reconciler.common.protocol import parse_apply
 from reconciler.common.records import read_committed
 from reconciler.helper import machine as m
 from reconciler.helper import operator
-from reconciler.helper.operator import CRASH_ENV, CRASH_POINTS, PRUNE
+from reconciler.helper.crash import CRASH_ENV, CRASH_POINTS, PRUNE
 from tests.support.helperproc import (
     FakeMachine,
     HelperPaths,

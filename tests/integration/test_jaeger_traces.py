@@ -13,18 +13,17 @@ be in docs/tracing.md, the contract users build searches and alerts on.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler import __version__
-from tests.support.agentmachine import Machine, fake_machine, spec_yaml
+from tests.support.agentmachine import Machine, agent_env, spec_yaml
 from tests.support.jaeger import Jaeger, JaegerSpan, running_jaeger
 from tests.support.nixfixture import commit_fleet
 
@@ -39,19 +38,6 @@ JAEGER_TAGS = re.compile(r"^(otel\.|span\.kind$|error$|internal\.|w3c\.)")
 def jaeger(tmp_path: Path) -> Iterator[Jaeger]:
     with running_jaeger(tmp_path / "jaeger") as running:
         yield running
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as first:
-        assert first.reconcile(agent_env(None)).returncode == 0  # converged, untraced
-        yield first
-
-
-def agent_env(otel: Mapping[str, str] | None) -> dict[str, str]:
-    """This environment without any OTEL_* of its own, plus `otel`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {**env, **(otel or {})}
 
 
 def otel(jaeger: Jaeger, protocol: str, **more: str) -> dict[str, str]:

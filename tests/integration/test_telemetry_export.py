@@ -11,10 +11,7 @@ exporter, in this process).
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,23 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from reconciler.telemetry import metrics
 from reconciler.telemetry.export import counting_processor, otlp_exporter
 from reconciler.telemetry.settings import export_settings
-from tests.support.agentmachine import Machine, fake_machine
+from tests.support.agentmachine import Machine, agent_env
 from tests.support.otlp import closed_port
 
 pytestmark = [pytest.mark.nix, pytest.mark.slow]
-
-
-def agent_env(otel: Mapping[str, str] | None) -> dict[str, str]:
-    """This environment without any OTEL_* of its own, plus `otel`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return {**env, **(otel or {})}
-
-
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
-    with fake_machine(tmp_path) as first:
-        assert first.reconcile(agent_env(None)).returncode == 0  # converged, untraced
-        yield first
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])

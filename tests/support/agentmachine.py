@@ -262,6 +262,12 @@ def wait_for(
         time.sleep(interval)
 
 
+def agent_env(otel: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment without any OTEL_* of its own, plus `otel`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return {**env, **(otel or {})}
+
+
 @contextmanager
 def fake_machine(tmp_path: Path, **configure: Any) -> Iterator[Machine]:
     """The fleet's first commit installed, a helper running, agent.toml written."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.core.conditions import Condition, find
-from reconciler.core.freshness import apply_freshness, format_age, freshness
+from reconciler.core.freshness import apply_freshness, freshness
 
 DAY = 86400.0
 SHA = "ab" * 20
@@ -40,17 +40,3 @@ def test_stale_sets_the_condition_with_the_age_and_fresh_removes_it():
     fresh = apply_freshness(again, freshness(SHA, now - 60, now, 7 * DAY), "t3")
     assert find(fresh, "SourceStale") is None
     assert find(fresh, "Ready") == ready
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (42, "42s"),
-        (300, "5m"),
-        (3 * 3600 + 720, "3h 12m"),
-        (7 * DAY, "7d"),
-        (9 * DAY + 4 * 3600, "9d 4h"),
-    ],
-)
-def test_ages_read_coarsely(seconds: float, text: str):
-    assert format_age(seconds) == text

@@ -213,3 +213,14 @@ def test_an_operation_read_again_is_the_same_and_one_under_way_is_read_anew() ->
     )
     moved = operation(State.COMMITTING, id="op-7", message="moved on")
     assert operation_from_json(operation_to_json(moved)) == moved
+
+
+def test_a_finished_operation_whose_message_grows_before_its_archive_is_read_anew() -> None:
+    # The helper answers a Succeeded operation from memory while it prunes old generations,
+    # then archives it with the retention noted; a client polling both must see the note.
+    done = operation(State.SUCCEEDED, id="op-8", finished_at="t9", message="committed")
+    pruned = operation(
+        State.SUCCEEDED, id="op-8", finished_at="t9", message="committed; deleted old 2"
+    )
+    assert operation_from_json(operation_to_json(done)) == done
+    assert operation_from_json(operation_to_json(pruned)) == pruned
