@@ -3,8 +3,8 @@
 Owns fetching the tracked branch (remote heads listed first, so an unchanged
 remote costs one round trip and no pack), trying `[source] urls` in order,
 retries, resolving `spec.revision` pins (fetching a tag or commit when the
-mirror lacks it), reading files and exporting trees from a commit without a
-checkout, and the accept steps that combine signature verification
+mirror lacks it), handing its commits to reconciler.source.trees to read a
+file or export the tree without a checkout, and the accept steps that combine signature verification
 (reconciler.source.verify) and downgrade protection (reconciler.source.downgrade).
 
 The mirror keeps the branch at `refs/heads/<branch>` (HEAD points there) and a
@@ -19,9 +19,6 @@ Must not: run the `git` command, build, or decide what to deploy.
 from __future__ import annotations
 
 import logging
-import posixpath
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +39,7 @@ from reconciler.source.transport import (
     classify,
     set_network_timeouts,
 )
+from reconciler.source.trees import export_commit, read_blob
 from reconciler.source.verify import verify_commit
 
 log = logging.getLogger("pullnix.source")
@@ -360,53 +358,11 @@ class GitSource:
 
     def read_file(self, sha: str, path: str) -> bytes:
         """The content of `path` in commit `sha`, read from the mirror (no checkout)."""
-        tree = self._commit(sha).tree
-        clean = posixpath.normpath(path.strip("/"))
-        try:
-            if clean.startswith("..") or clean == ".":
-                raise KeyError(clean)
-            obj = tree[clean]
-        except (KeyError, ValueError):
-            top = ", ".join(sorted(e.name for e in tree if e.name)[:20])
-            raise TerminalError(
-                f"{path} does not exist in commit {sha} (top level: {top}); "
-                "add it to the repository or fix [source] spec_path",
-                reason="FileMissing",
-            ) from None
-        if not isinstance(obj, pygit2.Blob):
-            raise TerminalError(
-                f"{path} in commit {sha} is a directory, not a file", reason="FileMissing"
-            )
-        if obj.filemode == pygit2.enums.FileMode.LINK:
-            raise TerminalError(
-                f"{path} in commit {sha} is a symbolic link; point spec_path at the file itself",
-                reason="FileMissing",
-            )
-        return bytes(obj.data)
+        return read_blob(self._commit(sha), path)
 
     def export_tree(self, sha: str, dest: Path) -> Path:
-        """Write the tree of commit `sha` to `dest` (which must not exist), atomically:
-        into a sibling temp directory first, then renamed. For classic Nix configs."""
-        if dest.exists():
-            raise TerminalError(
-                f"cannot export {sha} to {dest}: it already exists", reason="ExportFailed"
-            )
-        commit = self._commit(sha)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
-            strategy = (
-                pygit2.enums.CheckoutStrategy.FORCE
-                | pygit2.enums.CheckoutStrategy.DONT_UPDATE_INDEX
-            )
-            self.repo().checkout_tree(  # type: ignore[no-untyped-call]
-                commit.tree, directory=str(tmp), strategy=strategy
-            )
-            tmp.rename(dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
+        """Write the tree of commit `sha` to `dest` (which must not exist), atomically."""
+        return export_commit(self.repo(), self._commit(sha), dest)
 
 
 def _combined(failures: list[PullnixError]) -> PullnixError:
