@@ -254,6 +254,10 @@ def machine_line() -> str:
     )
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     options = _options(argv)
@@ -261,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.child:
         print(json.dumps(_section_runners(options, Path(options.child_root))[options.child]()))
         return 0
+    # Stopped with SIGTERM (kill, a CI timeout): unwind like Ctrl-C, so the running
+    # section's whole session (its agents and helpers) is killed on the way out.
+    signal.signal(signal.SIGTERM, _stop)
     rows: list[Row] = []
     failed = 0
     began = time.monotonic()
