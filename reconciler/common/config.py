@@ -2,9 +2,10 @@
 
 Owns the one loader for the file that both processes read (the agent all of
 it; the helper `host`, `[helper]`, `[system]` and `[source]`). It lives in the
-helper's island because the helper must read it with the standard library
-alone. Every key has a type and a default; an unknown key is an error naming
-the key, because a typo here could silently drop a trust root.
+standard-library base, `reconciler.common`, because the helper must read it
+with the standard library alone. Every key has a type and a default; an
+unknown key is an error naming the key, because a typo here could silently
+drop a trust root.
 
 Must not: read the repository, or accept anything the repository says.
 """

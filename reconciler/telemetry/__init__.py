@@ -5,7 +5,10 @@ to the state it keeps: OpenTelemetry traces exported over OTLP (configured by
 the standard OTEL_* variables only; with none set, no SDK is loaded and no
 span is recorded), Prometheus metrics on `[telemetry] metrics_listen`, one
 structured log line per event carrying the trace id, and sd_notify. The
-helper imports no SDK: its spans are rebuilt here from its timed journal.
+helper imports no SDK: its spans are rebuilt here from its timed journal
+(`helper_spans`). It also exports the host's fleet state, labelled `host` and
+`wave` (`fleet_metrics`), and reads the fleet's back from Prometheus's HTTP API
+for the wave gate and `pullnix fleet` (`fleet_query`).
 
 Must not: decide, reconcile or act. It sits below the controller and above
 the source and Nix shells; it never imports the controller or the CLI.
