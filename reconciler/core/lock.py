@@ -5,7 +5,10 @@ checks a lock read from a commit field by field and names the file and the
 field of anything wrong (reason InvalidSpec); `host_entry` picks this host's
 store path (reason NotInLock when the lock has none); `render_lock` writes
 one. A store path must look like one (`/nix/store/<32 base-32 chars>-<name>`),
-so a lock can never make the agent ask Nix for an arbitrary file.
+so a lock can never make the agent ask Nix for an arbitrary file, and never a `.drv`
+(realising one builds it). A lock is refused, never guessed at, when it is larger
+than MAX_LOCK_BYTES, nested too deeply, names a key twice in one object, or has
+a field the format does not know.
 
 Must not: read files, talk to git or Nix, or decide whether the lock's
 commit may be deployed (the source layer checks its history).
@@ -24,8 +27,11 @@ from reconciler.core.errors import CommitFailure, PrebuiltRefusal
 
 API_VERSION = "pullnix.dev/v1alpha1"
 KIND = "SystemLock"
-#: Nix's store path syntax: the store dir, 32 characters of Nix's base 32, a name.
-STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+\-._?=]+")
+#: Nix's store path syntax: the store dir, 32 characters of Nix's base 32, a name (not
+#: "." or "..", which Nix refuses).
+STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-(?!\.\.?$)[A-Za-z0-9+\-._?=]+")
+#: The most a lock may weigh: ~50,000 hosts as `render_lock` writes them. Bounds the parse.
+MAX_LOCK_BYTES = 8 * 1024 * 1024
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 #: Why a commit's prebuilt system was refused; like a failed build, each is tied to the
@@ -77,14 +83,7 @@ def parse_lock(text: bytes, origin: str) -> SystemLock:
             "than editing the file"
         )
 
-    try:
-        doc = json.loads(text.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise bad("", "is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise bad(
-            "", f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
+    doc = _decode(text, bad)
     if not isinstance(doc, dict):
         raise bad("", f"must be a JSON object, not {_kind(doc)}")
     if doc.get("apiVersion") != API_VERSION:
@@ -97,11 +96,35 @@ def parse_lock(text: bytes, origin: str) -> SystemLock:
     created = doc.get("createdAt", "")
     if not isinstance(created, str):
         raise bad("createdAt", f"must be an RFC 3339 time, not {_kind(created)}")
+    unknown = sorted(set(doc) - {"apiVersion", "kind", "sourceRevision", "createdAt", "hosts"})
+    if unknown:
+        raise bad(unknown[0], "unknown field (known: createdAt, hosts, sourceRevision)")
     hosts = doc.get("hosts")
     if not isinstance(hosts, dict):
         raise bad("hosts", f"must be an object of host name -> entry, not {_kind(hosts)}")
     entries = {name: _locked_host(name, entry, bad) for name, entry in hosts.items()}
     return SystemLock(revision, created, MappingProxyType(entries))
+
+
+def _decode(text: bytes, bad: Callable[[str, str], InvalidLock]) -> Any:
+    """`text` as JSON, bounded in size and depth, every object's keys unique."""
+    if len(text) > MAX_LOCK_BYTES:
+        raise bad("", f"is {len(text)} bytes, more than a lock may be ({MAX_LOCK_BYTES})")
+    try:
+        doc = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise bad("", "is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise bad(
+            "", f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except _DuplicateKey as exc:
+        raise bad("", f"has the key {exc.args[0]!r} twice in one object") from None
+    except RecursionError:
+        raise bad("", "is nested too deeply to be a lock") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise bad("", f"is not a lock: {exc}") from None
+    return doc
 
 
 def _locked_host(name: str, entry: Any, bad: Callable[[str, str], InvalidLock]) -> LockedHost:
@@ -117,6 +140,11 @@ def _locked_host(name: str, entry: Any, bad: Callable[[str, str], InvalidLock]) 
         raise bad(
             f"{field}.storePath",
             f"{path!r} is not a Nix store path (/nix/store/<hash>-<name>)",
+        )
+    if path.endswith(".drv"):
+        raise bad(
+            f"{field}.storePath",
+            f"{path!r} is a derivation, not a built system: the machine would build it",
         )
     size = entry.get("closureSize")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
@@ -153,6 +181,19 @@ def render_lock(source_revision: str, created_at: str, hosts: Mapping[str, Locke
         },
     }
     return json.dumps(doc, indent=2) + "\n"
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names one key twice; which value counts would be a guess."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _DuplicateKey(key)
+        doc[key] = value
+    return doc
 
 
 def _kind(value: object) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from reconciler.core.lock import (
+    MAX_LOCK_BYTES,
     InvalidLock,
     LockedHost,
     NotInLock,
@@ -103,3 +104,93 @@ def test_a_host_missing_from_the_lock_is_not_in_lock_and_names_the_hosts_it_has(
     assert caught.value.reason == "NotInLock"
     assert "has no system for host 'edge-02' (hosts: edge-01)" in caught.value.message
     assert "pullnix publish --hosts edge-02" in caught.value.message
+
+
+def _raw(hosts: str, extra: str = "") -> bytes:
+    """A lock written by hand, for what json.dumps cannot write (duplicate keys)."""
+    head = f'"apiVersion": "pullnix.dev/v1alpha1", "kind": "SystemLock", "sourceRevision": "{SHA}"'
+    return ("{" + head + extra + ', "hosts": ' + hosts + "}").encode()
+
+
+EVIL = "/nix/store/" + "b" * 32 + "-nixos-system-evil"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "what"),
+    [
+        # A reviewer reads the first entry, json.loads keeps the last: refuse the guess.
+        (
+            _raw(f'{{"edge-01": {{"storePath": "{PATH}"}}, "edge-01": {{"storePath": "{EVIL}"}}}}'),
+            "",
+            "has the key 'edge-01' twice in one object",
+        ),
+        (
+            _raw("{}", f', "sourceRevision": "{"b" * 40}"'),
+            "",
+            "has the key 'sourceRevision' twice",
+        ),
+        # Deep nesting and huge numbers are not JSON errors to Python but must not escape
+        # as RecursionError / ValueError (an internal error retried forever).
+        (_raw("{}", ', "x": ' + "[" * 100_000 + "]" * 100_000), "", "nested too deeply"),
+        (
+            _raw(f'{{"edge-01": {{"storePath": "{PATH}", "closureSize": {"9" * 5000}}}}}'),
+            "",
+            "is not a lock",
+        ),
+        # nix-store --realise of a .drv builds it: the machine must never build.
+        (
+            lock(hosts={"edge-01": {"storePath": PATH + ".drv"}}),
+            'hosts["edge-01"].storePath',
+            "is a derivation",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": "/nix/store/" + "a" * 32 + "-.."}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH + "/"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH + "\n"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH + " --option x y"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (
+            lock(hosts={"edge-01": {"storePath": "/gnu/store/" + "a" * 32 + "-x"}}),
+            'hosts["edge-01"].storePath',
+            "is not a Nix store path",
+        ),
+        (lock(sourceRevision="3f2a1c"), "sourceRevision", "is not a full commit id"),
+        (lock(sourceRevision="g" * 40), "sourceRevision", "is not a full commit id"),
+        (lock(sourceRevision=None), "sourceRevision", "None is not a full commit id"),
+        (lock(Hosts={}), "Hosts", "unknown field"),
+        (lock(hosts={"edge-01": {"storePath": 5}}), 'hosts["edge-01"].storePath', "5 is not"),
+        (
+            lock(hosts={"edge-01": {"storePath": PATH, "closureSize": True}}),
+            'hosts["edge-01"].closureSize',
+            "True is not a size in bytes",
+        ),
+    ],
+)
+def test_hostile_locks_are_invalid_spec_not_internal_errors(text: bytes, field: str, what: str):
+    with pytest.raises(InvalidLock) as caught:
+        parse_lock(text, ORIGIN)
+    prefix = f"{ORIGIN}: {field}: " if field else f"{ORIGIN}: "
+    message = caught.value.message
+    assert message.startswith(prefix), message
+    assert what in message.removeprefix(prefix), message
+
+
+def test_a_lock_larger_than_the_bound_is_refused_before_it_is_parsed():
+    padding = b" " * (MAX_LOCK_BYTES + 1)
+    with pytest.raises(InvalidLock) as caught:
+        parse_lock(lock()[:-1] + padding + b"}", ORIGIN)
+    assert f"more than a lock may be ({MAX_LOCK_BYTES})" in caught.value.message
