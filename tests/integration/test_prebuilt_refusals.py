@@ -121,3 +121,38 @@ def test_a_store_path_that_is_not_a_nixos_system_is_refused(tmp_path: Path):
             f"{path} (built from the prebuilt lock entry of edge-01) is not a NixOS system"
             in (ready["message"])
         )
+
+
+def test_a_lock_file_that_is_missing_a_directory_or_a_symlink_is_refused_naming_lock_file(
+    tmp_path: Path,
+):
+    """The lock is read from the commit's tree only: a symlink (even to a valid lock outside
+    the repository) is not followed, and the message points at lockFile, not spec_path."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    outside = tmp_path / "outside.lock.json"
+    with fake_machine(tmp_path) as machine:
+        outside.write_text(lock_text(machine.repo.sha, {"edge-01": {"storePath": SHAPED}}))
+        configure_nix(machine, ["http://127.0.0.1:9"], [key.public])
+        lock = machine.repo.worktree / "pullnix.lock.json"
+        shapes = {
+            "missing": lambda: None,
+            "a directory": lambda: (lock.mkdir(), (lock / "x").write_text("{}")),
+            "a symbolic link": lambda: lock.symlink_to(outside),
+        }
+        shape_words = {
+            "missing": "does not exist in commit",
+            "a directory": "in commit",
+            "a symbolic link": "in commit",
+        }
+        for shape, make in shapes.items():
+            if lock.is_dir() and not lock.is_symlink():
+                (lock / "x").unlink()
+                lock.rmdir()
+            else:
+                lock.unlink(missing_ok=True)
+            make()
+            sha = commit_deploy(machine, None, revision=shape)
+            ready = refused(machine, "InvalidSpec")  # tied to the commit, like a bad lock
+            assert f"pullnix.lock.json {shape_words[shape]} {sha}" in ready["message"], shape
+            assert "spec.configuration.prebuilt.lockFile" in ready["message"], ready["message"]
+            assert "spec_path" not in ready["message"], ready["message"]
