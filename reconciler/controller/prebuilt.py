@@ -22,7 +22,7 @@ from reconciler.core.lock import InvalidLock, LockFromAnotherHistory, host_entry
 from reconciler.core.model import Prebuilt
 from reconciler.nix.build import BuildSettings, BuiltSystem
 from reconciler.nix.process import LineCallback
-from reconciler.nix.realise import realise_system
+from reconciler.nix.realise import UntrustedSignature, realise_system
 from reconciler.source import GitSource
 
 
@@ -36,6 +36,7 @@ def fetch_prebuilt(
 ) -> BuiltSystem:
     """This host's system from the lock in commit `sha`, fetched and held by a GC root."""
     origin = f"{prebuilt.lock_file}@{sha[:12]}"
+    _require_trust_roots(machine, sha)
     lock = parse_lock(_read_lock(source, sha, prebuilt.lock_file), origin)
     if not source.descends(sha, lock.source_revision):
         raise LockFromAnotherHistory(
@@ -69,3 +70,19 @@ def _read_lock(source: GitSource, sha: str, lock_file: str) -> bytes:
             f"{what}; spec.configuration.prebuilt.lockFile must name the lock `pullnix "
             "publish` wrote, committed as a regular file in the commit being deployed"
         ) from None
+
+
+def _require_trust_roots(machine: MachineConfig, sha: str) -> None:
+    """Both of agent.toml's lists, or nothing is fetched: with one empty, Nix would fall
+    back to nix.conf's (cache.nixos.org and its key by default)."""
+    for name, values in (
+        ("substituters", machine.nix.substituters),
+        ("trusted_public_keys", machine.nix.trusted_public_keys),
+    ):
+        if not values:
+            raise UntrustedSignature(
+                f"[nix] {name} in agent.toml is empty, and {sha[:12]} deploys a prebuilt "
+                "system: it is fetched only from the caches agent.toml names, checked only "
+                "against the keys it names. Set both (services.pullnix.binaryCache), then "
+                "`pullnix retry`; nothing was fetched or activated"
+            )

@@ -156,3 +156,23 @@ def test_a_lock_file_that_is_missing_a_directory_or_a_symlink_is_refused_naming_
             assert f"pullnix.lock.json {shape_words[shape]} {sha}" in ready["message"], shape
             assert "spec.configuration.prebuilt.lockFile" in ready["message"], ready["message"]
             assert "spec_path" not in ready["message"], ready["message"]
+
+
+def test_a_machine_without_caches_or_keys_in_agent_toml_refuses_without_asking_any_cache(
+    tmp_path: Path,
+):
+    """Trust roots come from agent.toml: with either list empty, Nix would fall back to
+    nix.conf's (cache.nixos.org and its key by default), so nothing is fetched at all."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with fake_machine(tmp_path) as machine, served_cache(tmp_path) as cache:
+        lock = lock_text(machine.repo.sha, {"edge-01": {"storePath": SHAPED}})
+        for caches, keys, empty in (
+            ([], [key.public], "[nix] substituters"),
+            ([cache.url("fleet")], [], "[nix] trusted_public_keys"),
+        ):
+            configure_nix(machine, caches, keys)
+            sha = commit_deploy(machine, lock, revision=empty)
+            ready = refused(machine, "UntrustedSignature")
+            assert f"{empty} in agent.toml is empty" in ready["message"], ready["message"]
+            assert f"{sha[:12]}" in ready["message"], ready["message"]
+        assert cache.requests() == []
