@@ -3,11 +3,15 @@ is activated (the running system, the switch calls and the store stay as they we
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from reconciler.core.errors import TransientError
+from reconciler.nix.build import BuildSettings
+from reconciler.nix.realise import realise_system
 from tests.support.agentmachine import Machine, fake_machine
 from tests.support.binarycache import (
     copy_to,
@@ -176,3 +180,28 @@ def test_a_machine_without_caches_or_keys_in_agent_toml_refuses_without_asking_a
             assert f"{empty} in agent.toml is empty" in ready["message"], ready["message"]
             assert f"{sha[:12]}" in ready["message"], ready["message"]
         assert cache.requests() == []
+
+
+def test_a_cache_that_accepts_connections_and_never_answers_is_a_transient_timeout(
+    tmp_path: Path,
+):
+    """The kernel accepts the TCP connection (listen, never accept) and nothing answers:
+    the fetch is stopped at the build timeout and backs off as transient, never hangs."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        settings = BuildSettings(gcroots_dir=tmp_path / "gcroots", timeout=5)
+        with pytest.raises(TransientError) as caught:
+            realise_system(
+                SHAPED,
+                host="edge-01",
+                revision="a" * 40,
+                substituters=[url],
+                trusted_keys=[key.public],
+                settings=settings,
+            )
+    assert caught.value.reason == "NixTimeout", caught.value.message
+    assert "did not finish within 5s and was stopped; it will be retried" in caught.value.message
+    assert not list((tmp_path / "gcroots").glob("*"))
