@@ -128,9 +128,11 @@ def _publish_all(
         names = flake_hosts(flake, settings)
     except PullnixError as exc:
         _fail(f"{exc.reason}: {exc.message}")
+    if not names:
+        _fail(f"the flake at {sha[:12]} has no nixosConfigurations: nothing to publish")
     wanted = _select(names, globs)
     if not wanted:
-        _fail(f"no host of {', '.join(names) or 'none'} matches --hosts {' '.join(globs)}")
+        _fail(f"no host of {', '.join(names)} matches --hosts {' '.join(globs)}")
     _progress(f"publishing {len(wanted)} host(s) of {directory} at {sha[:12]} to {to}")
     published: dict[str, LockedHost] = {}
     report: dict[str, dict[str, Any]] = {}
