@@ -44,6 +44,7 @@ _DOWN = re.compile(
     r"binary cache|Connection refused|Timeout was reached|HTTP error 5\d\d"
 )
 _MISSING = re.compile(r"don't know how to build|there is no substituter")
+_UNOPENABLE = re.compile(r"don't know how to open Nix store '([^']*)'")
 
 
 def realise_argv(
@@ -95,6 +96,13 @@ def realise_error(
                 "(pullnix publish --sign-key) with a key whose public half is in agent.toml",
                 tail,
             )
+        )
+    unopenable = next((m for line in tail if (m := _UNOPENABLE.search(line))), None)
+    if unopenable is not None:
+        return CacheUnavailable(
+            f"Nix cannot open the substituter {unopenable[1]!r} ([nix] substituters in "
+            f"agent.toml) to fetch {store_path}; write a store URL Nix knows, such as "
+            "https://cache.example.org. Retrying with backoff"
         )
     if any(_DOWN.search(line) for line in tail):
         return CacheUnavailable(
