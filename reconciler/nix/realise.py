@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from reconciler.core.errors import CommitFailure, TerminalError, TransientError
 from reconciler.nix.build import BuildSettings, BuiltSystem, gc_root, require_system
-from reconciler.nix.errors import NixCommandFailed, first_error, with_tail
+from reconciler.nix.errors import NixCommandFailed, NotASystem, first_error, with_tail
 from reconciler.nix.process import LineCallback, run_nix
 
 
@@ -79,7 +79,14 @@ def realise_system(
     if not run.ok:
         raise realise_error(store_path, substituters, trusted_keys, run.tail)
     what = f"the prebuilt lock entry of {host}"
-    return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
+    try:
+        return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
+    except NotASystem:  # its hint is about spec.configuration; nothing was built here
+        raise NotASystem(
+            f"{store_path} (built from {what}) is not a NixOS system: it has no executable "
+            "bin/switch-to-configuration; the lock must name each host's toplevel as "
+            "`pullnix publish` writes it (--attr names the host's NixOS configuration)"
+        ) from None
 
 
 def realise_error(

@@ -125,6 +125,9 @@ def test_a_store_path_that_is_not_a_nixos_system_is_refused(tmp_path: Path):
             f"{path} (built from the prebuilt lock entry of edge-01) is not a NixOS system"
             in (ready["message"])
         )
+        # The hint is about the lock CI wrote, not spec.configuration (nothing is built here).
+        assert "spec.configuration" not in ready["message"], ready["message"]
+        assert "`pullnix publish` writes" in ready["message"], ready["message"]
 
 
 def test_a_lock_file_that_is_missing_a_directory_or_a_symlink_is_refused_naming_lock_file(
