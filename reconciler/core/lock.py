@@ -30,6 +30,8 @@ KIND = "SystemLock"
 #: Nix's store path syntax: the store dir, 32 characters of Nix's base 32, a name (not
 #: "." or "..", which Nix refuses).
 STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-(?!\.\.?$)[A-Za-z0-9+\-._?=]+")
+#: How many of a lock's hosts NotInLock names.
+_LISTED = 20
 #: The most a lock may weigh: ~50,000 hosts as `render_lock` writes them. Bounds the parse.
 MAX_LOCK_BYTES = 8 * 1024 * 1024
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -156,7 +158,10 @@ def host_entry(lock: SystemLock, host: str, origin: str) -> LockedHost:
     """This host's entry; NotInLock (naming the hosts the lock has) when there is none."""
     entry = lock.hosts.get(host)
     if entry is None:
-        listed = ", ".join(sorted(lock.hosts)) or "none"
+        names = sorted(lock.hosts)
+        listed = ", ".join(names[:_LISTED]) or "none"
+        if len(names) > _LISTED:  # the message lands in status.json: a few names suffice
+            listed += f" and {len(names) - _LISTED} more"
         raise NotInLock(
             f"{origin} (built from {lock.source_revision[:12]}) has no system for host "
             f"{host!r} (hosts: {listed}); publish it with `pullnix publish --hosts {host}` "

@@ -194,3 +194,17 @@ def test_a_lock_larger_than_the_bound_is_refused_before_it_is_parsed():
     with pytest.raises(InvalidLock) as caught:
         parse_lock(lock()[:-1] + padding + b"}", ORIGIN)
     assert f"more than a lock may be ({MAX_LOCK_BYTES})" in caught.value.message
+
+
+def test_not_in_lock_names_a_bounded_number_of_the_hosts_a_large_lock_has():
+    """The message goes into status.json and every `pullnix status`: a fleet of 5000 hosts
+    must not put 5000 names there."""
+    hosts = {f"edge-{i:04}": {"storePath": PATH} for i in range(5000)}
+    parsed = parse_lock(lock(hosts=hosts), ORIGIN)
+    with pytest.raises(NotInLock) as caught:
+        host_entry(parsed, "web-01", ORIGIN)
+    message = caught.value.message
+    assert "(hosts: edge-0000, edge-0001," in message
+    assert "edge-0019 and 4980 more)" in message
+    assert "edge-0020" not in message
+    assert len(message) < 1000
