@@ -28,8 +28,10 @@ from reconciler.core.errors import CommitFailure, PrebuiltRefusal
 API_VERSION = "pullnix.dev/v1alpha1"
 KIND = "SystemLock"
 #: Nix's store path syntax: the store dir, 32 characters of Nix's base 32, a name (not
-#: "." or "..", which Nix refuses).
-STORE_PATH = re.compile(r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-(?!\.\.?$)[A-Za-z0-9+\-._?=]+")
+#: "." or "..", nor longer than 211 characters: Nix refuses those).
+STORE_PATH = re.compile(
+    r"/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-(?!\.\.?$)[A-Za-z0-9+\-._?=]{1,211}"
+)
 #: How many of a lock's hosts NotInLock names.
 _LISTED = 20
 #: The most a lock may weigh: ~50,000 hosts as `render_lock` writes them. Bounds the parse.
@@ -89,18 +91,18 @@ def parse_lock(text: bytes, origin: str) -> SystemLock:
     if not isinstance(doc, dict):
         raise bad("", f"must be a JSON object, not {_kind(doc)}")
     if doc.get("apiVersion") != API_VERSION:
-        raise bad("apiVersion", f"must be {API_VERSION!r}, not {doc.get('apiVersion')!r}")
+        raise bad("apiVersion", f"must be {API_VERSION!r}, not {_show(doc.get('apiVersion'))}")
     if doc.get("kind") != KIND:
-        raise bad("kind", f"must be {KIND!r}, not {doc.get('kind')!r}")
+        raise bad("kind", f"must be {KIND!r}, not {_show(doc.get('kind'))}")
     revision = doc.get("sourceRevision")
     if not isinstance(revision, str) or not _SHA.fullmatch(revision):
-        raise bad("sourceRevision", f"{revision!r} is not a full commit id")
+        raise bad("sourceRevision", f"{_show(revision)} is not a full commit id")
     created = doc.get("createdAt", "")
     if not isinstance(created, str):
         raise bad("createdAt", f"must be an RFC 3339 time, not {_kind(created)}")
     unknown = sorted(set(doc) - {"apiVersion", "kind", "sourceRevision", "createdAt", "hosts"})
     if unknown:
-        raise bad(unknown[0], "unknown field (known: createdAt, hosts, sourceRevision)")
+        raise bad(_cut(unknown[0]), "unknown field (known: createdAt, hosts, sourceRevision)")
     hosts = doc.get("hosts")
     if not isinstance(hosts, dict):
         raise bad("hosts", f"must be an object of host name -> entry, not {_kind(hosts)}")
@@ -121,7 +123,7 @@ def _decode(text: bytes, bad: Callable[[str, str], InvalidLock]) -> Any:
             "", f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     except _DuplicateKey as exc:
-        raise bad("", f"has the key {exc.args[0]!r} twice in one object") from None
+        raise bad("", f"has the key {_show(exc.args[0])} twice in one object") from None
     except RecursionError:
         raise bad("", "is nested too deeply to be a lock") from None
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
@@ -131,17 +133,17 @@ def _decode(text: bytes, bad: Callable[[str, str], InvalidLock]) -> Any:
 
 def _locked_host(name: str, entry: Any, bad: Callable[[str, str], InvalidLock]) -> LockedHost:
     """One host's entry of the lock; `bad` makes the error naming the field."""
-    field = f"hosts[{json.dumps(name)}]"
+    field = f"hosts[{_cut(json.dumps(name))}]"
     if not isinstance(entry, dict):
         raise bad(field, f"must be an object with storePath, not {_kind(entry)}")
     unknown = sorted(set(entry) - {"storePath", "closureSize"})
     if unknown:
-        raise bad(f"{field}.{unknown[0]}", "unknown field (known: closureSize, storePath)")
+        raise bad(f"{field}.{_cut(unknown[0])}", "unknown field (known: closureSize, storePath)")
     path = entry.get("storePath")
     if not isinstance(path, str) or not STORE_PATH.fullmatch(path):
         raise bad(
             f"{field}.storePath",
-            f"{path!r} is not a Nix store path (/nix/store/<hash>-<name>)",
+            f"{_show(path)} is not a Nix store path (/nix/store/<hash>-<name>)",
         )
     if path.endswith(".drv"):
         raise bad(
@@ -150,7 +152,7 @@ def _locked_host(name: str, entry: Any, bad: Callable[[str, str], InvalidLock]) 
         )
     size = entry.get("closureSize")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise bad(f"{field}.closureSize", f"{size!r} is not a size in bytes")
+        raise bad(f"{field}.closureSize", f"{_show(size)} is not a size in bytes")
     return LockedHost(path, size)
 
 
@@ -199,6 +201,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKey(key)
         doc[key] = value
     return doc
+
+
+def _show(value: object) -> str:
+    """`value` as a message quotes it: its repr, cut short (messages land in status)."""
+    return _cut(repr(value))
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 20]}… ({len(text)} characters)"
 
 
 def _kind(value: object) -> str:

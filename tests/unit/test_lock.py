@@ -208,3 +208,31 @@ def test_not_in_lock_names_a_bounded_number_of_the_hosts_a_large_lock_has():
     assert "edge-0019 and 4980 more)" in message
     assert "edge-0020" not in message
     assert len(message) < 1000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        lock(hosts={"edge-01": {"storePath": "/etc/" + "x" * 1_000_000}}),
+        lock(sourceRevision="x" * 1_000_000),
+        lock(apiVersion=["v"] * 100_000),
+        lock(hosts={"e" * 1_000_000: "not an object"}),
+        lock(hosts={"edge-01": {"storePath": PATH, "x" * 1_000_000: 1}}),
+        lock(**{"y" * 1_000_000: 1}),
+    ],
+)
+def test_what_a_message_quotes_from_a_hostile_lock_is_bounded(text: bytes):
+    """Messages land in status.json and every `pullnix status`: a value or a name from the
+    lock is quoted only in part."""
+    with pytest.raises(InvalidLock) as caught:
+        parse_lock(text, ORIGIN)
+    assert len(caught.value.message) < 1000, caught.value.message[:300]
+
+
+def test_a_store_path_name_longer_than_nix_allows_is_refused():
+    long = "/nix/store/" + "a" * 32 + "-" + "x" * 212
+    with pytest.raises(InvalidLock) as caught:
+        parse_lock(lock(hosts={"edge-01": {"storePath": long + ".drv"}}), ORIGIN)
+    assert "is not a Nix store path" in caught.value.message
+    ok = "/nix/store/" + "a" * 32 + "-" + "x" * 211
+    assert parse_lock(lock(hosts={"edge-01": {"storePath": ok}}), ORIGIN).hosts
