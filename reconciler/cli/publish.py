@@ -161,7 +161,13 @@ def _publish_all(
     failed = [h for h in wanted if h not in published]
     if not failed:
         created = utc_stamp()
-        write_atomic(lock_path, render_lock(sha, created, published).encode())
+        try:
+            write_atomic(lock_path, render_lock(sha, created, published).encode())
+        except OSError as exc:
+            _fail(
+                f"every host was published, but the lock could not be written to {lock_path}: "
+                f"{exc.strerror or exc}; re-run with --lock-file FILE in a writable directory"
+            )
         _progress(f"wrote {lock_path} ({len(published)} host(s), source {sha[:12]})")
     else:
         _progress(f"failed: {', '.join(failed)}; {lock_path} not written")

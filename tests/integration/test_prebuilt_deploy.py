@@ -149,3 +149,20 @@ def test_publish_with_no_host_to_publish_or_a_bad_key_says_so_and_writes_no_lock
             "publish" in empty.stderr
         ), empty.stderr
         assert not (machine.repo.worktree / LOCK).exists()
+
+
+def test_publish_that_cannot_write_the_lock_says_so_without_a_traceback(tmp_path: Path):
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with fake_machine(tmp_path) as machine:
+        commit_fleet(machine.repo, version="2")
+        in_the_way = machine.repo.worktree / LOCK  # a directory where the lock goes
+        (in_the_way / "x").mkdir(parents=True)
+        ci = publish(machine, key, f"file://{tmp_path}/cache", "--hosts", "edge-01")
+        assert ci.returncode == 1
+        assert "Traceback" not in ci.stderr, ci.stderr
+        assert (
+            "pullnix publish: every host was published, but the lock could not be written to "
+            f"{in_the_way}: Is a directory" in ci.stderr
+        ), ci.stderr
+        assert sorted(p.name for p in in_the_way.iterdir()) == ["x"]
+        assert not list(machine.repo.worktree.glob(f".{LOCK}.*"))
