@@ -49,8 +49,11 @@ PATTERN_HINTS: Mapping[str, str] = {
     'pin a commit such as "3f2a1c9e" or a tag such as "v1.2.0", or leave it empty',
     r"^[^#\s]+$": "is not a flake attribute path; write one such as "
     "\"nixosConfigurations.{host}\", without '#' or spaces",
-    r"^[^/\s][^\s]*$": "is not a path relative to the repository root (no leading '/', "
-    'no spaces), such as "hosts/{host}/configuration.nix"',
+    # Segments that are not "..", so the path stays inside the repository (RE2: no lookahead).
+    r"^([^./\s][^/\s]*|\.([^./\s][^/\s]*)?|\.\.[^/\s]+)"
+    r"(/([^./\s][^/\s]*|\.([^./\s][^/\s]*)?|\.\.[^/\s]+))*$": "is not a path inside the "
+    "repository (no leading '/', no '..', no spaces), such as "
+    '"hosts/{host}/configuration.nix"',
     r"^https?://[^\s]+$": "is not an http:// or https:// URL",
     r"^[^/\s]+$": 'is not a systemd unit name, such as "sshd.service"',
 }

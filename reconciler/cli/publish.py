@@ -128,9 +128,11 @@ def _publish_all(
         names = flake_hosts(flake, settings)
     except PullnixError as exc:
         _fail(f"{exc.reason}: {exc.message}")
+    if not names:
+        _fail(f"the flake at {sha[:12]} has no nixosConfigurations: nothing to publish")
     wanted = _select(names, globs)
     if not wanted:
-        _fail(f"no host of {', '.join(names) or 'none'} matches --hosts {' '.join(globs)}")
+        _fail(f"no host of {', '.join(names)} matches --hosts {' '.join(globs)}")
     _progress(f"publishing {len(wanted)} host(s) of {directory} at {sha[:12]} to {to}")
     published: dict[str, LockedHost] = {}
     report: dict[str, dict[str, Any]] = {}
@@ -159,7 +161,13 @@ def _publish_all(
     failed = [h for h in wanted if h not in published]
     if not failed:
         created = utc_stamp()
-        write_atomic(lock_path, render_lock(sha, created, published).encode())
+        try:
+            write_atomic(lock_path, render_lock(sha, created, published).encode())
+        except OSError as exc:
+            _fail(
+                f"every host was published, but the lock could not be written to {lock_path}: "
+                f"{exc.strerror or exc}; re-run with --lock-file FILE in a writable directory"
+            )
         _progress(f"wrote {lock_path} ({len(published)} host(s), source {sha[:12]})")
     else:
         _progress(f"failed: {', '.join(failed)}; {lock_path} not written")

@@ -12,6 +12,7 @@ Must not: read the repository, or accept anything the repository says.
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -120,6 +121,9 @@ _SECTIONS: dict[str, type] = {
     "fleet": FleetConfig,
 }
 _TOP_SCALARS = {"host": str, "state_dir": Path}
+#: A store URL Nix can open as a substituter: SCHEME://…, an absolute path, or a
+#: name; no whitespace (Nix splits the option there, so one entry would be two caches).
+_STORE_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+|/\S*|daemon|local|auto")
 _LOG_FORMATS = ("logfmt", "json")
 
 
@@ -179,9 +183,16 @@ def _check(config: MachineConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: system.keep_generations: must be at least 1")
     if config.source.max_age < 0:
         raise ConfigError(f"{origin}: source.max_age: must not be negative")
+    for cache in config.nix.substituters:
+        if not _STORE_URL.fullmatch(cache):
+            raise ConfigError(
+                f"{origin}: nix.substituters: {cache!r} is not a Nix store URL; write one "
+                "such as https://cache.example.org or s3://bucket?region=eu-central-1 "
+                "(one cache per entry, no spaces)"
+            )
     for key in config.nix.trusted_public_keys:
         name, colon, value = key.partition(":")
-        if not name or not colon or not value:
+        if not name or not colon or not value or any(c.isspace() for c in key):
             raise ConfigError(
                 f"{origin}: nix.trusted_public_keys: {key!r} is not a Nix public key; write "
                 "NAME:BASE64 as `nix-store --generate-binary-cache-key` prints it"

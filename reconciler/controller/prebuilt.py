@@ -1,7 +1,9 @@
 """A prebuilt system for this host: the lock in the commit, its history, the fetch.
 
 Owns the agent's side of `configuration.prebuilt` (docs/prebuilt.md): read
-the SystemLock file from the commit being deployed (never a checkout),
+the SystemLock file from the commit being deployed (never a checkout; a
+lock that is missing, a directory or a symbolic link is InvalidSpec, tied to
+the commit),
 refuse a lock whose `sourceRevision` is not an ancestor of that commit (a
 lock copied from another history), take this host's store path, and have Nix
 fetch it from the machine's substituters, checked against the machine's
@@ -15,11 +17,12 @@ repository says about keys or caches (those are agent.toml's).
 from __future__ import annotations
 
 from reconciler.common.config import MachineConfig
-from reconciler.core.lock import LockFromAnotherHistory, host_entry, parse_lock
+from reconciler.core.errors import TerminalError
+from reconciler.core.lock import InvalidLock, LockFromAnotherHistory, host_entry, parse_lock
 from reconciler.core.model import Prebuilt
 from reconciler.nix.build import BuildSettings, BuiltSystem
 from reconciler.nix.process import LineCallback
-from reconciler.nix.realise import realise_system
+from reconciler.nix.realise import UntrustedSignature, realise_system
 from reconciler.source import GitSource
 
 
@@ -33,7 +36,8 @@ def fetch_prebuilt(
 ) -> BuiltSystem:
     """This host's system from the lock in commit `sha`, fetched and held by a GC root."""
     origin = f"{prebuilt.lock_file}@{sha[:12]}"
-    lock = parse_lock(source.read_file(sha, prebuilt.lock_file), origin)
+    _require_trust_roots(machine, sha)
+    lock = parse_lock(_read_lock(source, sha, prebuilt.lock_file), origin)
     if not source.descends(sha, lock.source_revision):
         raise LockFromAnotherHistory(
             f"{origin}: sourceRevision {lock.source_revision[:12]} is not an ancestor of "
@@ -51,3 +55,34 @@ def fetch_prebuilt(
         settings=settings,
         on_line=on_line,
     )
+
+
+def _read_lock(source: GitSource, sha: str, lock_file: str) -> bytes:
+    """The lock's bytes; one that is missing, a directory or a symbolic link in the commit
+    is InvalidLock: tied to the commit (not retried every pass) and naming lockFile."""
+    try:
+        return source.read_file(sha, lock_file)
+    except TerminalError as exc:
+        if exc.reason != "FileMissing":
+            raise
+        what = exc.message.split(";")[0]
+        raise InvalidLock(
+            f"{what}; spec.configuration.prebuilt.lockFile must name the lock `pullnix "
+            "publish` wrote, committed as a regular file in the commit being deployed"
+        ) from None
+
+
+def _require_trust_roots(machine: MachineConfig, sha: str) -> None:
+    """Both of agent.toml's lists, or nothing is fetched: with one empty, Nix would fall
+    back to nix.conf's (cache.nixos.org and its key by default)."""
+    for name, values in (
+        ("substituters", machine.nix.substituters),
+        ("trusted_public_keys", machine.nix.trusted_public_keys),
+    ):
+        if not values:
+            raise UntrustedSignature(
+                f"[nix] {name} in agent.toml is empty, and {sha[:12]} deploys a prebuilt "
+                "system: it is fetched only from the caches agent.toml names, checked only "
+                "against the keys it names. Set both (services.pullnix.binaryCache), then "
+                "`pullnix retry`; nothing was fetched or activated"
+            )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from reconciler.core.errors import CommitFailure, TerminalError, TransientError
 from reconciler.nix.build import BuildSettings, BuiltSystem, gc_root, require_system
-from reconciler.nix.errors import NixCommandFailed, first_error, with_tail
+from reconciler.nix.errors import NixCommandFailed, NotASystem, first_error, with_tail
 from reconciler.nix.process import LineCallback, run_nix
 
 
@@ -44,6 +44,7 @@ _DOWN = re.compile(
     r"binary cache|Connection refused|Timeout was reached|HTTP error 5\d\d"
 )
 _MISSING = re.compile(r"don't know how to build|there is no substituter")
+_UNOPENABLE = re.compile(r"don't know how to open Nix store '([^']*)'")
 
 
 def realise_argv(
@@ -78,7 +79,14 @@ def realise_system(
     if not run.ok:
         raise realise_error(store_path, substituters, trusted_keys, run.tail)
     what = f"the prebuilt lock entry of {host}"
-    return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
+    try:
+        return require_system(BuiltSystem(store_path, root, what, revision, run.seconds))
+    except NotASystem:  # its hint is about spec.configuration; nothing was built here
+        raise NotASystem(
+            f"{store_path} (built from {what}) is not a NixOS system: it has no executable "
+            "bin/switch-to-configuration; the lock must name each host's toplevel as "
+            "`pullnix publish` writes it (--attr names the host's NixOS configuration)"
+        ) from None
 
 
 def realise_error(
@@ -95,6 +103,13 @@ def realise_error(
                 "(pullnix publish --sign-key) with a key whose public half is in agent.toml",
                 tail,
             )
+        )
+    unopenable = next((m for line in tail if (m := _UNOPENABLE.search(line))), None)
+    if unopenable is not None:
+        return CacheUnavailable(
+            f"Nix cannot open the substituter {unopenable[1]!r} ([nix] substituters in "
+            f"agent.toml) to fetch {store_path}; write a store URL Nix knows, such as "
+            "https://cache.example.org. Retrying with backoff"
         )
     if any(_DOWN.search(line) for line in tail):
         return CacheUnavailable(

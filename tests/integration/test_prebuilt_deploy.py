@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from tests.support.agentmachine import fake_machine
@@ -120,3 +121,48 @@ def test_publish_validates_the_desired_state_first(tmp_path: Path):
         assert "only one of flake, classic, prebuilt may be" in ci.stderr
         assert f"pullnix.yaml@{sha[:12]} is not valid; nothing was built" in ci.stderr
         assert "building" not in ci.stderr
+
+
+def test_publish_with_no_host_to_publish_or_a_bad_key_says_so_and_writes_no_lock(tmp_path: Path):
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    cache = f"file://{tmp_path}/cache"
+    with fake_machine(tmp_path) as machine:
+        commit_fleet(machine.repo, version="2")
+        none = publish(machine, key, cache, "--hosts", "web-*")
+        assert none.returncode == 1
+        assert "pullnix publish: no host of edge-01 matches --hosts web-*" in none.stderr
+
+        corrupt = tmp_path / "corrupt.key"
+        corrupt.write_text("not a key\n")
+        bad = publish(machine, replace(key, secret=corrupt), cache, "--hosts", "edge-01")
+        assert bad.returncode == 1
+        assert f"with {corrupt} failed: secret key is corrupt" in bad.stderr
+        assert not (machine.repo.worktree / LOCK).exists()
+
+        sha = commit_fleet(
+            machine.repo, files={"flake.nix": "{ outputs = _: { nixosConfigurations = { }; }; }"}
+        )
+        empty = publish(machine, key, cache)
+        assert empty.returncode == 1
+        assert (
+            f"pullnix publish: the flake at {sha[:12]} has no nixosConfigurations: nothing to "
+            "publish" in empty.stderr
+        ), empty.stderr
+        assert not (machine.repo.worktree / LOCK).exists()
+
+
+def test_publish_that_cannot_write_the_lock_says_so_without_a_traceback(tmp_path: Path):
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with fake_machine(tmp_path) as machine:
+        commit_fleet(machine.repo, version="2")
+        in_the_way = machine.repo.worktree / LOCK  # a directory where the lock goes
+        (in_the_way / "x").mkdir(parents=True)
+        ci = publish(machine, key, f"file://{tmp_path}/cache", "--hosts", "edge-01")
+        assert ci.returncode == 1
+        assert "Traceback" not in ci.stderr, ci.stderr
+        assert (
+            "pullnix publish: every host was published, but the lock could not be written to "
+            f"{in_the_way}: Is a directory" in ci.stderr
+        ), ci.stderr
+        assert sorted(p.name for p in in_the_way.iterdir()) == ["x"]
+        assert not list(machine.repo.worktree.glob(f".{LOCK}.*"))

@@ -3,11 +3,15 @@ is activated (the running system, the switch calls and the store stay as they we
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from reconciler.core.errors import TransientError
+from reconciler.nix.build import BuildSettings
+from reconciler.nix.realise import realise_system
 from tests.support.agentmachine import Machine, fake_machine
 from tests.support.binarycache import (
     copy_to,
@@ -121,3 +125,86 @@ def test_a_store_path_that_is_not_a_nixos_system_is_refused(tmp_path: Path):
             f"{path} (built from the prebuilt lock entry of edge-01) is not a NixOS system"
             in (ready["message"])
         )
+        # The hint is about the lock CI wrote, not spec.configuration (nothing is built here).
+        assert "spec.configuration" not in ready["message"], ready["message"]
+        assert "`pullnix publish` writes" in ready["message"], ready["message"]
+
+
+def test_a_lock_file_that_is_missing_a_directory_or_a_symlink_is_refused_naming_lock_file(
+    tmp_path: Path,
+):
+    """The lock is read from the commit's tree only: a symlink (even to a valid lock outside
+    the repository) is not followed, and the message points at lockFile, not spec_path."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    outside = tmp_path / "outside.lock.json"
+    with fake_machine(tmp_path) as machine:
+        outside.write_text(lock_text(machine.repo.sha, {"edge-01": {"storePath": SHAPED}}))
+        configure_nix(machine, ["http://127.0.0.1:9"], [key.public])
+        lock = machine.repo.worktree / "pullnix.lock.json"
+        shapes = {
+            "missing": lambda: None,
+            "a directory": lambda: (lock.mkdir(), (lock / "x").write_text("{}")),
+            "a symbolic link": lambda: lock.symlink_to(outside),
+        }
+        shape_words = {
+            "missing": "does not exist in commit",
+            "a directory": "in commit",
+            "a symbolic link": "in commit",
+        }
+        for shape, make in shapes.items():
+            if lock.is_dir() and not lock.is_symlink():
+                (lock / "x").unlink()
+                lock.rmdir()
+            else:
+                lock.unlink(missing_ok=True)
+            make()
+            sha = commit_deploy(machine, None, revision=shape)
+            ready = refused(machine, "InvalidSpec")  # tied to the commit, like a bad lock
+            assert f"pullnix.lock.json {shape_words[shape]} {sha}" in ready["message"], shape
+            assert "spec.configuration.prebuilt.lockFile" in ready["message"], ready["message"]
+            assert "spec_path" not in ready["message"], ready["message"]
+
+
+def test_a_machine_without_caches_or_keys_in_agent_toml_refuses_without_asking_any_cache(
+    tmp_path: Path,
+):
+    """Trust roots come from agent.toml: with either list empty, Nix would fall back to
+    nix.conf's (cache.nixos.org and its key by default), so nothing is fetched at all."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with fake_machine(tmp_path) as machine, served_cache(tmp_path) as cache:
+        lock = lock_text(machine.repo.sha, {"edge-01": {"storePath": SHAPED}})
+        for caches, keys, empty in (
+            ([], [key.public], "[nix] substituters"),
+            ([cache.url("fleet")], [], "[nix] trusted_public_keys"),
+        ):
+            configure_nix(machine, caches, keys)
+            sha = commit_deploy(machine, lock, revision=empty)
+            ready = refused(machine, "UntrustedSignature")
+            assert f"{empty} in agent.toml is empty" in ready["message"], ready["message"]
+            assert f"{sha[:12]}" in ready["message"], ready["message"]
+        assert cache.requests() == []
+
+
+def test_a_cache_that_accepts_connections_and_never_answers_is_a_transient_timeout(
+    tmp_path: Path,
+):
+    """The kernel accepts the TCP connection (listen, never accept) and nothing answers:
+    the fetch is stopped at the build timeout and backs off as transient, never hangs."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        settings = BuildSettings(gcroots_dir=tmp_path / "gcroots", timeout=5)
+        with pytest.raises(TransientError) as caught:
+            realise_system(
+                SHAPED,
+                host="edge-01",
+                revision="a" * 40,
+                substituters=[url],
+                trusted_keys=[key.public],
+                settings=settings,
+            )
+    assert caught.value.reason == "NixTimeout", caught.value.message
+    assert "did not finish within 5s and was stopped; it will be retried" in caught.value.message
+    assert not list((tmp_path / "gcroots").glob("*"))

@@ -181,6 +181,23 @@ def test_the_nix_section_and_max_age_in_days_are_read(tmp_path: Path):
             "`nix-store --generate-binary-cache-key` prints it",
         ),
         ('[nix]\nsubstituters = "http://x"\n', "nix.substituters: expected a list"),
+        # Nix only warns "don't know how to open Nix store" and the fetch looks like a
+        # cache without the path (NotInCache, retried forever): refuse it here instead.
+        (
+            '[nix]\nsubstituters = ["cache.example.org"]\n',
+            "nix.substituters: 'cache.example.org' is not a Nix store URL; write one such as "
+            "https://cache.example.org",
+        ),
+        # Nix splits the option at whitespace: one entry must not smuggle in a second cache.
+        (
+            '[nix]\nsubstituters = ["https://a.example.org https://b.example.org"]\n',
+            "nix.substituters: 'https://a.example.org https://b.example.org' is not a Nix store",
+        ),
+        ('[nix]\nsubstituters = [""]\n', "nix.substituters: expected a list of non-empty"),
+        (
+            '[nix]\ntrusted_public_keys = ["a-1:AAAA b-1:BBBB"]\n',
+            "nix.trusted_public_keys: 'a-1:AAAA b-1:BBBB' is not a Nix public key",
+        ),
         ('[source]\nmax_age = "a week"\n', "source.max_age: 'a week' is not a duration"),
         ('[source]\nmax_age = "367d"\n', "source.max_age: '367d' is longer than 8784h"),
         ('[triggers]\ninterval = "8d"\n', "triggers.interval: '8d' is longer than 168h"),

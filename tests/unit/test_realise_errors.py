@@ -55,6 +55,20 @@ KEY = "ci.example.org-1:9EDzsCrSd5vm0WQ+feS9wnn75DoUcH8hplgoaZz0/ks="
             f"no binary cache has {PATH} ({CACHE}); has CI copied it",
         ),
         (
+            # Nix 2.8 only warns about a store URL it cannot open, then finds no substitute:
+            # the fault is agent.toml's, not CI's, and the message must say so.
+            [
+                "warning: don't know how to open Nix store 'ftp://cache.example.org'",
+                "don't know how to build these paths:",
+                f"  {PATH}",
+                f"error: build of '{PATH}' failed",
+            ],
+            "CacheUnavailable",
+            TransientError,
+            "Nix cannot open the substituter 'ftp://cache.example.org' ([nix] substituters in "
+            "agent.toml)",
+        ),
+        (
             ["error: opening file '/nix/var/nix/db/big-lock': Permission denied"],
             "NixCommandFailed",
             TerminalError,

@@ -122,8 +122,17 @@ EXPECTED = [
         "prebuilt-absolute-lock.yaml",
         [
             '8:17: spec.configuration.prebuilt.lockFile: "/etc/lock.json" is not a path '
-            "relative to the repository root (no leading '/', no spaces), such as "
+            "inside the repository (no leading '/', no '..', no spaces), such as "
             '"hosts/{host}/configuration.nix"',
+        ],
+    ),
+    (
+        # `pullnix publish` writes the lock here: it must not escape CI's work tree.
+        "prebuilt-lock-escapes.yaml",
+        [
+            '8:17: spec.configuration.prebuilt.lockFile: "hosts/../../etc/cron.d/pullnix" '
+            "is not a path inside the repository (no leading '/', no '..', no spaces), such "
+            'as "hosts/{host}/configuration.nix"',
         ],
     ),
     (
