@@ -8,6 +8,10 @@ long-lived processes a fixed amount of memory and leave a short message.
 - `CappedLog`: a log file that takes at most `cap` bytes of output, then one
   `[log truncated]` line (and pullnix's own short notes); a write that fails
   (a full disk) stops the log, never the caller.
+- `punch_log(path, limit)`: while another process appends to a log (systemd, for
+  an activation in its own unit), free the disk under its middle without moving
+  anything; `cut_log(path, limit)` once the writer is done: the first `limit`
+  bytes, a note, and the newest output.
 - `last_lines(data, n)`: the same for the last n lines.
 - `short_message(data)`: the last non-empty line of some output, decoded,
   control characters escaped, at most `MESSAGE_LIMIT` characters (the middle
@@ -19,6 +23,7 @@ Standard library only (the helper imports it). Running the child is `child.py`'s
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +31,12 @@ from typing import BinaryIO
 MESSAGE_LIMIT = 400
 #: The default tail kept of a child's output.
 TAIL_LIMIT = 16 * 1024
+#: The most bytes of output one of the helper's operation logs keeps (then a note).
+LOG_LIMIT = 1024 * 1024
+_BLOCK = 4096
+_CUT = b"\n[log truncated]\n"
+_PUNCH_HOLE = 0x02  # FALLOC_FL_PUNCH_HOLE
+_KEEP_SIZE = 0x01  # FALLOC_FL_KEEP_SIZE
 
 
 class Tail:
@@ -50,6 +61,59 @@ class Tail:
     def dropped(self) -> int:
         """Bytes seen but no longer kept."""
         return self.total - len(self._buf)
+
+
+def punch_log(path: Path, limit: int, keep: int = TAIL_LIMIT) -> int:
+    """Free the disk blocks of `path` between its first `limit` and its last `keep` bytes
+    (a hole: it reads as zeros, its size and every offset stay); return the bytes freed.
+
+    Safe while another process appends to it: nothing moves and nothing written is
+    lost but the middle, so a flood of output costs about `limit + keep` of disk
+    however long it runs. A filesystem without holes, or a file that cannot be
+    opened, is left as it is (0)."""
+    try:
+        with open(path, "r+b") as log:  # fallocate needs the file open for writing
+            size = os.fstat(log.fileno()).st_size
+            start = -(-limit // _BLOCK) * _BLOCK
+            end = (size - keep) // _BLOCK * _BLOCK
+            if end - start < _BLOCK * 16:
+                return 0
+            return end - start if _punch_hole(log.fileno(), start, end - start) else 0
+    except OSError:
+        return 0
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """fallocate(2) with FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE; False if it fails."""
+    import ctypes  # only for a log past its limit: the helper does not load it otherwise
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate.restype = ctypes.c_int
+    return int(fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length)) == 0
+
+
+def cut_log(path: Path, limit: int, keep: int = TAIL_LIMIT) -> int:
+    """Cut `path` back to its first `limit` bytes, then `[log truncated]` and its last `keep`
+    bytes, when it is longer than that; return the bytes dropped (0: untouched).
+
+    Only once nothing else writes to it (what is appended between the read and the
+    cut is lost; `punch_log` is for while a writer runs). A file that cannot be read
+    or written (gone, a full disk) is left as it is."""
+    try:
+        with open(path, "r+b") as log:
+            size = log.seek(0, 2)
+            if size <= limit + len(_CUT) + keep:
+                return 0
+            log.seek(size - keep)
+            newest = log.read(keep)
+            log.truncate(limit)
+            log.seek(limit)
+            log.write(_CUT + newest)
+    except OSError:
+        return 0
+    return size - limit - len(newest)
 
 
 class CappedLog:

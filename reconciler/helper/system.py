@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.common.child import ChildTimeout, run_bounded
-from reconciler.common.output import CappedLog, shorten
+from reconciler.common.output import LOG_LIMIT, CappedLog, cut_log, shorten
 from reconciler.common.protocol import STORE_DIR, ErrorCode, ProtocolError
 from reconciler.helper import transient
 
-LOG_LIMIT = 1024 * 1024  # per operation log
 _GENERATION_LINK = re.compile(r"^(?P<name>.+)-(?P<n>[0-9]+)-link$")
 
 
@@ -108,19 +107,7 @@ def switch(store_path: str, action: str, log: Path, timeout: float, owner: str =
     except transient.ActivationFailed as exc:
         raise StepFailed(str(exc)) from None
     finally:
-        bound_log(log)
-
-
-def bound_log(log: Path) -> None:
-    """Cut a log that grew past LOG_LIMIT (systemd appends to it unbounded)."""
-    try:
-        if os.path.getsize(log) > LOG_LIMIT:
-            with open(log, "r+b") as sink:
-                sink.truncate(LOG_LIMIT)
-                sink.seek(LOG_LIMIT)
-                sink.write(b"\n[log truncated]\n")
-    except OSError:
-        pass
+        cut_log(log, LOG_LIMIT)
 
 
 def set_profile(profile: Path, store_path: str, generation: int | None, log: Path) -> int | None:

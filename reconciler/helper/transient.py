@@ -8,7 +8,10 @@ Under systemd (PID 1, `/run/systemd/system` present) `switch-to-configuration` r
 so its cgroup is not the helper's: a helper crash, restart or upgrade never kills a
 half-done switch, and because the unit name is nixos-rebuild's, a hand-run
 `nixos-rebuild switch` and pullnix cannot activate at the same time (systemd refuses
-the second start). Its output is appended to the operation's activation log.
+the second start). Its output is appended to the operation's activation log; systemd's
+`append:` has no bound of its own, so while the helper waits it frees the disk under the
+log's middle at every poll (`punch_log`), and cuts the log to LOG_LIMIT once the unit
+has ended.
 
 How the result survives the helper: `RemainAfterExit=yes` keeps a successful unit
 `active (exited)` until the helper has read it and stopped it; a failed one is collected
@@ -29,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.common.output import LOG_LIMIT, punch_log
 from reconciler.helper import machine as m
 from reconciler.helper.log import log as helper_log
 
@@ -176,6 +180,7 @@ def _start(store_path: str, action: str, log: Path, mine: str) -> None:
 def _wait(log: Path, mine: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
+        punch_log(log, LOG_LIMIT)
         state = show()
         if state.description != mine or state.gone:
             _note(log, f"[{SERVICE} failed]\n")

@@ -44,6 +44,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "gitListen": "127.0.0.1",  # where the git server listens; elsewhere cuts the machine off
     "agentUid": 399,  # services.pullnix.agentUid
     "switchDelay": 0,  # seconds switch-to-configuration waits before it acts
+    "switchOutput": 0,  # MiB of output switch-to-configuration prints before it acts
     "kernel": "6.1",  # the generation's "kernel"; another one needs a reboot
     "helper": "",  # the helper's store path (services.pullnix.helperPackage); Fleet sets it
     "substituters": [],  # services.pullnix.binaryCache.substituters: agent.toml's [nix]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from reconciler.common.client import HelperClient
+from reconciler.common.output import LOG_LIMIT, TAIL_LIMIT
 from tests.system.container import Container
 from tests.system.guestcli import (
     finished_entry,
@@ -37,11 +38,15 @@ def _activation_running(box: Container) -> str | None:
     return box.unit_property(UNIT, "Description") if (state, sub) == ("active", "running") else None
 
 
-def _activation_log(box: Container, op_id: str) -> str:
+def _activation_log_path(box: Container, op_id: str) -> str:
     found = box.run(["grep", "-rl", "--", f"pullnix {op_id}:", HELPER_STATE], check=False)
     paths = found.stdout.split()
     assert paths, f"no activation log of {op_id} under {HELPER_STATE}"
-    return box.read_text(paths[0])
+    return paths[0]
+
+
+def _activation_log(box: Container, op_id: str) -> str:
+    return box.read_text(_activation_log_path(box, op_id))
 
 
 def test_a_helper_killed_mid_activation_lets_it_finish_then_verifies_and_commits_once(
@@ -125,3 +130,24 @@ def test_a_hand_run_activation_during_a_pullnix_apply_is_refused_by_systemd(
 
     entry = finished_entry(container, revision, timeout=240)
     assert entry["result"] == "Succeeded", entry
+
+
+def test_an_activation_that_floods_its_output_leaves_a_bounded_log(
+    container: Container, installed: Installed
+) -> None:
+    """systemd appends the unit's output to the activation log with no bound of its own:
+    64 MiB of it leave a log of about LOG_LIMIT, its first and its last words kept."""
+    ready_at(container, installed.revision)
+    revision = installed.fleet.commit("generation 2: a loud activation", switchOutput=64)
+    reconcile_now(container)
+    entry = finished_entry(container, revision, timeout=240)
+    assert entry["result"] == "Succeeded", entry
+    log_path = _activation_log_path(container, entry["operationId"])
+    size = int(container.run(["stat", "--format=%s", log_path]).stdout)
+    assert size <= LOG_LIMIT + TAIL_LIMIT + 64 * 1024, size
+    log = container.read_text(log_path)
+    assert "bin/switch-to-configuration test\n" in log[:4096], log[:4096]
+    assert "[log truncated]" in log, log[-TAIL_LIMIT:]
+    over = log.index("the flood is over")
+    assert over > LOG_LIMIT
+    assert "switch-to-configuration.service succeeded]" in log[over:], log[over:]

@@ -92,7 +92,10 @@
         builder = "/bin/sh";
         PATH = "/usr/bin:/bin";
         version = knobs.version;
-        switch = fill ./switch-to-configuration { switchDelay = toString knobs.switchDelay; };
+        switch = fill ./switch-to-configuration {
+          switchDelay = toString knobs.switchDelay;
+          switchOutput = toString knobs.switchOutput;
+        };
         inherit pullnix agentToml tmpfiles kernel;
         helper = knobs.helper;
         users = "pullnix ${toString knobs.agentUid} pullnix\n";
