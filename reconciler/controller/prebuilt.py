@@ -17,13 +17,18 @@ repository says about keys or caches (those are agent.toml's).
 from __future__ import annotations
 
 from reconciler.common.config import MachineConfig
-from reconciler.core.errors import TerminalError
-from reconciler.core.lock import InvalidLock, LockFromAnotherHistory, host_entry, parse_lock
+from reconciler.core.lock import (
+    MAX_LOCK_BYTES,
+    InvalidLock,
+    LockFromAnotherHistory,
+    host_entry,
+    parse_lock,
+)
 from reconciler.core.model import Prebuilt
 from reconciler.nix.build import BuildSettings, BuiltSystem
 from reconciler.nix.process import LineCallback
 from reconciler.nix.realise import UntrustedSignature, realise_system
-from reconciler.source import GitSource
+from reconciler.source import FileMissing, FileTooLarge, GitSource
 
 
 def fetch_prebuilt(
@@ -58,13 +63,14 @@ def fetch_prebuilt(
 
 
 def _read_lock(source: GitSource, sha: str, lock_file: str) -> bytes:
-    """The lock's bytes; one that is missing, a directory or a symbolic link in the commit
-    is InvalidLock: tied to the commit (not retried every pass) and naming lockFile."""
+    """The lock's bytes; one that is missing, a directory or a symbolic link in the commit,
+    or larger than a lock may be (judged before it is unpacked), is InvalidLock: tied to
+    the commit (not retried every pass) and naming lockFile."""
     try:
-        return source.read_file(sha, lock_file)
-    except TerminalError as exc:
-        if exc.reason != "FileMissing":
-            raise
+        return source.read_file(sha, lock_file, limit=MAX_LOCK_BYTES)
+    except FileTooLarge as exc:
+        raise InvalidLock(f"spec.configuration.prebuilt.lockFile: {exc.message}") from None
+    except FileMissing as exc:
         what = exc.message.split(";")[0]
         raise InvalidLock(
             f"{what}; spec.configuration.prebuilt.lockFile must name the lock `pullnix "

@@ -30,6 +30,7 @@ from typing import Any
 
 from reconciler.api import for_host, load_spec_text
 from reconciler.api.convert import deployment_to_data
+from reconciler.api.document import MAX_BYTES as MAX_SPEC_BYTES
 from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperUnavailable
 from reconciler.common.clock import utc_stamp
@@ -336,7 +337,8 @@ class Reconciler:
         """The desired state in commit `sha`, or the error that refused it (raised later)."""
         path = self.machine.source.spec_path
         try:
-            return self._load_spec(self.source.read_file(sha, path), f"{path}@{sha[:12]}")
+            text = self.source.read_file(sha, path, limit=MAX_SPEC_BYTES)
+            return self._load_spec(text, f"{path}@{sha[:12]}")
         except PullnixError as exc:
             return exc
 

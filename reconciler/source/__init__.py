@@ -41,8 +41,9 @@ The parts, for callers that need them one by one:
 - `resolve(tip_sha, pin) -> sha`: a commit id (full or abbreviated) or a tag,
   fetched if the mirror lacks it. `accept_pin` adds the signature rule for the
   pinned commit; a pin to an older commit is a deliberate rollback.
-- `read_file(sha, path) -> bytes`, `export_tree(sha, dest)`, `mirror_path`,
-  `nix_ref(sha)`.
+- `read_file(sha, path, limit=) -> bytes` (FileMissing: not a regular file;
+  FileTooLarge: over `limit`, judged before it is unpacked), `export_tree(sha,
+  dest)`, `mirror_path`, `nix_ref(sha)`.
 
 Errors: reconciler.core.errors TransientError (reason SourceUnavailable) or
 TerminalError with reason AuthenticationFailed, HostKeyRefused,
@@ -54,11 +55,14 @@ commit or file and says what to do.
 from reconciler.source.mirror import PINNED_REF, GitSource
 from reconciler.source.results import AcceptedRevision, FetchResult, Verified
 from reconciler.source.retry import RetryPolicy
+from reconciler.source.trees import FileMissing, FileTooLarge
 
 __all__ = [
     "PINNED_REF",
     "AcceptedRevision",
     "FetchResult",
+    "FileMissing",
+    "FileTooLarge",
     "GitSource",
     "RetryPolicy",
     "Verified",

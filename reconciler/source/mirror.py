@@ -39,7 +39,7 @@ from reconciler.source.transport import (
     classify,
     set_network_timeouts,
 )
-from reconciler.source.trees import export_commit, read_blob
+from reconciler.source.trees import READ_LIMIT, export_commit, read_blob
 from reconciler.source.verify import verify_commit
 
 log = logging.getLogger("pullnix.source")
@@ -356,9 +356,10 @@ class GitSource:
 
     # ------------------------------------------------------------------ reading trees
 
-    def read_file(self, sha: str, path: str) -> bytes:
-        """The content of `path` in commit `sha`, read from the mirror (no checkout)."""
-        return read_blob(self._commit(sha), path)
+    def read_file(self, sha: str, path: str, *, limit: int = READ_LIMIT) -> bytes:
+        """The content of `path` in commit `sha`, read from the mirror (no checkout); at most
+        `limit` bytes (FileTooLarge), a regular file (FileMissing)."""
+        return read_blob(self.repo(), self._commit(sha), path, limit)
 
     def export_tree(self, sha: str, dest: Path) -> Path:
         """Write the tree of commit `sha` to `dest` (which must not exist), atomically."""

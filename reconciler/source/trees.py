@@ -2,7 +2,9 @@
 
 Owns the rules for a path read from a commit (relative, inside the tree, a regular
 file and not a directory or a symbolic link, with an error that lists the top
-level when it is missing) and the atomic export of a tree for classic Nix
+level when it is missing; no larger than the caller's limit, which is checked
+from the object's header before anything is unpacked: a small pack can hold a
+blob that inflates to gigabytes) and the atomic export of a tree for classic Nix
 configurations (into a sibling temporary directory, then renamed).
 
 Must not: fetch, or choose the commit (the mirror hands it the commit object).
@@ -19,9 +21,27 @@ import pygit2
 
 from reconciler.core.errors import TerminalError
 
+MIB = 1024 * 1024
+#: What `read_blob`'s callers read when they have no limit of their own.
+READ_LIMIT = 8 * MIB
 
-def read_blob(commit: pygit2.Commit, path: str) -> bytes:
-    """The content of `path` in `commit` (TerminalError FileMissing when it is not a file)."""
+
+class FileMissing(TerminalError):
+    """The path is not a regular file in the commit: absent, a directory or a symbolic link."""
+
+    reason = "FileMissing"
+
+
+class FileTooLarge(TerminalError):
+    """The file is larger than its reader takes: the desired state is invalid, as for a
+    spec too large to parse."""
+
+    reason = "InvalidSpec"
+
+
+def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, path: str, limit: int) -> bytes:
+    """The content of `path` in `commit`: FileMissing when it is not a regular file,
+    FileTooLarge when it is over `limit` bytes (known before it is unpacked)."""
     sha = str(commit.id)
     tree = commit.tree
     clean = posixpath.normpath(path.strip("/"))
@@ -31,21 +51,26 @@ def read_blob(commit: pygit2.Commit, path: str) -> bytes:
         obj = tree[clean]
     except (KeyError, ValueError):
         top = ", ".join(sorted(e.name for e in tree if e.name)[:20])
-        raise TerminalError(
+        raise FileMissing(
             f"{path} does not exist in commit {sha} (top level: {top}); "
-            "add it to the repository or fix [source] spec_path",
-            reason="FileMissing",
+            "add it to the repository or fix [source] spec_path"
         ) from None
-    if not isinstance(obj, pygit2.Blob):
-        raise TerminalError(
-            f"{path} in commit {sha} is a directory, not a file", reason="FileMissing"
-        )
+    if obj.type != pygit2.enums.ObjectType.BLOB:
+        what = "a directory" if obj.type == pygit2.enums.ObjectType.TREE else "a submodule"
+        raise FileMissing(f"{path} in commit {sha} is {what}, not a file")
     if obj.filemode == pygit2.enums.FileMode.LINK:
-        raise TerminalError(
-            f"{path} in commit {sha} is a symbolic link; point spec_path at the file itself",
-            reason="FileMissing",
+        raise FileMissing(
+            f"{path} in commit {sha} is a symbolic link; point spec_path at the file itself"
         )
-    return bytes(obj.data)
+    _, size = repo.odb.read_header(obj.id)
+    if size > limit:
+        raise FileTooLarge(
+            f"{path} in commit {sha} is {size / MIB:.1f} MiB; at most {limit / MIB:g} MiB "
+            "of it is read (commit a smaller file)"
+        )
+    blob = repo[obj.id]
+    assert isinstance(blob, pygit2.Blob)
+    return bytes(blob.data)
 
 
 def export_commit(repo: pygit2.Repository, commit: pygit2.Commit, dest: Path) -> Path:

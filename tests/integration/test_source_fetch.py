@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +14,7 @@ import pytest
 
 from reconciler.common.config import SourceConfig
 from reconciler.core.errors import TerminalError, TransientError
-from reconciler.source import FetchResult, GitSource, RetryPolicy
+from reconciler.source import FetchResult, FileTooLarge, GitSource, RetryPolicy
 from tests.support.gitrepo import Upstream
 from tests.support.gitserve import (
     GitDaemon,
@@ -324,6 +326,55 @@ def test_read_file_reads_from_the_commit_without_a_checkout(
     with pytest.raises(TerminalError, match="does not exist"):
         source.read_file(tip, "../outside")
     assert not any(p.name == "pullnix.yaml" for p in source.mirror_path.rglob("*"))
+
+
+PEAK_PROBE = """
+import sys
+from pathlib import Path
+from reconciler.common.config import SourceConfig
+from reconciler.core.errors import TerminalError
+from reconciler.source import GitSource
+state = Path(sys.argv[2])
+source = GitSource(SourceConfig(urls=(sys.argv[1],)), state / "state", state / "helper",
+                   state / "current-system")
+try:
+    source.read_file(sys.argv[3], "big.yaml", limit=1024 * 1024)
+except TerminalError as exc:
+    print(type(exc).__name__, exc.reason, exc.message)
+# VmHWM: this process's own peak (ru_maxrss would carry the forking parent's over exec)
+status = Path("/proc/self/status").read_text().splitlines()
+print(next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def test_a_file_too_large_is_refused_before_it_is_unpacked(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """256 MiB of zeros pack into a few hundred KiB: the size is read from the object's
+    header, so refusing it costs the agent nothing near the file's size. (The fetch
+    that brought it is another matter: libgit2 inflates it to index the pack;
+    docs/limits.md says so.)"""
+    with open(upstream.work / "big.yaml", "wb") as big:
+        big.truncate(256 * 1024 * 1024)  # a sparse file: no memory here
+    tip = upstream.commit({"pullnix.yaml": "kind: NixOSDeployment\n"}, message="a huge file")
+    source = make_source(tmp_path, upstream.file_url)
+    assert source.sync().tip_sha == tip
+    with pytest.raises(FileTooLarge) as err:
+        source.read_file(tip, "big.yaml", limit=1024 * 1024)
+    assert err.value.reason == "InvalidSpec"
+    assert f"big.yaml in commit {tip} is 256.0 MiB; at most 1 MiB" in err.value.message
+    assert source.read_file(tip, "pullnix.yaml", limit=64) == b"kind: NixOSDeployment\n"
+
+    probe = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, upstream.file_url, str(tmp_path), tip],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    refused, peak_mib = probe.stdout.splitlines()
+    assert refused.startswith("FileTooLarge InvalidSpec big.yaml"), probe.stdout
+    assert int(peak_mib) < 128, f"refusing a 256 MiB file took {peak_mib} MiB"
 
 
 def test_read_file_of_a_missing_path_says_what_is_there(tmp_path: Path, upstream: Upstream) -> None:
