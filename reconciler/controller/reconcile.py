@@ -4,8 +4,8 @@ Owns the order of a pass (docs/architecture.md, "One pass") and nothing else:
 
 - `gather()` reads everything the pass needs into one frozen `PassInputs`:
   the record and the helper's finished operations folded into it, the
-  source's verdict on the branch tip, the desired state, the machine, the
-  helper's view; a failure on the way is kept in it (`error`);
+  source's verdict on the branch tip and the desired state (`desired.py`),
+  the machine, the helper's view; a failure on the way is kept in it (`error`);
 - `decide()` is `core.policy.decide_pass`: every policy of the pass is
   there and in `core.decide`;
 - `act()` carries the action out (runs the post-deploy hooks of finished
@@ -28,9 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler.api import for_host, load_spec_text
 from reconciler.api.convert import deployment_to_data
-from reconciler.api.document import MAX_BYTES as MAX_SPEC_BYTES
 from reconciler.common.answers import HelperStatus
 from reconciler.common.client import HelperClient, HelperUnavailable
 from reconciler.common.clock import utc_stamp
@@ -38,6 +36,7 @@ from reconciler.common.config import MachineConfig
 from reconciler.common.operation import Operation
 from reconciler.common.records import revision_of
 from reconciler.controller.deploy import Deployer
+from reconciler.controller.desired import DesiredState
 from reconciler.controller.failed_pass import report_internal_error
 from reconciler.controller.hooks import run_post_deploy
 from reconciler.controller.status_doc import status_document
@@ -46,8 +45,8 @@ from reconciler.controller.waves import WaveGate
 from reconciler.core import decide as d
 from reconciler.core import policy
 from reconciler.core.conditions import Condition
-from reconciler.core.errors import PullnixError, TerminalError, TransientError
-from reconciler.core.freshness import Freshness, apply_freshness, freshness
+from reconciler.core.errors import PullnixError, TransientError
+from reconciler.core.freshness import apply_freshness
 from reconciler.core.history import HistoryEntry
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.record import StoredRecord, fold
@@ -55,7 +54,6 @@ from reconciler.core.status import Outcome, apply_outcome, exit_code
 from reconciler.nix.facts import read_inhibitors
 from reconciler.nix.observe import SystemObservation, observe_system
 from reconciler.source import AcceptedRevision, FetchResult, GitSource
-from reconciler.telemetry import metrics
 from reconciler.telemetry.pass_report import report_operations, report_pass
 from reconciler.telemetry.tracing import PassTrace, init_tracing, reconcile_span, step
 
@@ -112,7 +110,7 @@ class Reconciler:
         self.deployer = Deployer(
             machine, self.source, self.helper, on_build_line=on_build_line or _log_build_line
         )
-        self._spec: tuple[bytes, NixOSDeployment] | None = None  # (sha256 of the text, it)
+        self.desired = DesiredState(machine, self.source)
         self.waves = WaveGate(machine)
 
     def run_pass(self) -> PassResult:
@@ -186,7 +184,8 @@ class Reconciler:
         now = utc_stamp()
         generation = verdict.stored.generation
         conditions = apply_outcome(conditions_of(inputs.previous), verdict.outcome, now, generation)
-        if fresh := self._freshness(_followed_tip(inputs)):  # SourceStale: reported, not acted on
+        fresh = self.desired.freshness(_followed_tip(inputs))  # SourceStale: reported only
+        if fresh:
             conditions = apply_freshness(conditions, fresh, now, generation)
         self.store.save_record(verdict.stored)
         written = status_document(
@@ -244,34 +243,15 @@ class Reconciler:
         return replace(inputs, stored=stored, finished=finished, entries=entries, helper=helper)
 
     def _read_source(self, inputs: PassInputs) -> PassInputs:
-        """Fetch, verify the branch tip, load its desired state and follow its pin.
-
-        The tip's spec is read before the downgrade check, whose exception for a tip
-        that pins the running revision needs the pin; a spec that does not load is
-        reported after that check, so a downgrade is named first."""
-        fetch = self._fetch()
-        stored = inputs.stored
-        spec_path = self.machine.source.spec_path
-        with step("source.verify", {"vcs.ref.head.revision": fetch.tip_sha}) as span:
-            tip = self.source.verify(fetch.tip_sha)
-            span.set_attribute("pullnix.signer", tip.signer or "")
-            loaded = self._try_load_spec(tip.sha)
-            self.source.check_downgrade(
-                tip.sha,
-                stored.record.last_applied_revision,
-                applied_source=stored.applied_source,
-                pin=loaded.spec.revision if isinstance(loaded, NixOSDeployment) else "",
-            )
-        with step(
-            "spec.load", {"pullnix.spec.path": spec_path, "vcs.ref.head.revision": tip.sha}
-        ) as span:
-            if not isinstance(loaded, NixOSDeployment):
-                raise loaded
-            deployment = loaded
-            target = self.source.accept_pin(tip, deployment.spec.revision)
-            span.set_attribute("pullnix.spec.target", target.target.sha)
-        stored = _bump_generation(stored, deployment)
-        return replace(inputs, stored=stored, fetch=fetch, target=target, deployment=deployment)
+        """What the repository wants (`DesiredState.read`); the spec's generation."""
+        desired = self.desired.read(inputs.stored)
+        return replace(
+            inputs,
+            stored=_bump_generation(inputs.stored, desired.deployment),
+            fetch=desired.fetch,
+            target=desired.target,
+            deployment=desired.deployment,
+        )
 
     def _observe(self, inputs: PassInputs) -> PassInputs:
         """The machine as it is, and the facts `decide` reads."""
@@ -304,56 +284,6 @@ class Reconciler:
             local_time=time.localtime()[3:5],
         )
         return replace(inputs, system=system, facts=facts)
-
-    def _fetch(self) -> FetchResult:
-        with step("source.fetch", {"vcs.ref.head.name": self.machine.source.branch}) as span:
-            try:
-                fetch = self.source.sync()
-            except PullnixError:
-                metrics.record_fetch_failure()
-                raise
-            span.set_attributes(
-                {
-                    "url.full": fetch.url,
-                    "vcs.ref.head.revision": fetch.tip_sha,
-                    "pullnix.fetch.fetched": fetch.fetched,
-                    "pullnix.fetch.attempts": fetch.attempts,
-                }
-            )
-        return fetch
-
-    def _load_spec(self, text: bytes, origin: str) -> NixOSDeployment:
-        """The desired state for this host from `text`; the last one is kept, so a pass over
-        an unchanged spec (most passes) neither parses nor validates it again. Only a spec
-        that loaded is kept: a bad one is checked, and refused, every time."""
-        key = hashlib.sha256(text).digest()
-        if self._spec is not None and self._spec[0] == key:
-            return self._spec[1]
-        deployment = for_host(load_spec_text(text, origin=origin), self.machine.host)
-        self._spec = (key, deployment)
-        return deployment
-
-    def _try_load_spec(self, sha: str) -> NixOSDeployment | PullnixError:
-        """The desired state in commit `sha`, or the error that refused it (raised later)."""
-        path = self.machine.source.spec_path
-        try:
-            text = self.source.read_file(sha, path, limit=MAX_SPEC_BYTES)
-            return self._load_spec(text, f"{path}@{sha[:12]}")
-        except PullnixError as exc:
-            return exc
-
-    def _freshness(self, tip: str | None) -> Freshness | None:
-        """How old the followed commit is (the last tip fetched, also while the remote is
-        unreachable); None before any fetch."""
-        try:
-            committed_at = self.source.committed_at(tip) if tip else None
-        except TerminalError:  # not in the mirror (a lost state dir)
-            committed_at = None
-        if tip is None or committed_at is None:
-            return None
-        fresh = freshness(tip, committed_at, time.time(), self.machine.source.max_age)
-        metrics.record_source_freshness(committed_at, fresh.stale)
-        return fresh
 
     # -- acting ------------------------------------------------------------------------
 
