@@ -20,17 +20,19 @@ import fnmatch
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import pygit2
 
-from reconciler.api import SpecError, load_spec_file, load_spec_text
+from reconciler.api import SpecError, for_host, load_spec_file, load_spec_text
 from reconciler.common.atomic import write_atomic
 from reconciler.common.clock import utc_stamp
 from reconciler.core.errors import PullnixError
 from reconciler.core.lock import LockedHost, render_lock
+from reconciler.core.model import NixOSDeployment, Prebuilt
 from reconciler.nix.build import BuildSettings
 from reconciler.nix.publish import (
     build_host,
@@ -40,6 +42,9 @@ from reconciler.nix.publish import (
     sign_closure,
     sizes,
 )
+
+#: The lock's name when the spec has no `prebuilt` (the CRD's default for lockFile).
+DEFAULT_LOCK = Prebuilt().lock_file
 
 
 @click.command()
@@ -102,8 +107,12 @@ def publish(
 ) -> None:
     """Build, sign and copy every host's system for one commit; write the SystemLock."""
     repo, sha = _resolve(directory, revision)
-    lock_path = lock_file or directory / _validated_lock_name(repo, sha, spec_file)
+    deployment = _validated(repo, sha, spec_file)
     flake = flake_url(directory, _ref_for(repo, revision, sha), sha)
+
+    def lock_path(hosts: list[str]) -> Path:
+        return lock_file or directory / _lock_name(deployment, hosts)
+
     with tempfile.TemporaryDirectory(prefix="pullnix-publish-") as roots:
         # Built systems are held by GC roots in `roots` until they are copied.
         _publish_all(
@@ -118,7 +127,7 @@ def _publish_all(
     globs: tuple[str, ...],
     sign_key: Path,
     to: str,
-    lock_path: Path,
+    lock_for: Callable[[list[str]], Path],
     template: str,
     as_json: bool,
     roots: Path,
@@ -133,6 +142,7 @@ def _publish_all(
     wanted = _select(names, globs)
     if not wanted:
         _fail(f"no host of {', '.join(names)} matches --hosts {' '.join(globs)}")
+    lock_path = lock_for(wanted)
     _progress(f"publishing {len(wanted)} host(s) of {directory} at {sha[:12]} to {to}")
     published: dict[str, LockedHost] = {}
     report: dict[str, dict[str, Any]] = {}
@@ -183,28 +193,48 @@ def _publish_all(
     sys.exit(1 if failed else 0)
 
 
-def _validated_lock_name(repo: pygit2.Repository, sha: str, spec_file: Path | None) -> str:
-    """Validate the desired state (as `pullnix validate` does): `spec_file`, else the
-    commit's pullnix.yaml; the name of the lock file it wants."""
+def _validated(repo: pygit2.Repository, sha: str, spec_file: Path | None) -> NixOSDeployment:
+    """The desired state, validated as `pullnix validate` does: `spec_file`, else the
+    commit's pullnix.yaml."""
     origin = str(spec_file) if spec_file else f"pullnix.yaml@{sha[:12]}"
     try:
         if spec_file is not None:
-            deployment = load_spec_file(spec_file)
-        else:
-            commit = repo.revparse_single(sha).peel(pygit2.Commit)
-            try:
-                blob = commit.tree["pullnix.yaml"]
-            except KeyError:
-                blob = None
-            if not isinstance(blob, pygit2.Blob):
-                _fail(f"commit {sha[:12]} has no pullnix.yaml; pass --spec FILE")
-            deployment = load_spec_text(bytes(blob.data), origin=origin)
+            return load_spec_file(spec_file)
+        commit = repo.revparse_single(sha).peel(pygit2.Commit)
+        try:
+            blob = commit.tree["pullnix.yaml"]
+        except KeyError:
+            blob = None
+        if not isinstance(blob, pygit2.Blob):
+            _fail(f"commit {sha[:12]} has no pullnix.yaml; pass --spec FILE")
+        return load_spec_text(bytes(blob.data), origin=origin)
     except SpecError as exc:
         for issue in exc.issues:
             click.echo(str(issue), err=True)
         _fail(f"{origin} is not valid; nothing was built")
-    prebuilt = deployment.spec.configuration.prebuilt
-    return prebuilt.lock_file if prebuilt is not None else "pullnix.lock.json"
+
+
+def _lock_name(deployment: NixOSDeployment, hosts: list[str]) -> str:
+    """The one lock file the published hosts read (`prebuilt.lockFile` as each host's
+    overrides leave it; pullnix.lock.json without `prebuilt`). Hosts that read different
+    files cannot share the lock this run writes: refused before anything is built."""
+    wants: dict[str, list[str]] = {}
+    for host in hosts:
+        try:
+            prebuilt = for_host(deployment, host).spec.configuration.prebuilt
+        except SpecError as exc:
+            for issue in exc.issues:
+                click.echo(str(issue), err=True)
+            _fail(f"the spec merged for host {host} is not valid; nothing was built")
+        name = prebuilt.lock_file if prebuilt is not None else DEFAULT_LOCK
+        wants.setdefault(name, []).append(host)
+    if len(wants) > 1:
+        groups = "; ".join(f"{name}: {', '.join(names)}" for name, names in wants.items())
+        _fail(
+            f"the hosts read different lock files ({groups}); one run writes one lock: "
+            "publish each group on its own (--hosts ... --lock-file ...)"
+        )
+    return next(iter(wants))
 
 
 def _resolve(directory: Path, revision: str) -> tuple[pygit2.Repository, str]:

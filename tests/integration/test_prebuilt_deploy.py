@@ -16,6 +16,7 @@ from tests.support.prebuilt import (
     commit_deploy,
     configure_nix,
     narinfo_name,
+    prebuilt_spec,
     publish,
     read_lock,
 )
@@ -166,3 +167,32 @@ def test_publish_that_cannot_write_the_lock_says_so_without_a_traceback(tmp_path
         ), ci.stderr
         assert sorted(p.name for p in in_the_way.iterdir()) == ["x"]
         assert not list(machine.repo.worktree.glob(f".{LOCK}.*"))
+
+
+def test_publish_refuses_hosts_that_read_different_locks_before_building(tmp_path: Path):
+    """A host whose override moves its lockFile cannot share the lock one run writes: the
+    run names each group, builds nothing; one group at a time gets its own lock."""
+    key = generate_key(tmp_path / "keys", "ci.example.org-1")
+    cache = f"file://{tmp_path}/cache"
+    with fake_machine(tmp_path) as machine:
+        spec = prebuilt_spec(machine) + (
+            '  hosts:\n    "edge-02":\n'
+            "      configuration: {prebuilt: {lockFile: locks/edge-02.json}}\n"
+        )
+        commit_fleet(
+            machine.repo, hosts={"edge-01": {}, "edge-02": {}}, files={"pullnix.yaml": spec}
+        )
+        both = publish(machine, key, cache)
+        assert both.returncode == 1
+        assert (
+            f"the hosts read different lock files ({LOCK}: edge-01; locks/edge-02.json: "
+            "edge-02); one run writes one lock" in both.stderr
+        ), both.stderr
+        assert "building" not in both.stderr
+        assert not (machine.repo.worktree / LOCK).exists()
+
+        one = publish(machine, key, cache, "--hosts", "edge-02")
+        assert one.returncode == 0, one.stderr
+        lock = json.loads((machine.repo.worktree / "locks/edge-02.json").read_text())
+        assert sorted(lock["hosts"]) == ["edge-02"]
+        assert not (machine.repo.worktree / LOCK).exists()
