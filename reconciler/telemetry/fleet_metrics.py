@@ -55,7 +55,9 @@ class _FleetMetrics:
         self.failed = gauge(
             "pullnix_fleet_failed_revision",
             f"1 for each of the {FAILED_KEPT} most recent revisions this host rolled back or "
-            "failed, with the reason (RolledBack, BuildFailed, GateRefused, ActivationFailed).",
+            "failed, with the reason (RolledBack, ActivationFailed, BuildFailed, GateRefused, "
+            "or a prebuilt system's refusal: InvalidSpec, NotInLock, LockFromAnotherHistory, "
+            "UntrustedSignature).",
             ["host", "wave", "revision", "reason"],
         )
         self.wave = gauge(
