@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.common.output import LOG_LIMIT, punch_log
+from reconciler.common.output import LOG_LIMIT, cut_log, punch_log
 from reconciler.helper import machine as m
 from reconciler.helper.log import log as helper_log
 
@@ -148,6 +148,8 @@ def leftover(owner: str, store_path: str, action: str, log: Path, timeout: float
         _wait(log, mine, timeout)
     except ActivationFailed:
         return False
+    finally:
+        cut_log(log, LOG_LIMIT)  # as system.switch does after a wait it started itself
     return True
 
 
