@@ -51,6 +51,8 @@ def _nasty(rng: random.Random) -> Any:
         lambda: "\udcff",
         lambda: "\x00",
         lambda: "../../etc/passwd",
+        lambda: "(" * 1000 + ")" * 1000,
+        lambda: "a{99999999999}",
         lambda: "/nix/store/" + "a" * 32 + "-x",
         lambda: "1e999",
         lambda: [],
@@ -144,10 +146,46 @@ class Mutator:
                 depth = rng.choice((10, 100, DEEP, 5000))
                 out[at:at] = rng.choice((b"[", b'{"a":', b"- ", b"a = [")) * depth
             else:
-                out[at:at] = rng.choice(
-                    (b"NaN", b"Infinity", b"-0", b"1e999", b"9" * 5000, b'"', b"\\u", b"\n", b"\r")
-                )
+                out[at:at] = rng.choice(_SNIPPETS)
         return bytes(out)
+
+
+#: Text any of the formats gives meaning to: JSON's edge cases, YAML's anchors, tags,
+#: merge keys and directives, TOML's tables, dates, special floats and escapes.
+_SNIPPETS = (
+    b"NaN",
+    b"Infinity",
+    b"-0",
+    b"1e999",
+    b"9" * 5000,
+    b'"',
+    b"\\u",
+    b"\\ud800",
+    b"\n",
+    b"\r",
+    b"\t",
+    b"&a ",
+    b"*a",
+    b"!!binary ",
+    b"!!python/object/apply:os.system ",
+    b"<<: ",
+    b"? ",
+    b"%YAML 1.1\n---\n",
+    b"\n---\n",
+    b"\n...\n",
+    b"[[a]]\n",
+    b'"""',
+    b"1979-05-27T07:32:00Z",
+    b"inf",
+    b"nan",
+    b"0x7fffffffffffffffff",
+    b"{a=1}",
+    b"\\U0010ffff",
+    b"\x7f",
+    b"\xef\xbb\xbf",
+    b"(" * 1000,
+    b"{99999999999}",
+)
 
 
 @dataclass(frozen=True)

@@ -287,3 +287,28 @@ def test_a_character_yaml_forbids_is_a_spec_error_naming_it(char: str) -> None:
     [issue] = caught.value.issues
     assert (issue.line, issue.col) == (2, 12)
     assert f"the character {ord(char):#x} is not allowed in YAML" in issue.message
+
+
+HOSTILE_REGEXES = ["(" * 1000 + ")" * 1000, "(?:" * 5000 + ")" * 5000, "a{99999999999}"]
+
+
+@pytest.mark.parametrize("pattern", HOSTILE_REGEXES, ids=["groups", "non-capturing", "repeat"])
+def test_a_body_regex_python_cannot_compile_is_a_bad_field(pattern: str) -> None:
+    check = {"name": "api", "http": {"url": "http://127.0.0.1/", "bodyRegex": pattern}}
+    with pytest.raises(p.ProtocolError) as caught:
+        parse_check(check, 0)
+    assert caught.value.code == p.ErrorCode.BAD_FIELD
+    assert caught.value.message.startswith("healthChecks[0].http.bodyRegex: ")
+
+
+@pytest.mark.parametrize("pattern", HOSTILE_REGEXES, ids=["groups", "non-capturing", "repeat"])
+def test_a_body_regex_python_cannot_compile_is_a_spec_error_at_the_field(pattern: str) -> None:
+    seed = (DATA / "design-example.yaml").read_text()
+    api = 'http: {url: "http://127.0.0.1:8080/healthz", expectStatus: 200}'
+    text = seed.replace(api, api[:-1] + f", bodyRegex: '{pattern}'}}")
+    assert text != seed
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text.encode(), "pullnix.yaml")
+    [issue] = caught.value.issues
+    assert issue.path == "spec.healthChecks[1].http.bodyRegex"
+    assert "not a regular expression Python compiles" in issue.message
