@@ -147,24 +147,16 @@ def read_document(text: bytes, origin: str) -> Document:
             ]
         ) from None
     source = source.removeprefix("\ufeff")
-    loader = _Loader(source)
+    try:  # the reader checks every character as it is made, before any parsing
+        loader = _Loader(source)
+    except yaml.reader.ReaderError as exc:
+        raise _unprintable(origin, source, exc) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         raise DocumentError([_syntax_issue(origin, exc)]) from None
     except yaml.reader.ReaderError as exc:
-        line, col = _line_col(source.encode(), len(source[: exc.position].encode()))
-        raise DocumentError(
-            [
-                Issue(
-                    origin,
-                    line,
-                    col,
-                    "",
-                    f"the character {ord(exc.character):#x} is not allowed in YAML; remove it",
-                )
-            ]
-        ) from None
+        raise _unprintable(origin, source, exc) from None
     finally:
         loader.dispose()
     if node is None:
@@ -176,6 +168,13 @@ def read_document(text: bytes, origin: str) -> Document:
     if builder.issues:
         raise DocumentError(builder.issues)
     return Document(origin, data, builder.positions)
+
+
+def _unprintable(origin: str, source: str, exc: yaml.reader.ReaderError) -> DocumentError:
+    line, col = _line_col(source.encode(), len(source[: exc.position].encode()))
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)  # an int
+    message = f"the character {code:#x} is not allowed in YAML; remove it"
+    return DocumentError([Issue(origin, line, col, "", message)])
 
 
 def _syntax_issue(origin: str, exc: yaml.MarkedYAMLError) -> Issue:

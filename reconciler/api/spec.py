@@ -211,11 +211,15 @@ def _meaning_issues(
     for i, check in enumerate(spec.get("healthChecks", [])):
         regex = check.get("http", {}).get("bodyRegex")
         if regex is not None:
+            where = (*at, "healthChecks", i, "http", "bodyRegex")
             try:
                 re.compile(regex)
             except re.error as exc:
-                where = (*at, "healthChecks", i, "http", "bodyRegex")
                 issues.append(doc.issue(where, f"not a valid regular expression: {exc}" + suffix))
+            except (RecursionError, OverflowError):  # `((((…` a thousand deep, `a{99999999999}`
+                why = "not a regular expression Python compiles: nested too deeply or repeating "
+                why += "too often"
+                issues.append(doc.issue(where, why + suffix))
     window = spec.get("reboot", {}).get("window")
     if window is not None and window["start"] == window["end"]:
         issues.append(

@@ -96,6 +96,8 @@ def operation_from_json(d: Mapping[str, Any]) -> Operation:
     it is not one). A finished operation never changes once archived, so the last `_KEEP`
     read are kept: the status answers the same ten finished ones again and again. Between
     its last state and the archive, retention adds to its message, so that is in the key."""
+    if not isinstance(d, Mapping):  # a file or an answer holding `[]`, a number, a string
+        raise TypeError(f"an operation is a JSON object, not {type(d).__name__}")
     key = (d.get("id"), d.get("state"), d.get("finishedAt"), d.get("message"))
     known = _finished.get(key)
     if known is not None:
@@ -114,7 +116,7 @@ def _operation_from_json(d: Mapping[str, Any]) -> Operation:
         id=d["id"],
         kind=d["kind"],
         request=apply_from_wire(d["request"]),
-        state=State(d["state"]),
+        state=_state(d["state"]),
         created_at=d["createdAt"],
         previous=Previous(prev["currentSystem"], prev["profilePath"], prev["profileGeneration"]),
         touched=Touched(bool(touched["running"]), bool(touched["boot"]), bool(touched["profile"])),
@@ -135,7 +137,7 @@ def _operation_from_json(d: Mapping[str, Any]) -> Operation:
         confirm_deadline=d["confirmDeadline"],
         generation=d["generation"],
         transitions=tuple(
-            Transition(State(t["state"]), t["at"], t["message"]) for t in d["transitions"]
+            Transition(_state(t["state"]), t["at"], t["message"]) for t in d["transitions"]
         ),
         phases=tuple(
             Phase(p["name"], p["startedAt"], p["finishedAt"], p["ok"], p["message"])
@@ -144,6 +146,14 @@ def _operation_from_json(d: Mapping[str, Any]) -> Operation:
         message=d["message"],
         finished_at=d["finishedAt"],
     )
+
+
+def _state(value: Any) -> State:
+    """A state's name to the State; ValueError naming the type of anything else (the enum's
+    own message would repr a value of any size or depth)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a state is a string, not {type(value).__name__}")
+    return State(value)
 
 
 @dataclass(frozen=True)
@@ -183,12 +193,17 @@ def status_to_wire(status: HelperStatus) -> dict[str, Any]:
 
 
 def status_from_wire(answer: Mapping[str, Any]) -> HelperStatus:
-    """Read a status answer back (KeyError, TypeError or ValueError if it is not one)."""
-    current, found = answer.get("operation"), answer.get("found")
+    """Read a status answer back (KeyError, TypeError, ValueError or ProtocolError if it is
+    not one)."""
+    if not isinstance(answer, Mapping):
+        raise TypeError(f"a status answer is a JSON object, not {type(answer).__name__}")
+    current, found, config = answer.get("operation"), answer.get("found"), answer.get("config")
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"a status answer's config is an object, not {type(config).__name__}")
     return HelperStatus(
         operation=None if current is None else operation_from_json(current),
         recent=tuple(operation_from_json(op) for op in answer.get("recent") or ()),
         upgrade_pending=answer.get("upgradePending"),
         found=None if found is None else operation_from_json(found),
-        config_error=(answer.get("config") or {}).get("error"),
+        config_error=(config or {}).get("error"),
     )

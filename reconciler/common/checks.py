@@ -137,6 +137,10 @@ def _http(t: Mapping[str, Any], where: str) -> dict[str, Any]:
             re.compile(pattern)
         except re.error as exc:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{where}.bodyRegex: {exc}") from None
+        except (RecursionError, OverflowError):  # `((((…` a thousand deep, `a{99999999999}`
+            raise ProtocolError(
+                ErrorCode.BAD_FIELD, f"{where}.bodyRegex: nested too deeply or repeats too often"
+            ) from None
         out["bodyRegex"] = pattern
     return out
 

@@ -139,6 +139,8 @@ def load_machine_config(path: Path = DEFAULT_PATH) -> MachineConfig:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of 5000 digits, `[[[[…` nesting
+        raise ConfigError(f"{path}: not TOML a machine config can hold: {exc}") from None
     return parse_machine_config(data, origin=str(path))
 
 

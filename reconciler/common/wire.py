@@ -60,6 +60,8 @@ def decode_line(line: bytes) -> dict[str, Any]:
         value = json.loads(line, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not JSON: {exc}") from None
+    except RecursionError:  # `[[[[…`: 64 KiB nest far deeper than Python's parser goes
+        raise ProtocolError(ErrorCode.BAD_JSON, "not JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a message must be a JSON object")
     return value

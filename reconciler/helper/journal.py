@@ -52,14 +52,14 @@ class Journal:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: `[[[[…`
             raise JournalError(f"{self.path}: cannot read the journal: {exc}") from None
         try:
             if doc.get("v") != FORMAT:
                 raise JournalError(f"{self.path}: journal format {doc.get('v')!r} unknown")
             raw = doc["operation"]
             return None if raw is None else operation_from_json(raw)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, ProtocolError) as exc:
             raise JournalError(f"{self.path}: malformed journal: {exc!r}") from None
 
     def write(self, op: Operation | None) -> None:
@@ -96,7 +96,7 @@ class Journal:
         for path in self._archived()[::-1][:limit]:
             try:
                 out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
         return out
 
@@ -117,7 +117,7 @@ class Journal:
                 (self.archive / f"{op_id}.json").read_text(encoding="utf-8")
             )
             return value
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     def log_path(self, op_id: str) -> Path:

@@ -54,7 +54,7 @@ def pending(config: MachineConfig) -> dict[str, Any] | None:
     try:
         value: dict[str, Any] = json.loads((config.helper.state_dir / RECORD).read_text())
         return value
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: `[[[[…`
         return None
 
 
@@ -106,7 +106,7 @@ def settle(config: MachineConfig, journal: Journal, now: float) -> None:
         return
     try:
         op = from_json(record["operation"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ProtocolError) as exc:
         log.error("%s is unreadable (%r); removing it", RECORD, exc)
         (config.helper.state_dir / RECORD).unlink(missing_ok=True)
         return
