@@ -25,7 +25,7 @@ from reconciler.core.errors import PullnixError, TerminalError
 from reconciler.core.freshness import Freshness, freshness
 from reconciler.core.model import NixOSDeployment
 from reconciler.core.record import StoredRecord
-from reconciler.source import AcceptedRevision, FetchResult, GitSource
+from reconciler.source import AcceptedRevision, FetchResult, FileMissing, GitSource
 from reconciler.telemetry import metrics
 from reconciler.telemetry.tracing import step
 
@@ -105,6 +105,8 @@ class DesiredState:
         try:
             text = self.source.read_file(sha, path, limit=MAX_SPEC_BYTES)
             return self._load_spec(text, f"{path}@{sha[:12]}")
+        except FileMissing as exc:
+            return FileMissing(exc.fact, "commit it as a regular file, or fix [source] spec_path")
         except PullnixError as exc:
             return exc
 

@@ -71,9 +71,8 @@ def _read_lock(source: GitSource, sha: str, lock_file: str) -> bytes:
     except FileTooLarge as exc:
         raise InvalidLock(f"spec.configuration.prebuilt.lockFile: {exc.message}") from None
     except FileMissing as exc:
-        what = exc.message.split(";")[0]
         raise InvalidLock(
-            f"{what}; spec.configuration.prebuilt.lockFile must name the lock `pullnix "
+            f"{exc.fact}; spec.configuration.prebuilt.lockFile must name the lock `pullnix "
             "publish` wrote, committed as a regular file in the commit being deployed"
         ) from None
 

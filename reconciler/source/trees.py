@@ -27,9 +27,14 @@ READ_LIMIT = 8 * MIB
 
 
 class FileMissing(TerminalError):
-    """The path is not a regular file in the commit: absent, a directory or a symbolic link."""
+    """The path is not a regular file in the commit: absent, a directory or a symbolic link.
+    `fact` says which; the message adds what the caller's setting is (`hint`)."""
 
     reason = "FileMissing"
+
+    def __init__(self, fact: str, hint: str = "commit it as a regular file") -> None:
+        super().__init__(f"{fact}; {hint}")
+        self.fact = fact
 
 
 class FileTooLarge(TerminalError):
@@ -51,17 +56,12 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, path: str, limit: 
         obj = tree[clean]
     except (KeyError, ValueError):
         top = ", ".join(sorted(e.name for e in tree if e.name)[:20])
-        raise FileMissing(
-            f"{path} does not exist in commit {sha} (top level: {top}); "
-            "add it to the repository or fix [source] spec_path"
-        ) from None
+        raise FileMissing(f"{path} does not exist in commit {sha} (top level: {top})") from None
     if obj.type != pygit2.enums.ObjectType.BLOB:
         what = "a directory" if obj.type == pygit2.enums.ObjectType.TREE else "a submodule"
         raise FileMissing(f"{path} in commit {sha} is {what}, not a file")
     if obj.filemode == pygit2.enums.FileMode.LINK:
-        raise FileMissing(
-            f"{path} in commit {sha} is a symbolic link; point spec_path at the file itself"
-        )
+        raise FileMissing(f"{path} in commit {sha} is a symbolic link (never followed)")
     _, size = repo.odb.read_header(obj.id)
     if size > limit:
         raise FileTooLarge(
